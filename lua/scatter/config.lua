@@ -1,0 +1,153 @@
+-- Pool configuration: defaults (DESIGN.md section 4) and strict validation.
+-- Every error names the field; an unknown field gets a did-you-mean.
+local M = {}
+
+local function is_int(v) return type(v) == "number" and v == math.floor(v) and v == v end
+
+local function dur(min_exclusive)
+  return function(v)
+    if type(v) ~= "number" or v ~= v or v == math.huge then return "a number of seconds" end
+    if min_exclusive and v <= 0 then return "a duration > 0" end
+    if v < 0 then return "a duration >= 0" end
+  end
+end
+
+local function int(lo, hi)
+  return function(v)
+    if not is_int(v) then return "an integer" end
+    if v < lo or (hi and v > hi) then
+      return hi and ("an integer from " .. lo .. " to " .. hi) or ("an integer >= " .. lo)
+    end
+  end
+end
+
+local function strings(v)
+  if type(v) ~= "table" then return "a list of strings" end
+  for i, s in ipairs(v) do
+    if type(s) ~= "string" then return "a list of strings (item " .. i .. " is a " .. type(s) .. ")" end
+  end
+  for k in pairs(v) do
+    if not is_int(k) or k < 1 or k > #v then return "a list of strings (it has a key " .. tostring(k) .. ")" end
+  end
+end
+
+local function typed(t)
+  return function(v) if type(v) ~= t then return "a " .. t end end
+end
+
+local FIELDS = {
+  sources = { strings, {} },
+  proxies = { strings, {} },
+  source_refresh_interval = { dur(true), 600 },
+  rate_limit = { typed("table"), nil },
+  proxy_timeout = { dur(true), 8 },
+  max_concurrent_per_request = { int(1, 64), 3 },
+  max_inflight = { int(1), 100 },
+  task_pool_capacity = { int(1), 1000 },
+  health_window = { int(1, 64), 30 },
+  cooldown_base = { dur(false), 30 },
+  cooldown_max = { dur(false), 300 },
+  cooldown_consecutive_fails = { int(1), 3 },
+  eviction_min_samples = { int(1), 30 },
+  state_file = { typed("string"), nil },
+  state_save_interval = { dur(true), 300 },
+  metrics_log_interval = { dur(false), 30 },
+  prefer_remote_dns = { typed("boolean"), true },
+  name = { typed("string"), nil },
+  classifier = { function(v)
+    local t = type(v)
+    if t ~= "function" and t ~= "table" and t ~= "userdata" then
+      return "a function or an object with :classify(resp)"
+    end
+  end, nil },
+  hedge_delay = { function(v)
+    if v == "auto" then return end
+    if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge then
+      return 'a number of seconds >= 0 or "auto"'
+    end
+  end, 0 },
+  ca_file = { typed("string"), nil },
+  seed = { int(0), 1 },
+}
+M.FIELDS = FIELDS
+
+local RATE_FIELDS = { default_interval = true, host_overrides = true }
+
+local function distance(a, b)
+  local la, lb = #a, #b
+  local prev = {}
+  for j = 0, lb do prev[j] = j end
+  for i = 1, la do
+    local cur = { [0] = i }
+    for j = 1, lb do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[lb]
+end
+
+local function suggest(name, known)
+  local best, bd
+  for k in pairs(known) do
+    local d = distance(name, k)
+    if not bd or d < bd or (d == bd and k < best) then best, bd = k, d end
+  end
+  if best and bd <= math.max(2, math.floor(#name / 3)) then
+    return " (did you mean '" .. best .. "'?)"
+  end
+  return ""
+end
+
+local function fail(where, msg) error(where .. ": " .. msg, 0) end
+
+-- Returns a new table with every field set (defaults filled in).
+function M.validate(cfg, where)
+  where = where or "scatter.pool"
+  if cfg == nil then cfg = {} end
+  if type(cfg) ~= "table" then fail(where, "configuration must be a table, got " .. type(cfg)) end
+  local out = {}
+  for k, v in pairs(cfg) do
+    if type(k) ~= "string" then fail(where, "configuration keys must be field names, got " .. tostring(k)) end
+    local f = FIELDS[k]
+    if not f then fail(where, "unknown field '" .. k .. "'" .. suggest(k, FIELDS)) end
+    local want = f[1](v)
+    if want then
+      fail(where, "field '" .. k .. "' must be " .. want .. ", got " .. (type(v) == "string" and ("%q"):format(v) or tostring(v)))
+    end
+    out[k] = v
+  end
+  for k, f in pairs(FIELDS) do
+    if out[k] == nil and f[2] ~= nil then
+      out[k] = type(f[2]) == "table" and {} or f[2]
+    end
+  end
+  if out.cooldown_max < out.cooldown_base then
+    fail(where, "field 'cooldown_max' must be >= cooldown_base (" .. out.cooldown_base .. "), got " .. out.cooldown_max)
+  end
+  local rl = { default_interval = 0.5, host_overrides = {} }
+  for k, v in pairs(out.rate_limit or {}) do
+    if not RATE_FIELDS[k] then
+      fail(where, "unknown field 'rate_limit." .. tostring(k) .. "'" .. suggest(tostring(k), RATE_FIELDS))
+    end
+    rl[k] = v
+  end
+  local want = dur(false)(rl.default_interval)
+  if want then fail(where, "field 'rate_limit.default_interval' must be " .. want .. ", got " .. tostring(rl.default_interval)) end
+  if type(rl.host_overrides) ~= "table" then
+    fail(where, "field 'rate_limit.host_overrides' must be a table of host = seconds")
+  end
+  local ho = {}
+  for h, v in pairs(rl.host_overrides) do
+    if type(h) ~= "string" or h == "" then fail(where, "field 'rate_limit.host_overrides' keys must be host names") end
+    want = dur(false)(v)
+    if want then fail(where, "field 'rate_limit.host_overrides[\"" .. h .. "\"]' must be " .. want .. ", got " .. tostring(v)) end
+    ho[h:lower()] = v
+  end
+  rl.host_overrides = ho
+  out.rate_limit = rl
+  return out
+end
+
+return M

@@ -1,0 +1,67 @@
+-- scatter: requests raced across unreliable SOCKS5 proxies.
+-- The public face; see DESIGN.md section 2.
+local core = require("scatter.core")
+local runtime = require("scatter.runtime")
+local pool = require("scatter.pool")
+local log = require("scatter.log")
+
+local M = {
+  _VERSION = "0.1.0",
+  log = log,
+}
+
+M.now = core.now
+M.spawn = runtime.spawn
+M.sleep = runtime.sleep
+M.wait_any = runtime.wait_any
+M.wait_all = runtime.wait_all
+
+function M.pool(cfg)
+  if cfg ~= nil and type(cfg) ~= "table" then
+    error("scatter.pool: bad argument #1 (configuration table expected, got " .. type(cfg) .. ")", 2)
+  end
+  return pool.new(cfg, "scatter.pool")
+end
+
+-- Runs fn as a thread, then the loop until every thread has ended. An error
+-- in fn is raised again here, with its traceback.
+function M.run(fn, ...)
+  if type(fn) ~= "function" then
+    error("scatter.run: bad argument #1 (function expected, got " .. type(fn) .. ")", 2)
+  end
+  if runtime.current() then error("scatter.run: already inside a scatter thread", 2) end
+  local main = runtime.spawn(fn, ...)
+  main.on_error = false -- raised below instead of reported
+  runtime.loop()
+  local r = main.result
+  if not r[1] then error(main.traceback, 0) end
+  return (table.unpack or unpack)(r, 2, r.n)
+end
+
+-- Embedding in another event loop: poll scatter.fd() for readability, wake
+-- after scatter.timeout() seconds at most, then call scatter.step().
+function M.fd() return core.fd() end
+
+function M.timeout()
+  local t = core.backend_timeout()
+  local nt = runtime.next_timer and runtime.next_timer()
+  if nt then
+    local d = math.max(0, nt - core.now())
+    t = t and math.min(t, d) or d
+  end
+  return t
+end
+
+function M.step() runtime.step(false) end
+
+-- Closes every open pool (the CLI does this at exit).
+function M.close_all()
+  local ps = {}
+  for p in pairs(pool.open) do ps[#ps + 1] = p end
+  for _, p in ipairs(ps) do p:close() end
+end
+
+M.parse_url = pool.parse_url
+M.versions = core.versions
+
+return M

@@ -1,0 +1,347 @@
+-- A pool: proxies, a scheduler (in C) and the Lua side of its tasks:
+-- waiting callers, classification, delivery.
+local core = require("scatter.core")
+local runtime = require("scatter.runtime")
+local config = require("scatter.config")
+local classifier = require("scatter.classifier")
+local log = require("scatter.log")
+local sources = require("scatter.sources")
+
+local M = {}
+local Pool = {}
+Pool.__index = Pool
+local Handle = {}
+Handle.__index = Handle
+
+M.open = setmetatable({}, { __mode = "k" }) -- pools to close at exit
+
+local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true }
+local REQ_FIELDS = {
+  method = true, url = true, headers = true, body = true, timeout = true,
+  race = true, follow_redirects = true, max_body = true, insecure = true,
+}
+
+-- ---- requests ----
+
+-- Returns host or nil, reason.
+function M.parse_url(u)
+  if type(u) ~= "string" then return nil, "url must be a string, got " .. type(u) end
+  if u:find("[%z\1-\32\127]") then return nil, "url contains spaces or control characters" end
+  local scheme, auth = u:match("^(%a[%w+.-]*)://([^/?#]*)")
+  if not scheme then return nil, "not an absolute http(s) URL: " .. u end
+  scheme = scheme:lower()
+  if scheme ~= "http" and scheme ~= "https" then
+    return nil, "unsupported scheme '" .. scheme .. "' (http or https only)"
+  end
+  auth = auth:gsub("^.*@", "")
+  local host, rest = auth:match("^(%[[%x:.]+%])(.*)$")
+  if not host then host, rest = auth:match("^([^:]*)(.*)$") end
+  if not host or host == "" then return nil, "no host in URL: " .. u end
+  if rest ~= "" then
+    local port = rest:match("^:(%d+)$")
+    if not port or tonumber(port) < 1 or tonumber(port) > 65535 then
+      return nil, "bad port in URL: " .. u
+    end
+  end
+  if not host:match("^%[") and not host:match("^[%w.%-_]+$") then
+    return nil, "bad host in URL: " .. u
+  end
+  return host:lower()
+end
+
+local function header_lines(h)
+  if h == nil then return {} end
+  if type(h) ~= "table" then return nil, "headers must be a table" end
+  local out = {}
+  for name, value in pairs(h) do
+    if type(name) ~= "string" or not name:match("^[%w!#$%%&'*+%-.^_`|~]+$") then
+      return nil, "bad header name " .. ("%q"):format(tostring(name))
+    end
+    local vals = type(value) == "table" and value or { value }
+    for _, v in ipairs(vals) do
+      if type(v) == "number" then v = tostring(v) end
+      if type(v) ~= "string" then return nil, "header '" .. name .. "' must be a string" end
+      if v:find("[\r\n%z]") then return nil, "header '" .. name .. "' contains CR, LF or NUL" end
+      -- "Name:" with nothing after it would make curl drop the header
+      out[#out + 1] = v == "" and (name .. ";") or (name .. ": " .. v)
+    end
+  end
+  return out
+end
+
+-- Returns the table submitted to the C pool, or nil, "invalid_request: ...".
+function M.prepare(req)
+  local function bad(msg) return nil, "invalid_request: " .. msg end
+  for k in pairs(req) do
+    if not REQ_FIELDS[k] then return bad("unknown field '" .. tostring(k) .. "'") end
+  end
+  local method = req.method or "GET"
+  if type(method) ~= "string" or not method:match("^%a+$") then return bad("bad method") end
+  method = method:upper()
+  local host, why = M.parse_url(req.url)
+  if not host then return bad(why) end
+  local headers, herr = header_lines(req.headers)
+  if not headers then return bad(herr) end
+  if req.body ~= nil and type(req.body) ~= "string" then return bad("body must be a string") end
+  if req.timeout ~= nil and (type(req.timeout) ~= "number" or req.timeout ~= req.timeout or req.timeout <= 0) then
+    return bad("timeout must be a number of seconds > 0")
+  end
+  local mb = req.max_body
+  if mb ~= nil and (type(mb) ~= "number" or mb < 0 or mb ~= math.floor(mb)) then
+    return bad("max_body must be a whole number of bytes")
+  end
+  local race = req.race
+  if race == nil then race = IDEMPOTENT[method] or false end
+  return {
+    host = host, method = method, url = req.url, headers = headers, body = req.body,
+    max_body = mb, follow = req.follow_redirects and true or false,
+    insecure = req.insecure and true or false, norace = not race,
+  }
+end
+
+-- ---- pool ----
+
+local function metrics_line(self)
+  local m = self:metrics()
+  return string.format(
+    "throughput=%.1f/s | success=%d%% | pool: %d healthy, %d cooldown, %d dead | tasks: %d pending, %d delayed, %d inflight | K=%d",
+    m.throughput_10s, math.floor(m.success_rate_1m * 100 + 0.5), m.healthy_proxies, m.cooldown_proxies,
+    m.dead_proxies, m.pending_tasks, m.delayed_tasks, m.inflight, m.k_current)
+end
+
+local function arm_metrics(self)
+  local iv = self.cfg.metrics_log_interval
+  if iv <= 0 then return end
+  self.metrics_timer = runtime.after(iv, function()
+    if self.closed then return end
+    log.emit("info", self.name, metrics_line(self))
+    arm_metrics(self)
+  end)
+end
+
+function M.new(cfg, where)
+  where = where or "scatter.pool"
+  cfg = config.validate(cfg, where)
+  if #cfg.sources == 0 and #cfg.proxies == 0 then
+    error(where .. ": no proxies: set 'proxies' or 'sources'", 0)
+  end
+  local c = core.pool_new({
+    rate_interval = cfg.rate_limit.default_interval,
+    proxy_timeout = cfg.proxy_timeout,
+    k_base = cfg.max_concurrent_per_request,
+    max_inflight = cfg.max_inflight,
+    task_capacity = cfg.task_pool_capacity,
+    health_window = cfg.health_window,
+    cooldown_base = cfg.cooldown_base,
+    cooldown_max = cfg.cooldown_max,
+    cooldown_fails = cfg.cooldown_consecutive_fails,
+    eviction_min_samples = cfg.eviction_min_samples,
+    hedge_delay = cfg.hedge_delay == "auto" and -1 or cfg.hedge_delay,
+    seed = cfg.seed,
+    remote_dns = cfg.prefer_remote_dns,
+    ca_file = cfg.ca_file,
+  })
+  local self = setmetatable({
+    c = c, cfg = cfg, name = cfg.name, tasks = {}, room = {},
+    classify = classifier.check(cfg.classifier, where),
+    classifier_errors = 0, last_classifier_log = -math.huge,
+  }, Pool)
+  for host, iv in pairs(cfg.rate_limit.host_overrides) do c:host_interval(host, iv) end
+  for i, line in ipairs(cfg.proxies) do
+    local key, err = c:add_proxy(line)
+    if key == nil then
+      c:close()
+      error(where .. ": proxies[" .. i .. "]: " .. err .. ": " .. ("%q"):format(line), 0)
+    end
+  end
+  for i, url in ipairs(cfg.sources) do
+    local lines, err = sources.load(url)
+    if not lines then
+      log.emit("warn", self.name, "source " .. i .. " skipped: " .. err)
+    else
+      local bad, first = 0, nil
+      for _, line in ipairs(lines) do
+        local key = c:add_proxy(line)
+        if key == nil then
+          bad = bad + 1
+          first = first or line
+        end
+      end
+      if bad > 0 then
+        log.emit("warn", self.name, string.format("source %s: skipped %d bad line(s), first: %q",
+          url, bad, first:sub(1, 200)))
+      end
+    end
+  end
+  runtime.handlers[c:id()] = function(ah, th) self:_on_response(ah, th) end
+  arm_metrics(self)
+  M.open[self] = true
+  return self
+end
+
+local function wake_room(self)
+  local w = table.remove(self.room, 1)
+  if w then runtime.wake(w) end
+end
+
+local function finish(self, rec, resp, err)
+  if rec.done then return end
+  rec.done, rec.resp, rec.err = true, resp, err
+  self.tasks[rec.th] = nil
+  local ws = rec.waiters
+  rec.waiters = {}
+  for _, w in ipairs(ws) do runtime.wake(w) end
+  wake_room(self)
+end
+
+function Pool:_on_response(ah, th)
+  local resp = self.c:response(ah)
+  if not resp then return end -- its task ended meanwhile
+  local rec = self.tasks[th]
+  local verdict, err = classifier.call(self.classify, resp)
+  if err then
+    self.classifier_errors = self.classifier_errors + 1
+    local now = core.now()
+    if now - self.last_classifier_log >= 1 then
+      self.last_classifier_log = now
+      log.emit("error", self.name, err .. " (treated as target_error)")
+    end
+  end
+  local attempts = self.c:attempts(th)
+  if self.c:verdict(ah, verdict) and rec then
+    resp.attempts = attempts
+    resp.elapsed = core.now() - rec.t0
+    finish(self, rec, resp, nil)
+  end
+end
+
+local function check_open(self, fname)
+  if getmetatable(self) ~= Pool then
+    error("pool:" .. fname .. ": call it as pool:" .. fname .. "(...)", 3)
+  end
+end
+
+-- Returns handle or nil, err; waits for room when `wait`.
+local function submit(self, req, wait, fname)
+  check_open(self, fname)
+  if type(req) ~= "table" then
+    error("pool:" .. fname .. ": bad argument #1 (request table expected, got " .. type(req) .. ")", 3)
+  end
+  if self.closed then return nil, "closed" end
+  local p, err = M.prepare(req)
+  if not p then return nil, err end
+  while not self.c:has_room() do
+    if not wait then return nil, "pool_full" end
+    local w = runtime.waiter()
+    self.room[#self.room + 1] = w
+    runtime.block(w)
+    if self.closed then return nil, "closed" end
+  end
+  local th, serr = self.c:submit(p)
+  if not th then return nil, serr end
+  local rec = { th = th, t0 = core.now(), waiters = {}, timeout = req.timeout }
+  self.tasks[th] = rec
+  return setmetatable({ pool = self, rec = rec }, Handle)
+end
+
+function Pool:submit(req) return submit(self, req, true, "submit") end
+function Pool:try_submit(req) return submit(self, req, false, "try_submit") end
+
+function Pool:request(req)
+  local h, err = submit(self, req, true, "request")
+  if not h then return nil, err end
+  local resp, werr = h:wait(req.timeout)
+  if werr == "timeout" then
+    local last = h:cancel()
+    return nil, last and ("timeout: last error: " .. last) or "timeout"
+  end
+  return resp, werr
+end
+
+function Pool:get(url, opts)
+  check_open(self, "get")
+  if opts ~= nil and type(opts) ~= "table" then
+    error("pool:get: bad argument #2 (options table expected, got " .. type(opts) .. ")", 2)
+  end
+  local req = {}
+  for k, v in pairs(opts or {}) do req[k] = v end
+  if req.method ~= nil and tostring(req.method):upper() ~= "GET" then
+    return nil, "invalid_request: pool:get is GET only; use pool:request"
+  end
+  req.url = url
+  return self:request(req)
+end
+
+function Pool:metrics()
+  check_open(self, "metrics")
+  if self.closed then return self.final_metrics end
+  local m = self.c:metrics()
+  m.classifier_errors = self.classifier_errors
+  return m
+end
+
+function Pool:proxies()
+  check_open(self, "proxies")
+  if self.closed then return {} end
+  return self.c:proxies()
+end
+
+function Pool:close()
+  check_open(self, "close")
+  if self.closed then return end
+  self.final_metrics = self:metrics()
+  self.closed = true
+  M.open[self] = nil
+  if self.metrics_timer then self.metrics_timer.cancelled = true end
+  runtime.handlers[self.c:id()] = nil
+  local recs = {}
+  for _, rec in pairs(self.tasks) do recs[#recs + 1] = rec end
+  self.c:close()
+  for _, rec in ipairs(recs) do finish(self, rec, nil, "closed") end
+  for _, w in ipairs(self.room) do runtime.wake(w) end
+  self.room = {}
+end
+
+Pool.__tostring = function(self)
+  return "scatter.pool" .. (self.name and (" [" .. self.name .. "]") or "")
+end
+
+-- ---- handles ----
+
+function Handle:wait(timeout)
+  if getmetatable(self) ~= Handle then error("handle:wait: call it as handle:wait(...)", 2) end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
+    error("handle:wait: bad argument #1 (number of seconds >= 0 expected)", 2)
+  end
+  local rec = self.rec
+  if rec.done then return rec.resp, rec.err end
+  local w = runtime.waiter()
+  rec.waiters[#rec.waiters + 1] = w
+  local timer
+  if timeout then
+    timer = runtime.after(timeout, function()
+      for i, x in ipairs(rec.waiters) do
+        if x == w then table.remove(rec.waiters, i) break end
+      end
+      runtime.wake(w)
+    end)
+  end
+  runtime.block(w)
+  if timer then timer.cancelled = true end
+  if rec.done then return rec.resp, rec.err end
+  return nil, "timeout"
+end
+
+-- Stops every in-flight attempt; returns the task's last transport error.
+function Handle:cancel()
+  if getmetatable(self) ~= Handle then error("handle:cancel: call it as handle:cancel()", 2) end
+  local rec, pool = self.rec, self.pool
+  if rec.done then return nil end
+  local last = not pool.closed and pool.c:cancel(rec.th) or nil
+  finish(pool, rec, nil, "cancelled")
+  return last
+end
+
+function Handle:done() return self.rec.done end
+
+return M

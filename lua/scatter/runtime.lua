@@ -1,0 +1,271 @@
+-- The coroutine runtime: light threads, timers, and the loop that drives
+-- libuv/libcurl (through scatter.core) and dispatches pool events.
+--
+-- Every blocking call goes through block(w): inside a scatter thread it
+-- yields to the loop; anywhere else (the main chunk of a plain luajit
+-- script, a foreign coroutine) it drives the loop itself until w is woken.
+local core = require("scatter.core")
+
+local R = {}
+
+local SUSPEND = {} -- the token our own yields carry
+local threads = setmetatable({}, { __mode = "k" }) -- coroutine -> thread
+local runq, runq_head = {}, 1
+local live = 0
+local timers, timer_seq = {}, 0 -- binary heap of {at, seq, fn}
+local pollbuf = {}
+R.handlers = {} -- pool id -> function(attempt, task)
+R.uncollected_errors = 0
+R.report = function(msg) io.stderr:write(msg, "\n") end
+
+local pack = table.pack or function(...) return { n = select("#", ...), ... } end
+local unpack = table.unpack or unpack
+
+R.now = core.now
+
+-- ---- timers ----
+
+local function tless(a, b) return a.at < b.at or (a.at == b.at and a.seq < b.seq) end
+
+local function theap_push(t)
+  local i = #timers + 1
+  timers[i] = t
+  while i > 1 do
+    local p = math.floor(i / 2)
+    if not tless(timers[i], timers[p]) then break end
+    timers[i], timers[p] = timers[p], timers[i]
+    i = p
+  end
+end
+
+local function theap_pop()
+  local top, n = timers[1], #timers
+  timers[1] = timers[n]
+  timers[n] = nil
+  n = n - 1
+  local i = 1
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and tless(timers[l], timers[m]) then m = l end
+    if r <= n and tless(timers[r], timers[m]) then m = r end
+    if m == i then break end
+    timers[i], timers[m] = timers[m], timers[i]
+    i = m
+  end
+  return top
+end
+
+-- Runs fn at time `at` (scatter.now() clock). Returns a timer; t.cancelled
+-- = true stops it (lazy removal keeps cancel O(1)).
+function R.at(at, fn)
+  timer_seq = timer_seq + 1
+  local t = { at = at, seq = timer_seq, fn = fn }
+  theap_push(t)
+  return t
+end
+
+function R.after(seconds, fn) return R.at(core.now() + seconds, fn) end
+
+local function fire_timers()
+  local now = core.now()
+  while timers[1] and timers[1].at <= now do
+    local t = theap_pop()
+    if not t.cancelled then
+      t.cancelled = true
+      t.fn()
+    end
+  end
+end
+
+local function next_timer()
+  while timers[1] and timers[1].cancelled do theap_pop() end
+  return timers[1] and timers[1].at
+end
+R.next_timer = next_timer
+
+-- ---- threads ----
+
+local function schedule(th, vals)
+  runq[#runq + 1] = { th, vals }
+end
+
+function R.current()
+  local co = coroutine.running()
+  return co and threads[co]
+end
+
+local function finish(th, ok, ...)
+  th.status = "dead"
+  th.result = pack(ok, ...)
+  live = live - 1
+  if not ok then
+    local err = ...
+    th.traceback = debug.traceback(th.co, tostring(err))
+    if th.on_error ~= false then
+      R.uncollected_errors = R.uncollected_errors + 1
+      th.uncollected = true
+      R.report("scatter: error in thread: " .. th.traceback)
+    end
+  end
+  local ws = th.waiters
+  th.waiters = {}
+  for _, w in ipairs(ws) do R.wake(w, th) end
+end
+
+local function resume(th, vals)
+  if th.status ~= "suspended" then return end
+  th.status = "running"
+  local res
+  if vals then
+    res = pack(coroutine.resume(th.co, unpack(vals, 1, vals.n)))
+  else
+    res = pack(coroutine.resume(th.co))
+  end
+  if coroutine.status(th.co) == "dead" then
+    finish(th, unpack(res, 1, res.n))
+  else
+    th.status = "suspended"
+    -- a bare coroutine.yield() inside a thread is a cooperative yield
+    if res[2] ~= SUSPEND then schedule(th, nil) end
+  end
+end
+
+function R.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error("scatter.spawn: bad argument #1 (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local args = pack(...)
+  local th = { status = "suspended", waiters = {} }
+  th.co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
+  threads[th.co] = th
+  live = live + 1
+  schedule(th, nil)
+  return th
+end
+
+-- ---- waiters ----
+
+function R.waiter()
+  return { thread = R.current(), done = false }
+end
+
+function R.wake(w, ...)
+  if w.done then return end
+  w.done = true
+  w.vals = pack(...)
+  if w.thread and w.suspended then schedule(w.thread, nil) end
+end
+
+-- Returns the values w was woken with.
+function R.block(w)
+  if not w.done then
+    local th = R.current()
+    if th and th == w.thread then
+      w.suspended = true
+      repeat
+        coroutine.yield(SUSPEND)
+      until w.done
+    else
+      w.thread = nil
+      while not w.done do
+        if not R.step(true) and not w.done then
+          error("scatter: deadlock: this wait can never end (nothing left to wake it)", 2)
+        end
+      end
+    end
+  end
+  return unpack(w.vals, 1, w.vals.n)
+end
+
+-- ---- the loop ----
+
+-- One pass: run threads, fire timers, poll I/O (waiting when `block` and
+-- nothing is runnable), dispatch pool events. Returns false when nothing
+-- could ever happen again (no runnable thread, timer or live I/O).
+function R.step(block)
+  local q = runq
+  if #q >= runq_head then
+    runq, runq_head = {}, 1
+    for i = 1, #q do resume(q[i][1], q[i][2]) end
+  end
+  fire_timers()
+  local timeout = 0
+  if block and #runq == 0 then
+    local nt = next_timer()
+    timeout = nt and math.max(0, nt - core.now()) or -1
+  end
+  local n, alive = core.poll(timeout, pollbuf)
+  for i = 0, n - 1 do
+    local h = R.handlers[pollbuf[3 * i + 1]]
+    if h then h(pollbuf[3 * i + 2], pollbuf[3 * i + 3]) end
+  end
+  fire_timers()
+  return n > 0 or alive or #runq > 0 or next_timer() ~= nil
+end
+
+function R.live() return live end
+
+-- Run until every thread has ended.
+function R.loop()
+  while live > 0 do
+    if not R.step(true) and live > 0 and #runq == 0 then
+      error(string.format("scatter: deadlock: %d thread(s) waiting with nothing to wake them", live), 0)
+    end
+  end
+end
+
+-- ---- thread results ----
+
+local function collect(th)
+  if th.uncollected then
+    th.uncollected = false
+    R.uncollected_errors = R.uncollected_errors - 1
+  end
+  local r = th.result
+  if r[1] then return unpack(r, 1, r.n) end
+  return false, r[2]
+end
+
+function R.wait_any(...)
+  local ths = pack(...)
+  if ths.n == 0 then error("scatter.wait_any: no threads given", 2) end
+  for i = 1, ths.n do
+    local th = ths[i]
+    if type(th) ~= "table" or not th.co then
+      error("scatter.wait_any: bad argument #" .. i .. " (thread expected)", 2)
+    end
+    if th.status == "dead" then return collect(th) end
+  end
+  local w = R.waiter()
+  for i = 1, ths.n do table.insert(ths[i].waiters, w) end
+  local th = R.block(w)
+  for i = 1, ths.n do
+    for j, x in ipairs(ths[i].waiters) do
+      if x == w then table.remove(ths[i].waiters, j) break end
+    end
+  end
+  return collect(th)
+end
+
+function R.wait_all(...)
+  local ths, out = pack(...), {}
+  for i = 1, ths.n do
+    if type(ths[i]) ~= "table" or not ths[i].co then
+      error("scatter.wait_all: bad argument #" .. i .. " (thread expected)", 2)
+    end
+  end
+  for i = 1, ths.n do out[i] = pack(R.wait_any(ths[i])) end
+  return out
+end
+
+function R.sleep(s)
+  if type(s) ~= "number" or s ~= s or s < 0 then
+    error("scatter.sleep: bad argument #1 (non-negative number of seconds expected)", 2)
+  end
+  local w = R.waiter()
+  R.after(s, function() R.wake(w) end)
+  R.block(w)
+end
+
+R.SUSPEND = SUSPEND
+return R

@@ -1,0 +1,165 @@
+/* The scheduler: tasks, ready queue, delayed heap, races, adaptive K, proxy
+ * selection, per-(proxy, host) health, cooldown, eviction and rate limits.
+ *
+ * No I/O, no Lua, no libuv: the scheduler sees the world through sc_env_t
+ * (a clock and a transport). The real transport is libcurl (src/net); the
+ * simulator (src/core/sim.c) drives the same code on a virtual clock.
+ *
+ * Tasks and attempts are named by handles (slot | generation << 32) so a
+ * stale handle from a finished task is detected instead of dereferenced.
+ */
+#ifndef SC_SCHED_H
+#define SC_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint64_t sc_handle_t; /* 0 is never a valid handle */
+
+typedef enum {
+  SC_V_SUCCESS = 0,   /* deliver; credit the pair */
+  SC_V_FINAL,         /* deliver as is (a real 404); credit the pair */
+  SC_V_PROXY_BLOCKED, /* failure of the pair; try elsewhere */
+  SC_V_TARGET_ERROR,  /* not the proxy's fault; retry the task after backoff */
+  SC_V_TRANSPORT,     /* connect refused, SOCKS error, timeout, reset */
+  SC_V__COUNT
+} sc_verdict_t;
+
+enum {
+  SC_EINVAL = -22,
+  SC_ENOMEM = -12,
+  SC_EFULL = -105,   /* task_pool_capacity reached */
+  SC_ENOENT = -2,    /* stale or unknown handle */
+  SC_ECLOSED = -32,  /* scheduler closed */
+  SC_ENOPROXY = -61, /* no such proxy */
+};
+
+typedef struct sc_config {
+  double rate_interval;  /* min gap between attempts per (proxy, host) */
+  double proxy_timeout;  /* one attempt; only used for hedge "auto" fallback */
+  int k_base;            /* max_concurrent_per_request */
+  int max_inflight;      /* attempts in flight, whole scheduler */
+  int task_capacity;     /* pending (unfinished) tasks */
+  int health_window;     /* 1..64 outcomes per pair */
+  double cooldown_base;
+  double cooldown_max;
+  int cooldown_fails;    /* consecutive failures before a cooldown */
+  int eviction_min_samples;
+  double hedge_delay;    /* 0: all paths at once; >0 seconds; <0: auto (p95) */
+  double retry_backoff_base; /* target_error backoff: base * 2^(n-1) */
+  double retry_backoff_max;
+  uint64_t seed;         /* selection jitter */
+} sc_config_t;
+
+void sc_config_init(sc_config_t *cfg); /* DESIGN.md section 4 defaults */
+
+typedef struct sc_attempt {
+  sc_handle_t handle;
+  sc_handle_t task;
+  void *task_ud;    /* what the task was submitted with */
+  uint32_t proxy;   /* proxy id */
+  uint32_t host;    /* host id */
+  double started;
+  void *tdata;      /* the transport's own */
+} sc_attempt_t;
+
+typedef struct sc_env {
+  void *ud;
+  double (*now)(void *ud);
+  /* Ask to be called back (sc_sched_run) at or after time `at`; replaces
+   * any earlier request. at < 0 cancels. */
+  void (*wake)(void *ud, double at);
+  /* Start an attempt. A negative return means it could not start; the
+   * scheduler then records a transport failure of the pair itself. */
+  int (*start)(void *ud, sc_attempt_t *a);
+  /* Stop an attempt now; the transport must not report it afterwards. */
+  void (*cancel)(void *ud, sc_attempt_t *a);
+} sc_env_t;
+
+typedef struct sc_metrics {
+  uint32_t total_proxies, healthy_proxies, cooldown_proxies, dead_proxies;
+  uint32_t retired_proxies;
+  uint32_t pending_tasks, ready_tasks, delayed_tasks, running_tasks;
+  uint64_t completed_tasks, failed_tasks, cancelled_tasks;
+  double throughput_1s, throughput_10s, throughput_60s;
+  double success_rate_1m, avg_latency_ms;
+  uint32_t inflight;
+  uint64_t requeued_tasks, zero_available_events, skipped_no_permit;
+  uint64_t skipped_rate_limit, skipped_cooldown, dispatch_count;
+  int k_current;
+  uint64_t attempts_started, attempts_cancelled, attempts_finished;
+  uint64_t attempts_succeeded;
+  uint64_t verdicts[SC_V__COUNT];
+} sc_metrics_t;
+
+/* Per-pair health as seen from outside (snapshots, stats, specs). */
+typedef struct sc_pair_info {
+  uint32_t outcomes;  /* in the window */
+  uint32_t successes; /* in the window */
+  uint32_t consecutive_fails;
+  double last_success; /* < 0: never */
+  double cooldown_until;
+  double rate_next;
+  double latency_ewma, latency_p50, latency_p95; /* seconds, < 0 unknown */
+} sc_pair_info_t;
+
+typedef struct sc_sched sc_sched_t;
+
+/* Task submission flags. */
+enum {
+  SC_TASK_NORACE = 1, /* one path at a time (non-idempotent request) */
+};
+
+int sc_sched_new(sc_sched_t **out, const sc_config_t *cfg, const sc_env_t *env);
+void sc_sched_free(sc_sched_t *s); /* cancels every attempt, drops tasks */
+
+/* Proxies are opaque keys (the normalized URL); duplicates merge. */
+int sc_sched_proxy_add(sc_sched_t *s, const char *key, uint32_t *id);
+const char *sc_sched_proxy_key(const sc_sched_t *s, uint32_t id);
+uint32_t sc_sched_proxy_count(const sc_sched_t *s);
+int sc_sched_proxy_find(const sc_sched_t *s, const char *key, uint32_t *id);
+int sc_sched_proxy_is_dead(const sc_sched_t *s, uint32_t id);
+/* Retired proxies get no new attempts but keep their history. */
+int sc_sched_proxy_retire(sc_sched_t *s, uint32_t id, int retired);
+/* Proxy-level totals over every host of this scheduler. */
+int sc_sched_proxy_totals(const sc_sched_t *s, uint32_t id, uint32_t *attempts,
+                          uint32_t *successes);
+
+/* Hosts are interned lower-case names. */
+int sc_sched_host_id(sc_sched_t *s, const char *name, size_t len, uint32_t *id);
+const char *sc_sched_host_name(const sc_sched_t *s, uint32_t id);
+uint32_t sc_sched_host_count(const sc_sched_t *s);
+/* The rate-limit interval for one host (rate_limit.host_overrides). */
+int sc_sched_host_interval(sc_sched_t *s, uint32_t host, double interval);
+
+int sc_sched_submit(sc_sched_t *s, uint32_t host, unsigned flags, void *ud,
+                    sc_handle_t *task);
+/* Cancel: every in-flight attempt is cancelled, the task is gone. */
+int sc_sched_cancel(sc_sched_t *s, sc_handle_t task);
+/* The outcome of an attempt. Returns 1 when this attempt won its task
+ * (the task is finished and its handle now stale), 0 otherwise, or a
+ * negative error for a stale attempt handle. latency in seconds. */
+int sc_sched_attempt_done(sc_sched_t *s, sc_handle_t attempt, sc_verdict_t v,
+                          double latency);
+/* Per-task attempts started so far (the response's `attempts`). */
+int sc_sched_task_attempts(const sc_sched_t *s, sc_handle_t task);
+void *sc_sched_task_ud(const sc_sched_t *s, sc_handle_t task);
+const sc_attempt_t *sc_sched_attempt(const sc_sched_t *s, sc_handle_t a);
+
+/* Run due work: promote delayed tasks, dispatch. Called from env->wake. */
+void sc_sched_run(sc_sched_t *s);
+
+int sc_sched_pending(const sc_sched_t *s); /* unfinished tasks */
+int sc_sched_has_room(const sc_sched_t *s);
+void sc_sched_metrics(sc_sched_t *s, sc_metrics_t *m);
+int sc_sched_pair_info(const sc_sched_t *s, uint32_t proxy, uint32_t host,
+                       sc_pair_info_t *info);
+/* Restore a pair's health (state file). */
+int sc_sched_pair_restore(sc_sched_t *s, uint32_t proxy, uint32_t host,
+                          const sc_pair_info_t *info);
+const sc_config_t *sc_sched_config(const sc_sched_t *s);
+
+const char *sc_verdict_name(sc_verdict_t v);
+int sc_verdict_parse(const char *name, sc_verdict_t *v);
+
+#endif

@@ -1,0 +1,33 @@
+/* One libuv loop per process driving curl's multi interface: curl's socket
+ * callback maps to uv_poll handles, its timer callback to a uv_timer, as in
+ * curl's docs/examples/multi-uv.c. */
+#ifndef SC_LOOP_H
+#define SC_LOOP_H
+
+#include <curl/curl.h>
+#include <uv.h>
+
+typedef struct sc_loop sc_loop_t;
+
+/* Called once when a transfer ends (not after sc_loop_remove). */
+typedef void (*sc_loop_done_cb)(CURL *easy, CURLcode result, void *ud);
+
+/* The process-wide loop, created on first use. NULL on failure. */
+sc_loop_t *sc_loop_default(void);
+uv_loop_t *sc_loop_uv(sc_loop_t *l);
+CURLM *sc_loop_multi(sc_loop_t *l);
+
+int sc_loop_add(sc_loop_t *l, CURL *easy, sc_loop_done_cb cb, void *ud);
+void sc_loop_remove(sc_loop_t *l, CURL *easy);
+
+/* One pass: wait at most `timeout` seconds for I/O or timers (< 0: until
+ * something happens, 0: do not block), run what is due. Returns the number
+ * of live handles (0: nothing left that could wake the loop). */
+int sc_loop_run(sc_loop_t *l, double timeout);
+/* Monotonic seconds. */
+double sc_loop_now(void);
+/* For embedding: the backend fd and libuv's own timeout (ms, -1 none). */
+int sc_loop_fd(sc_loop_t *l);
+int sc_loop_timeout(sc_loop_t *l);
+
+#endif

@@ -1,0 +1,191 @@
+#include "xfer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int append(char **buf, size_t *len, size_t *cap, const char *p,
+                  size_t n) {
+  if (*len + n + 1 > *cap) {
+    size_t c = *cap ? *cap : 4096;
+    while (c < *len + n + 1) c *= 2;
+    char *nb = realloc(*buf, c);
+    if (!nb) return -1;
+    *buf = nb;
+    *cap = c;
+  }
+  memcpy(*buf + *len, p, n);
+  *len += n;
+  (*buf)[*len] = '\0';
+  return 0;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+  sc_xfer_t *x = ud;
+  size_t bytes = size * n;
+  if (x->len + bytes > x->max_body) {
+    x->too_large = 1;
+    return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
+  }
+  return append(&x->body, &x->len, &x->cap, p, bytes) ? 0 : bytes;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud) {
+  sc_xfer_t *x = ud;
+  size_t bytes = size * n;
+  /* a new status line starts a new response (redirect, 100 Continue):
+   * keep only the last one's headers */
+  if (bytes >= 5 && memcmp(p, "HTTP/", 5) == 0) x->head_len = 0;
+  if (x->head_len + bytes > 1024 * 1024) return 0; /* endless headers */
+  return append(&x->head, &x->head_len, &x->head_cap, p, bytes) ? 0 : bytes;
+}
+
+static void on_done(CURL *easy, CURLcode res, void *ud) {
+  sc_xfer_t *x = ud;
+  x->running = 0;
+  x->result = res;
+  curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &x->status);
+  x->elapsed = sc_loop_now() - x->started;
+  x->cb(x, x->ud);
+}
+
+int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
+                  const char *proxy_key, const sc_xfer_opts_t *o, sc_xfer_cb cb,
+                  void *ud) {
+  sc_xfer_t *x = calloc(1, sizeof(*x));
+  if (!x) return -12;
+  x->easy = curl_easy_init();
+  if (!x->easy) {
+    free(x);
+    return -12;
+  }
+  char proxy[1024];
+  snprintf(proxy, sizeof(proxy), "%s://%s", o->remote_dns ? "socks5h" : "socks5",
+           proxy_key);
+  CURL *e = x->easy;
+  x->loop = l;
+  x->max_body = r->max_body;
+  x->cb = cb;
+  x->ud = ud;
+  curl_easy_setopt(e, CURLOPT_URL, r->url);
+  curl_easy_setopt(e, CURLOPT_PROXY, proxy);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(o->timeout * 1000.0));
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_USERAGENT, "scatter/0.1");
+  if (r->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+  if (strcmp(r->method, "HEAD") == 0) {
+    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  } else if (strcmp(r->method, "GET") != 0 || r->body) {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+  }
+  if (r->body) {
+    /* not copied: the request outlives every attempt of its task */
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+  }
+  if (r->follow) {
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+  }
+  if (r->insecure) {
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  } else if (o->ca_file) {
+    curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
+  }
+  x->started = sc_loop_now();
+  x->running = 1;
+  if (sc_loop_add(l, e, on_done, x) < 0) {
+    curl_easy_cleanup(e);
+    free(x);
+    return -22;
+  }
+  *out = x;
+  return 0;
+}
+
+void sc_xfer_free(sc_xfer_t *x) {
+  if (!x) return;
+  if (x->running) sc_loop_remove(x->loop, x->easy);
+  curl_easy_cleanup(x->easy);
+  free(x->body);
+  free(x->head);
+  free(x);
+}
+
+int sc_xfer_ok(const sc_xfer_t *x) {
+  return x->result == CURLE_OK && x->status > 0;
+}
+
+const char *sc_xfer_url(const sc_xfer_t *x) {
+  char *u = NULL;
+  curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &u);
+  return u;
+}
+
+static const char *const px_names[] = {
+    "ok", "bad_address_type", "bad_version", "closed", "gssapi",
+    "gssapi_permsg", "gssapi_protection", "identd", "identd_differ",
+    "long_hostname", "long_passwd", "long_user", "no_auth", "recv_address",
+    "recv_auth", "recv_connect", "recv_reqack",
+    "reply_address_type_not_supported", "reply_command_not_supported",
+    "reply_connection_refused", "reply_general_server_failure",
+    "reply_host_unreachable", "reply_network_unreachable", "reply_not_allowed",
+    "reply_ttl_expired", "reply_unassigned", "request_failed", "resolve_host",
+    "send_auth", "send_connect", "send_request", "unknown_fail",
+    "unknown_mode", "user_rejected"};
+
+void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
+  const char *kind = "transport";
+  char extra[96] = "";
+  switch (x->result) {
+  case CURLE_COULDNT_CONNECT: kind = "proxy_refused"; break;
+  case CURLE_OPERATION_TIMEDOUT: kind = "proxy_timeout"; break;
+  case CURLE_COULDNT_RESOLVE_PROXY: kind = "socks_error"; break;
+  case CURLE_PROXY: {
+    long px = 0;
+    kind = "socks_error";
+    curl_easy_getinfo(x->easy, CURLINFO_PROXY_ERROR, &px);
+    if (px >= 0 && (size_t)px < sizeof(px_names) / sizeof(px_names[0]))
+      snprintf(extra, sizeof(extra), " [%s]", px_names[px]);
+    break;
+  }
+  case CURLE_RECV_ERROR:
+  case CURLE_SEND_ERROR:
+  case CURLE_PARTIAL_FILE:
+  case CURLE_GOT_NOTHING: kind = "dropped"; break;
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER:
+  case CURLE_SSL_CACERT_BADFILE: kind = "tls_error"; break;
+  case CURLE_TOO_MANY_REDIRECTS: kind = "too_many_redirects"; break;
+  case CURLE_WRITE_ERROR:
+    if (x->too_large) {
+      snprintf(buf, n, "too_large: body exceeds max_body (%zu bytes)",
+               x->max_body);
+      return;
+    }
+    break;
+  default: break;
+  }
+  snprintf(buf, n, "%s: %s%s%s%s", kind, curl_easy_strerror(x->result), extra,
+           x->errbuf[0] ? ": " : "", x->errbuf);
+}
+
+void sc_req_free(sc_req_t *r) {
+  if (!r) return;
+  free(r->method);
+  free(r->url);
+  curl_slist_free_all(r->headers);
+  free(r->body);
+  free(r);
+}
