@@ -29,13 +29,15 @@ function M.run(fn, ...)
   if type(fn) ~= "function" then
     error("scatter.run: bad argument #1 (function expected, got " .. type(fn) .. ")", 2)
   end
-  if runtime.current() then error("scatter.run: already inside a scatter thread", 2) end
+  -- inside a thread (a script under `scatter run`) the loop already runs:
+  -- call fn in place, and the outer loop finishes what it spawns
+  if runtime.current() then return fn(...) end
   local main = runtime.spawn(fn, ...)
   main.on_error = false -- raised below instead of reported
   runtime.loop()
   local r = main.result
   if not r[1] then error(main.traceback, 0) end
-  return (table.unpack or unpack)(r, 2, r.n)
+  return unpack(r, 2, r.n)
 end
 
 -- Embedding in another event loop: poll scatter.fd() for readability, wake

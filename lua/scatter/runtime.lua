@@ -10,6 +10,7 @@ local R = {}
 
 local SUSPEND = {} -- the token our own yields carry
 local threads = setmetatable({}, { __mode = "k" }) -- coroutine -> thread
+local alive = {} -- thread -> true, until it ends
 local runq, runq_head = {}, 1
 local live = 0
 local timers, timer_seq = {}, 0 -- binary heap of {at, seq, fn}
@@ -18,8 +19,7 @@ R.handlers = {} -- pool id -> function(attempt, task)
 R.uncollected_errors = 0
 R.report = function(msg) io.stderr:write(msg, "\n") end
 
-local pack = table.pack or function(...) return { n = select("#", ...), ... } end
-local unpack = table.unpack or unpack
+local function pack(...) return { n = select("#", ...), ... } end
 
 R.now = core.now
 
@@ -98,6 +98,7 @@ local function finish(th, ok, ...)
   th.status = "dead"
   th.result = pack(ok, ...)
   live = live - 1
+  alive[th] = nil
   if not ok then
     local err = ...
     th.traceback = debug.traceback(th.co, tostring(err))
@@ -138,6 +139,7 @@ function R.spawn(fn, ...)
   local th = { status = "suspended", waiters = {} }
   th.co = coroutine.create(function() return fn(unpack(args, 1, args.n)) end)
   threads[th.co] = th
+  alive[th] = true
   live = live + 1
   schedule(th, nil)
   return th
@@ -209,7 +211,14 @@ function R.live() return live end
 function R.loop()
   while live > 0 do
     if not R.step(true) and live > 0 and #runq == 0 then
-      error(string.format("scatter: deadlock: %d thread(s) waiting with nothing to wake them", live), 0)
+      -- they can never run again: end them so a later run starts clean
+      local n = live
+      for th in pairs(alive) do
+        th.status, th.result = "dead", pack(false, "deadlock")
+        alive[th] = nil
+      end
+      live = 0
+      error(string.format("scatter: deadlock: %d thread(s) waiting with nothing to wake them", n), 0)
     end
   end
 end

@@ -10,18 +10,32 @@
 
 int luaopen_scatter_core(lua_State *L);
 
-/* Where the Lua files (lua/scatter) live: the source tree when this binary runs from
- * its build tree, the install location otherwise. SCATTER_LUA_DIR wins. */
+/* Where the Lua files (lua/scatter) live, first match wins: SCATTER_LUA_DIR;
+ * the source tree when this binary runs from its build tree; beside the
+ * binary as luarocks and `make install` lay it out (bin/../share/lua/5.1);
+ * the configured install directory. */
+static int has_cli(const char *dir) {
+  char path[4400];
+  snprintf(path, sizeof(path), "%s/scatter/cli.lua", dir);
+  return access(path, R_OK) == 0;
+}
+
 static const char *lua_dir(void) {
   const char *env = getenv("SCATTER_LUA_DIR");
   if (env && *env) return env;
-  static char exe[4096];
+  static char exe[4096], rel[4200];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
   if (n > 0) {
     exe[n] = '\0';
     size_t bl = strlen(SCATTER_BUILD_DIR);
     if (strncmp(exe, SCATTER_BUILD_DIR, bl) == 0 && exe[bl] == '/')
       return SCATTER_SOURCE_LUA_DIR;
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      *slash = '\0';
+      snprintf(rel, sizeof(rel), "%s/../share/lua/5.1", exe);
+      if (has_cli(rel)) return rel;
+    }
   }
   return SCATTER_INSTALL_LUA_DIR;
 }

@@ -599,6 +599,7 @@ static double hedge_delay(sc_sched_t *s, const host *h) {
 static int dispatch(sc_sched_t *s, task *t) {
   host *h = &s->hosts[t->host];
   int k = k_for(s);
+  s->m.k_sum += (uint64_t)k;
   if (t->flags & SC_TASK_NORACE) k = 1;
   double d = hedge_delay(s, h);
   t->round_k = (uint16_t)k;
@@ -790,10 +791,10 @@ static void arm_wake(sc_sched_t *s) {
     const host *h = &s->hosts[s->starved_hosts.v[i]];
     if (h->wait.n && (at < 0 || wkey(h, 0) < at)) at = wkey(h, 0);
   }
-  if (at != s->wake_at) {
-    s->wake_at = at;
-    s->env.wake(s->env.ud, at);
-  }
+  /* re-armed on every run, not only on change: a clock may fire a wake a
+   * little before `at`, and that wake must then be asked for again */
+  if (at >= 0 || s->wake_at >= 0) s->env.wake(s->env.ud, at);
+  s->wake_at = at;
 }
 
 void sc_sched_run(sc_sched_t *s) {

@@ -87,6 +87,7 @@ typedef struct sc_metrics {
   uint64_t requeued_tasks, zero_available_events, skipped_no_permit;
   uint64_t skipped_rate_limit, skipped_cooldown, dispatch_count;
   int k_current;
+  uint64_t k_sum; /* K summed over dispatches: mean K = k_sum / dispatch_count */
   uint64_t attempts_started, attempts_cancelled, attempts_finished;
   uint64_t attempts_succeeded;
   uint64_t verdicts[SC_V__COUNT];

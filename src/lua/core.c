@@ -90,6 +90,9 @@ static void env_wake(void *ud, double at) {
     uv_timer_stop(p->wake);
     return;
   }
+  /* libuv counts from its cached loop time: refresh it so the timer does
+   * not fire before `at` on the scheduler's (hrtime) clock */
+  uv_update_time(p->wake->loop);
   double d = at - sc_loop_now();
   uint64_t ms = d <= 0 ? 0 : (uint64_t)(d * 1000.0 + 0.999);
   uv_timer_start(p->wake, on_wake, ms, 0);

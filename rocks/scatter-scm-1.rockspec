@@ -1,0 +1,29 @@
+rockspec_format = "3.0"
+package = "scatter"
+version = "scm-1"
+source = {
+  url = "git+file://.",
+}
+description = {
+  summary = "Requests raced across unreliable SOCKS5 proxies, scripted in Lua",
+  detailed = [[
+    A C core (libuv + libcurl) that schedules HTTP requests over large pools
+    of unreliable SOCKS5 proxies: each request raced across K proxies, the
+    first good answer wins, per-(proxy, host) health steers every choice.
+    Installs the Lua module (require "scatter") and the `scatter` CLI.
+  ]],
+  license = "MIT",
+}
+-- lua-cjson comes from the system (Debian's lua-cjson); no rock needed.
+dependencies = {}
+build = {
+  type = "cmake",
+  variables = {
+    CMAKE_BUILD_TYPE = "Release",
+    CMAKE_INSTALL_PREFIX = "$(PREFIX)",
+    SCATTER_LUADIR = "$(LUADIR)",
+    SCATTER_LIBDIR = "$(LIBDIR)",
+    SCATTER_BINDIR = "$(BINDIR)",
+    SCATTER_TESTS = "OFF",
+  },
+}

@@ -1,0 +1,109 @@
+-- The scatter executable: commands, exit codes, and the embedded LuaJIT.
+local env = require("support.env")
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local dir
+local function script(name, text)
+  dir = dir or env.tmpdir()
+  local path = dir .. "/" .. name
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- Runs the CLI; returns exit code, stdout, stderr.
+local function scatter(args)
+  dir = dir or env.tmpdir()
+  local bin = env.build_dir() .. "/scatter"
+  local cmd = q(bin) .. " " .. args .. " >" .. q(dir .. "/out") .. " 2>" .. q(dir .. "/err") .. " </dev/null; echo $?"
+  local p = io.popen(cmd)
+  local rc = tonumber(p:read("*a"):match("(%d+)"))
+  p:close()
+  local function slurp(path)
+    local f = io.open(path, "rb")
+    local s = f:read("*a")
+    f:close()
+    return s
+  end
+  return rc, slurp(dir .. "/out"), slurp(dir .. "/err")
+end
+
+describe("scatter CLI", function()
+  teardown(env.cleanup)
+
+  it("prints help and exits 0", function()
+    local rc, out = scatter("help")
+    assert.equal(0, rc)
+    assert.truthy(out:find("run FILE", 1, true))
+  end)
+
+  it("prints versions", function()
+    local rc, out = scatter("version")
+    assert.equal(0, rc)
+    assert.truthy(out:match("^scatter %d+%.%d+%.%d+\n"))
+    assert.truthy(out:find("LuaJIT", 1, true))
+    assert.truthy(out:find("libcurl", 1, true))
+  end)
+
+  it("exits 2 with usage on a bad command line", function()
+    for _, args in ipairs({ "", "bogus", "run", "run /nonexistent/x.lua" }) do
+      local rc, _, err = scatter(args)
+      assert.equal(2, rc, "for: scatter " .. args)
+      assert.truthy(err:find("scatter:", 1, true), err)
+    end
+    local _, _, err = scatter("bogus")
+    assert.truthy(err:find("usage:", 1, true))
+  end)
+
+  it("runs a script with its arguments as the main thread and waits for its threads", function()
+    local path = script("args.lua", [[
+      local scatter = require("scatter")
+      local a, b = ...
+      scatter.spawn(function() scatter.sleep(0.05) print("spawned done") end)
+      print(arg[0]:match("args.lua$"), arg[1], arg[2], a, b, select("#", ...))
+    ]])
+    local rc, out, err = scatter("run " .. q(path) .. " x 'y z'")
+    assert.equal(0, rc, err)
+    assert.equal("args.lua\tx\ty z\tx\ty z\t2\nspawned done\n", out)
+  end)
+
+  it("loads C modules such as cjson (the executable exports the Lua API)", function()
+    local path = script("cjson.lua", [[print(require("cjson").encode({ a = 1 }))]])
+    local rc, out, err = scatter("run " .. q(path))
+    assert.equal(0, rc, err)
+    assert.equal('{"a":1}\n', out)
+  end)
+
+  it("exits 1 with the message and a traceback on an uncaught error", function()
+    local path = script("fail.lua", [[
+      local function inner() error("something broke") end
+      inner()
+    ]])
+    local rc, _, err = scatter("run " .. q(path))
+    assert.equal(1, rc)
+    assert.truthy(err:find("something broke", 1, true), err)
+    assert.truthy(err:find("stack traceback", 1, true), err)
+    assert.truthy(err:find("in function 'inner'", 1, true) or err:find("inner", 1, true), err)
+  end)
+
+  it("exits 1 when a spawned thread failed, after the others finished", function()
+    local path = script("thread_fail.lua", [[
+      local scatter = require("scatter")
+      scatter.spawn(function() error("worker broke") end)
+      scatter.spawn(function() scatter.sleep(0.05) print("other finished") end)
+    ]])
+    local rc, out, err = scatter("run " .. q(path))
+    assert.equal(1, rc)
+    assert.equal("other finished\n", out)
+    assert.truthy(err:find("worker broke", 1, true), err)
+  end)
+
+  it("reports a syntax error in the script as a bad command line", function()
+    local path = script("syntax.lua", "this is not lua")
+    local rc, _, err = scatter("run " .. q(path))
+    assert.equal(2, rc)
+    assert.truthy(err:find("syntax.lua", 1, true), err)
+  end)
+end)
