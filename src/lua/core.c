@@ -187,6 +187,9 @@ static void pool_close(lpool *p) {
   sc_sched_free(p->sched); /* cancels every attempt through env_cancel */
   p->sched = NULL;
   while (p->reqs) req_free(p, p->reqs);
+  /* every transfer is gone: this closes the pool's cached connections */
+  curl_share_cleanup(p->xo.share);
+  p->xo.share = NULL;
   uv_timer_stop(p->wake);
   uv_close((uv_handle_t *)p->wake, free_timer);
   p->wake = NULL;
@@ -237,13 +240,21 @@ static int l_pool_new(lua_State *L) {
   }
   lua_pop(L, 1);
   p->wake = malloc(sizeof(*p->wake));
-  if (!p->wake) return luaL_error(L, "scatter: out of memory");
+  p->xo.share = curl_share_init();
+  if (!p->wake || !p->xo.share) {
+    free(p->wake);
+    curl_share_cleanup(p->xo.share);
+    return luaL_error(L, "scatter: out of memory");
+  }
+  /* a pool's own connection cache, so that closing the pool closes them */
+  curl_share_setopt(p->xo.share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
   uv_timer_init(sc_loop_uv(loop), p->wake);
   p->wake->data = p;
   sc_env_t env = {p, env_now, env_wake, env_start, env_cancel};
   int rc = sc_sched_new(&p->sched, &c, &env);
   if (rc < 0) {
     uv_close((uv_handle_t *)p->wake, free_timer);
+    curl_share_cleanup(p->xo.share);
     free(p->ca_file);
     return luaL_error(L, "scatter: invalid pool configuration (%d)", rc);
   }
@@ -697,7 +708,10 @@ static const luaL_Reg pool_methods[] = {
     {"close", l_pool_close},
     {NULL, NULL}};
 
+int sc_lua_simulate(lua_State *L); /* src/lua/sim.c */
+
 static const luaL_Reg funcs[] = {{"pool_new", l_pool_new},
+                                 {"simulate", sc_lua_simulate},
                                  {"now", l_now},
                                  {"poll", l_poll},
                                  {"fd", l_fd},

@@ -80,6 +80,7 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_USERAGENT, "scatter/0.1");
+  if (o->share) curl_easy_setopt(e, CURLOPT_SHARE, o->share);
   if (r->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
   if (strcmp(r->method, "HEAD") == 0) {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);

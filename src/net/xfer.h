@@ -22,6 +22,7 @@ typedef struct sc_req {
 } sc_req_t;
 
 typedef struct sc_xfer_opts {
+  CURLSH *share;       /* the pool's connection cache (NULL: the loop's) */
   double timeout;      /* the whole attempt, seconds */
   const char *ca_file; /* NULL: the system bundle */
   int remote_dns;      /* socks5h (the proxy resolves) or socks5 */
