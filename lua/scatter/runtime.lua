@@ -16,6 +16,7 @@ local live = 0
 local timers, timer_seq = {}, 0 -- binary heap of {at, seq, fn}
 local pollbuf = {}
 R.handlers = {} -- pool id -> function(attempt, task)
+local op_handlers = {} -- op id -> function(result), see src/lua/ops.h
 R.uncollected_errors = 0
 R.report = function(msg) io.stderr:write(msg, "\n") end
 
@@ -198,8 +199,16 @@ function R.step(block)
   end
   local n, alive = core.poll(timeout, pollbuf)
   for i = 0, n - 1 do
-    local h = R.handlers[pollbuf[3 * i + 1]]
-    if h then h(pollbuf[3 * i + 2], pollbuf[3 * i + 3]) end
+    local pool = pollbuf[3 * i + 1]
+    if pool == 0 then
+      local id = pollbuf[3 * i + 2]
+      local res = core.op_take(id)
+      local h = op_handlers[id]
+      if h and res then h(res) end
+    else
+      local h = R.handlers[pool]
+      if h then h(pollbuf[3 * i + 2], pollbuf[3 * i + 3]) end
+    end
   end
   fire_timers()
   return n > 0 or alive or #runq > 0 or next_timer() ~= nil
@@ -221,6 +230,21 @@ function R.loop()
       error(string.format("scatter: deadlock: %d thread(s) waiting with nothing to wake them", n), 0)
     end
   end
+end
+
+-- ---- async operations (C ops: fetches, file writes, signals) ----
+
+-- Calls fn(result) each time op id completes, until R.on_op(id, nil).
+function R.on_op(id, fn) op_handlers[id] = fn end
+
+-- Waits for op id's (first) result: {status=, body=, err=}.
+function R.await(id)
+  local w = R.waiter()
+  op_handlers[id] = function(res)
+    op_handlers[id] = nil
+    R.wake(w, res)
+  end
+  return R.block(w)
 end
 
 -- ---- thread results ----

@@ -1,6 +1,10 @@
--- Proxy list sources. file:// lists are read here; http(s) lists need a
--- direct (proxy-less) fetch, which is not built yet (issue 5).
+-- Proxy list sources: file:// lists read from disk, http(s):// lists
+-- fetched directly (never through the pool's proxies), TLS verified.
+local core = require("scatter.core")
+local runtime = require("scatter.runtime")
+
 local M = {}
+M.FETCH_TIMEOUT = 10
 
 local MAX_BYTES = 64 * 1024 * 1024
 
@@ -20,7 +24,14 @@ function M.load(url)
     return lines
   end
   if url:match("^[Hh][Tt][Tt][Pp][Ss]?://") then
-    return nil, url .. ": http(s) sources are not supported in this version (use file://)"
+    local res = runtime.await(core.fetch({ url = url, timeout = M.FETCH_TIMEOUT, max_body = MAX_BYTES }))
+    if res.err then return nil, url .. ": " .. res.err end
+    if res.status < 200 or res.status > 299 then
+      return nil, url .. ": HTTP " .. res.status
+    end
+    local lines = {}
+    for line in res.body:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    return lines
   end
   return nil, "unsupported source URL " .. ("%q"):format(url) .. " (file://, http:// or https://)"
 end

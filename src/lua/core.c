@@ -15,6 +15,7 @@
 #include "../core/sched.h"
 #include "../net/loop.h"
 #include "../net/xfer.h"
+#include "ops.h"
 
 #define POOL_MT "scatter.pool"
 #define MAX_POOLS 4096
@@ -61,7 +62,7 @@ static sc_loop_t *loop_or_die(lua_State *L) {
   return l;
 }
 
-static void push_event(int pool, sc_handle_t a, sc_handle_t t) {
+void sc_events_push(int pool, uint64_t a, uint64_t t) {
   if (events.n == events.cap) {
     size_t cap = events.cap ? events.cap * 2 : 256;
     event *nv = realloc(events.v, cap * sizeof(*nv));
@@ -109,7 +110,7 @@ static void on_xfer(sc_xfer_t *x, void *ud) {
   const sc_attempt_t *a = sc_sched_attempt(p->sched, la->handle);
   if (!a) return; /* cannot happen: cancel frees the transfer first */
   if (sc_xfer_ok(x)) {
-    push_event(p->id, la->handle, a->task);
+    sc_events_push(p->id, la->handle, a->task);
     return;
   }
   lreq *r = a->task_ud;
@@ -620,8 +621,8 @@ static int l_now(lua_State *L) {
 }
 
 /* core.poll(timeout, out) -> n, alive: one loop pass; out gets n events as
- * (pool id, attempt, task) triples; alive is false when no handle is left
- * that could ever wake the loop. */
+ * (pool id, attempt, task) triples, or (0, op id, 0) for an op's result;
+ * alive is false when no handle is left that could ever wake the loop. */
 static int l_poll(lua_State *L) {
   double timeout = luaL_checknumber(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -641,6 +642,10 @@ static int l_poll(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)n);
   lua_pushboolean(L, alive);
   return 2;
+}
+
+static int l_op_take(lua_State *L) {
+  return sc_ops_push(L, (uint32_t)luaL_checknumber(L, 1));
 }
 
 static int l_fd(lua_State *L) {
@@ -709,10 +714,13 @@ static const luaL_Reg pool_methods[] = {
     {NULL, NULL}};
 
 int sc_lua_simulate(lua_State *L); /* src/lua/sim.c */
+int sc_lua_fetch(lua_State *L);    /* src/lua/fetch.c */
 
 static const luaL_Reg funcs[] = {{"pool_new", l_pool_new},
                                  {"simulate", sc_lua_simulate},
                                  {"now", l_now},
+                                 {"op_take", l_op_take},
+                                 {"fetch", sc_lua_fetch},
                                  {"poll", l_poll},
                                  {"fd", l_fd},
                                  {"backend_timeout", l_backend_timeout},

@@ -59,9 +59,13 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
     free(x);
     return -12;
   }
-  char proxy[1024];
-  snprintf(proxy, sizeof(proxy), "%s://%s", o->remote_dns ? "socks5h" : "socks5",
-           proxy_key);
+  /* no proxy key: a direct fetch (proxy lists); "" also ignores the
+   * environment's proxy variables */
+  char proxy[1024] = "";
+  x->direct = proxy_key == NULL;
+  if (proxy_key)
+    snprintf(proxy, sizeof(proxy), "%s://%s",
+             o->remote_dns ? "socks5h" : "socks5", proxy_key);
   CURL *e = x->easy;
   x->loop = l;
   x->max_body = r->max_body;
@@ -148,8 +152,12 @@ void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
   const char *kind = "transport";
   char extra[96] = "";
   switch (x->result) {
-  case CURLE_COULDNT_CONNECT: kind = "proxy_refused"; break;
-  case CURLE_OPERATION_TIMEDOUT: kind = "proxy_timeout"; break;
+  case CURLE_COULDNT_CONNECT:
+    kind = x->direct ? "connect_refused" : "proxy_refused";
+    break;
+  case CURLE_OPERATION_TIMEDOUT:
+    kind = x->direct ? "timeout" : "proxy_timeout";
+    break;
   case CURLE_COULDNT_RESOLVE_PROXY: kind = "socks_error"; break;
   case CURLE_PROXY: {
     long px = 0;

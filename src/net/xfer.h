@@ -39,6 +39,7 @@ struct sc_xfer {
   char *head; /* header lines of the final response, CRLF-separated */
   size_t head_len, head_cap;
   int too_large, running;
+  int direct; /* no proxy: errors are not the proxy's */
   long status;
   CURLcode result;
   double started, elapsed;
@@ -48,7 +49,8 @@ struct sc_xfer {
 };
 
 /* Starts the transfer; cb runs once when it ends, never after a failed
- * start or after sc_xfer_free. proxy_key is "[user:pass@]host:port". */
+ * start or after sc_xfer_free. proxy_key is "[user:pass@]host:port", or
+ * NULL for a direct connection (only proxy-list fetches do that). */
 int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
                   const char *proxy_key, const sc_xfer_opts_t *o, sc_xfer_cb cb,
                   void *ud);
