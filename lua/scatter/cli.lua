@@ -1,74 +1,58 @@
 -- The `scatter` command line. main(argv) returns the exit code:
--- 0 ok, 1 uncaught error, 2 bad command line.
-local scatter = require("scatter")
-local runtime = require("scatter.runtime")
-
+-- 0 ok, 1 uncaught error (or a command's failure), 2 bad command line.
+-- Each command is a module lua/scatter/cmd/<name>.lua returning
+-- { summary = "...", usage = "...", run = function(args) -> exit code },
+-- where args are the words after the command name.
 local M = {}
 
-local USAGE = [[
-usage: scatter <command> [arguments]
+-- The order `scatter help` lists them in.
+M.COMMANDS = { "run", "version", "help" }
 
-commands:
-  run FILE [ARGS...]   run a Lua crawl script as the main thread, then the
-                       loop until every thread has ended; open pools are
-                       closed (their state saved) at the end
-  version              print versions
-  help                 this text
+local function load_cmd(name)
+  if not name:match("^[%w_-]+$") then return nil end
+  local ok, mod = pcall(require, "scatter.cmd." .. name)
+  if ok then return mod end
+  if not tostring(mod):find("module 'scatter.cmd." .. name .. "' not found", 1, true) then
+    error(mod, 0) -- a broken command module is our bug: say so
+  end
+  return nil
+end
 
-environment:
-  SCATTER_LOG          error, warn, info (default), debug, trace
-  SCATTER_LOG_FORMAT   text (default) or json
-]]
+function M.usage()
+  local lines = { "usage: scatter <command> [arguments]", "", "commands:" }
+  for _, name in ipairs(M.COMMANDS) do
+    local c = load_cmd(name)
+    if c then lines[#lines + 1] = string.format("  %-10s %s", name, c.summary) end
+  end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "`scatter <command> --help` describes one command."
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "environment:"
+  lines[#lines + 1] = "  SCATTER_LOG          error, warn, info (default), debug, trace"
+  lines[#lines + 1] = "  SCATTER_LOG_FORMAT   text (default) or json"
+  return table.concat(lines, "\n") .. "\n"
+end
 
-local function usage_error(msg)
-  io.stderr:write("scatter: ", msg, "\n\n", USAGE)
+-- For commands: report a bad command line and return 2.
+function M.usage_error(msg, cmd)
+  io.stderr:write("scatter: ", msg, "\n\n", cmd and cmd.usage or M.usage())
   return 2
 end
 
-local function cmd_run(argv)
-  local file = argv[2]
-  if not file then return usage_error("run: missing FILE") end
-  if file == "-h" or file == "--help" then
-    io.stdout:write("usage: scatter run FILE [ARGS...]\n")
-    return 0
-  end
-  local chunk, err = loadfile(file)
-  if not chunk then
-    io.stderr:write("scatter: ", err, "\n")
-    return 2
-  end
-  local args = { [0] = file }
-  for i = 3, #argv do args[#args + 1] = argv[i] end
-  _G.arg = args
-  local ok, rerr = pcall(scatter.run, chunk, unpack(args))
-  local cok, cerr = pcall(scatter.close_all)
-  if not ok then
-    io.stderr:write("scatter: ", tostring(rerr), "\n")
-    return 1
-  end
-  if not cok then
-    io.stderr:write("scatter: closing pools: ", tostring(cerr), "\n")
-    return 1
-  end
-  if runtime.uncollected_errors > 0 then return 1 end
-  return 0
-end
-
 function M.main(argv)
-  local cmd = argv[1]
-  if cmd == nil then return usage_error("missing command") end
-  if cmd == "run" then return cmd_run(argv) end
-  if cmd == "version" or cmd == "--version" then
-    local v = scatter.versions()
-    io.stdout:write(string.format("scatter %s\n%s\nlibuv %s\n%s\n", scatter._VERSION,
-      jit and jit.version or _VERSION, v.uv, v.curl))
+  local name = argv[1]
+  if name == nil then return M.usage_error("missing command") end
+  if name == "--help" or name == "-h" then name = "help" end
+  if name == "--version" then name = "version" end
+  local cmd = load_cmd(name)
+  if not cmd then return M.usage_error("unknown command '" .. tostring(name) .. "'") end
+  local args = {}
+  for i = 2, #argv do args[#args + 1] = argv[i] end
+  if args[1] == "--help" or args[1] == "-h" then
+    io.stdout:write(cmd.usage)
     return 0
   end
-  if cmd == "help" or cmd == "--help" or cmd == "-h" then
-    io.stdout:write(USAGE)
-    return 0
-  end
-  return usage_error("unknown command '" .. tostring(cmd) .. "'")
+  return cmd.run(args)
 end
 
 return M

@@ -63,6 +63,7 @@ function M.close_all()
   for _, p in ipairs(ps) do p:close() end
 end
 
+M.simulate = require("scatter.simulate").run
 M.parse_url = pool.parse_url
 M.versions = core.versions
 

@@ -197,7 +197,7 @@ function R.step(block)
     local nt = next_timer()
     timeout = nt and math.max(0, nt - core.now()) or -1
   end
-  local n, alive = core.poll(timeout, pollbuf)
+  local n, io_alive = core.poll(timeout, pollbuf)
   for i = 0, n - 1 do
     local pool = pollbuf[3 * i + 1]
     if pool == 0 then
@@ -211,7 +211,7 @@ function R.step(block)
     end
   end
   fire_timers()
-  return n > 0 or alive or #runq > 0 or next_timer() ~= nil
+  return n > 0 or io_alive or #runq > 0 or next_timer() ~= nil
 end
 
 function R.live() return live end

@@ -1,0 +1,76 @@
+-- scatter run [options] FILE [ARGS...]
+local cli = require("scatter.cli")
+local log = require("scatter.log")
+
+local C = {
+  summary = "run a Lua crawl script",
+  usage = [[
+usage: scatter run [options] FILE [ARGS...]
+
+Runs FILE as the main thread with ARGS in `...` and arg[], then the loop
+until every thread has ended; open pools are closed at the end.
+Exit code 0, 1 on an uncaught error, 2 on a bad command line.
+
+options:
+  --log-level LEVEL    error, warn, info, debug or trace (SCATTER_LOG)
+  --log-format FORMAT  text or json (SCATTER_LOG_FORMAT)
+]],
+}
+
+-- Options that take a value: name -> function(value) -> true | nil, err.
+C.OPTIONS = {
+  ["--log-level"] = log.set_level,
+  ["--log-format"] = log.set_format,
+}
+-- Options without a value: name -> function().
+C.FLAGS = {}
+
+function C.run(args)
+  local i = 1
+  while args[i] and args[i]:sub(1, 2) == "--" do
+    local a = args[i]
+    local name, value = a:match("^(%-%-[%w-]+)=(.*)$")
+    name = name or a
+    if C.FLAGS[name] and not value then
+      C.FLAGS[name]()
+      i = i + 1
+    elseif C.OPTIONS[name] then
+      if not value then
+        value = args[i + 1]
+        i = i + 1
+      end
+      if value == nil then return cli.usage_error("run: " .. name .. " needs a value", C) end
+      local ok, err = C.OPTIONS[name](value)
+      if not ok then return cli.usage_error("run: " .. name .. ": " .. err, C) end
+      i = i + 1
+    else
+      return cli.usage_error("run: unknown option " .. a, C)
+    end
+  end
+  local file = args[i]
+  if not file then return cli.usage_error("run: missing FILE", C) end
+  local chunk, err = loadfile(file)
+  if not chunk then
+    io.stderr:write("scatter: ", err, "\n")
+    return 2
+  end
+  local scatter = require("scatter")
+  local runtime = require("scatter.runtime")
+  local sargs = { [0] = file }
+  for j = i + 1, #args do sargs[#sargs + 1] = args[j] end
+  _G.arg = sargs
+  local ok, rerr = pcall(scatter.run, chunk, unpack(sargs))
+  local cok, cerr = pcall(scatter.close_all)
+  if not ok then
+    io.stderr:write("scatter: ", tostring(rerr), "\n")
+    return 1
+  end
+  if not cok then
+    io.stderr:write("scatter: closing pools: ", tostring(cerr), "\n")
+    return 1
+  end
+  if runtime.uncollected_errors > 0 then return 1 end
+  return 0
+end
+
+return C
