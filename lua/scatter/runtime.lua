@@ -199,15 +199,19 @@ function R.step(block)
   end
   local n, io_alive = core.poll(timeout, pollbuf)
   for i = 0, n - 1 do
-    local pool = pollbuf[3 * i + 1]
+    local pool, a, t = pollbuf[3 * i + 1], pollbuf[3 * i + 2], pollbuf[3 * i + 3]
+    local h
     if pool == 0 then
-      local id = pollbuf[3 * i + 2]
-      local res = core.op_take(id)
-      local h = op_handlers[id]
-      if h and res then h(res) end
+      local res = core.op_take(a)
+      h = res and op_handlers[a]
+      a = res
     else
-      local h = R.handlers[pool]
-      if h then h(pollbuf[3 * i + 2], pollbuf[3 * i + 3]) end
+      h = R.handlers[pool]
+    end
+    -- one failing handler must not lose the rest of the batch
+    if h then
+      local ok, err = pcall(h, a, t)
+      if not ok then R.report("scatter: error while handling an event: " .. tostring(err)) end
     end
   end
   fire_timers()
