@@ -15,6 +15,7 @@ local config = require("scatter.config")
 
 local M = {}
 local WHERE = "scatter.simulate"
+local MAX_PROXIES = 10000000 -- ids and counts stay well inside 32 bits
 
 -- Profile defaults (seconds). A latency at or over config.proxy_timeout is
 -- a transport failure at proxy_timeout, as the real transport would see it.
@@ -124,6 +125,7 @@ function M.run(opts)
   check_int(seed, "seed", 0)
   if seed >= 2 ^ 53 then fail("seed must be below 2^53, got " .. show(seed)) end
   check_int(opts.tasks, "tasks", 0)
+  if opts.tasks >= 2 ^ 53 then fail("tasks must be below 2^53, got " .. show(opts.tasks)) end
   local hosts = opts.hosts == nil and { "example.test" } or opts.hosts
   check_list(hosts, "hosts")
   for i, h in ipairs(hosts) do
@@ -141,11 +143,17 @@ function M.run(opts)
     groups[i] = group(g, i)
     total = total + groups[i].count
   end
+  if total > MAX_PROXIES then
+    fail("proxies: at most " .. MAX_PROXIES .. " simulated proxies in all, got " .. total)
+  end
   if opts.time_limit ~= nil then
     check_num(opts.time_limit, "time_limit", 0)
     if opts.time_limit == 0 then fail("time_limit must be > 0, got 0") end
   end
-  if opts.event_limit ~= nil then check_int(opts.event_limit, "event_limit", 1) end
+  if opts.event_limit ~= nil then
+    check_int(opts.event_limit, "event_limit", 1)
+    if opts.event_limit >= 2 ^ 53 then fail("event_limit must be below 2^53, got " .. show(opts.event_limit)) end
+  end
   check_bool(opts.norace, "norace")
   check_bool(opts.proxy_stats, "proxy_stats")
   check_bool(opts.memory, "memory")

@@ -59,13 +59,11 @@ int sc_proxy_parse(const char *line, size_t len, char *key, size_t keycap,
   if (p == e || *p == '#') return 1;
   for (const char *q = p; q < e; q++)
     if (is_space(*q) || (unsigned char)*q < 0x20) FAIL("contains spaces");
-  const char *sep = NULL;
-  for (const char *q = p; q + 2 < e; q++) {
-    if (q[0] == ':' && q[1] == '/' && q[2] == '/') {
-      sep = q;
-      break;
-    }
-  }
+  /* a scheme is scheme characters right at the start, then "://":
+   * "user:a://b@host:1" is credentials, not a scheme */
+  const char *sep = NULL, *q = p;
+  while (q < e && (is_hostc(*q) || *q == '+') && *q != '_') q++;
+  if (q + 2 < e && q[0] == ':' && q[1] == '/' && q[2] == '/') sep = q;
   if (sep) {
     size_t n = (size_t)(sep - p);
     if (!((n == 6 && strncasecmp(p, "socks5", 6) == 0) ||
