@@ -36,7 +36,7 @@ describe("security", function()
     f:close()
     local log = dir .. "/" .. name .. ".resolver"
     local spy = env.build_dir() .. "/spec/support/libresolvespy.so"
-    local preload = ((os.getenv("LD_PRELOAD") or "") .. " " .. spy):gsub("^ ", "")
+    local preload = ((env.asan_preload or "") .. " " .. spy):gsub("^ ", "")
     local cmd = string.format("SCATTER_RESOLVESPY_LOG=%s LD_PRELOAD=%s %s run %s %s %s >%s 2>&1; echo $?",
       q(log), q(preload), q(env.build_dir() .. "/scatter"), q(script), q(farm.proxies[1]), q(ng.port),
       q(dir .. "/" .. name .. ".out"))

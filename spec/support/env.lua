@@ -39,9 +39,23 @@ for _, decl in ipairs({
   "int mkdir(const char *path, unsigned int mode);",
   "int symlink(const char *target, const char *linkpath);",
   "char *strerror(int errnum);",
+  "int unsetenv(const char *name);",
+  "int setenv(const char *name, const char *value, int overwrite);",
 }) do
   pcall(ffi.cdef, decl)
 end
+
+-- The sanitizer run preloads the ASan runtime into luajit; the servers and
+-- tools the specs start (curl, nginx) must not inherit it: curl deadlocks
+-- under it. Specs that start an instrumented program with extra preloads
+-- (security_spec) put env.asan_preload first.
+-- (busted reloads this module per spec file: keep the value in our own
+-- variable, which children may inherit harmlessly)
+if os.getenv("LD_PRELOAD") then
+  ffi.C.setenv("SCATTER_ASAN_PRELOAD", os.getenv("LD_PRELOAD"), 1)
+  ffi.C.unsetenv("LD_PRELOAD")
+end
+env.asan_preload = os.getenv("SCATTER_ASAN_PRELOAD")
 
 -- Linux values (x86_64 and aarch64 agree on all of these).
 local O_RDONLY, O_WRONLY, O_CREAT, O_APPEND, O_CLOEXEC = 0, 1, 0x40, 0x400, 0x80000
