@@ -10,9 +10,9 @@ describe("pool configuration", function()
   end
 
   it("fills every default of DESIGN.md section 4", function()
-    local c = config.validate({})
+    local c = config.validate({ proxies = { "127.0.0.1:1" } })
     assert.same({}, c.sources)
-    assert.same({}, c.proxies)
+    assert.same({ "127.0.0.1:1" }, c.proxies)
     assert.equal(600, c.source_refresh_interval)
     assert.same({ default_interval = 0.5, host_overrides = {} }, c.rate_limit)
     assert.equal(8, c.proxy_timeout)
@@ -63,8 +63,42 @@ describe("pool configuration", function()
       err_of({ proxies = { "http://127.0.0.1:8080" } }))
   end)
 
-  it("needs some proxies", function()
-    assert.equal("scatter.pool: no proxies: set 'proxies' or 'sources'", err_of({}))
+  it("falls back to the built-in free lists when given neither sources nor proxies", function()
+    local c = config.validate({})
+    assert.same(config.DEFAULT_SOURCES, c.sources)
+    assert.is_true(#c.sources > 0)
+    for _, u in ipairs(c.sources) do assert.truthy(u:match("^https://"), u) end
+    assert.same({}, config.validate({ sources = { "file:///x" } }).proxies)
+    assert.same({ "file:///x" }, config.validate({ sources = { "file:///x" } }).sources)
+  end)
+
+  it("rejects a wrong type for every field, and zero where a duration must pass", function()
+    local p = { "127.0.0.1:1" }
+    for field in pairs(config.FIELDS) do
+      local cfg = { proxies = p }
+      cfg[field] = field == "proxies" and 3 or coroutine.create(print)
+      local err = err_of(cfg)
+      assert.truthy(err:find("field '" .. field .. "' must be", 1, true), err)
+    end
+    for _, field in ipairs({ "proxy_timeout", "source_refresh_interval", "state_save_interval" }) do
+      local cfg = { proxies = p }
+      cfg[field] = 0
+      assert.truthy(err_of(cfg):find("field '" .. field .. "' must be a duration > 0", 1, true), field)
+      cfg[field] = -1
+      assert.truthy(err_of(cfg):find("field '" .. field .. "' must be a duration > 0", 1, true), field)
+    end
+    for _, field in ipairs({ "cooldown_base", "cooldown_max", "metrics_log_interval" }) do
+      local cfg = { proxies = p, cooldown_base = 0 }
+      cfg[field] = 0
+      assert.truthy(config.validate(cfg)) -- 0 means "none" or "off" here
+      cfg[field] = -0.5
+      assert.truthy(err_of(cfg):find("field '" .. field .. "' must be a duration >= 0", 1, true), field)
+    end
+    assert.truthy(err_of({ proxies = p, rate_limit = { default_interval = -1 } })
+      :find("'rate_limit.default_interval' must be a duration >= 0", 1, true))
+    assert.truthy(err_of({ proxies = p, max_concurrent_per_request = -3 })
+      :find("'max_concurrent_per_request' must be an integer from 1", 1, true))
+    assert.truthy(err_of({ proxies = p, [1] = true }):find("configuration keys must be field names", 1, true))
   end)
 
   it("reads file:// sources, merging duplicates and counting bad lines", function()

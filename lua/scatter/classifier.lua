@@ -1,5 +1,7 @@
 -- The default classifier (the Rust crate's table) and the safe call that
 -- turns a classifier's error, yield or bad return into target_error.
+local runtime = require("scatter.runtime")
+
 local M = {}
 
 M.VERDICTS = { success = true, proxy_blocked = true, target_error = true, final = true }
@@ -7,7 +9,10 @@ M.VERDICTS = { success = true, proxy_blocked = true, target_error = true, final 
 function M.default(resp)
   local s = resp.status
   if s >= 200 and s < 300 then
-    return #resp.body > 0 and "success" or "proxy_blocked"
+    -- an empty 2xx is the crate's sign of a proxy that ate the page, but
+    -- a HEAD or a 204 has no body by definition
+    if #resp.body > 0 or s == 204 or resp.method == "HEAD" then return "success" end
+    return "proxy_blocked"
   elseif s == 403 or s == 429 then
     return "proxy_blocked"
   elseif s >= 500 and s < 600 then
@@ -33,7 +38,9 @@ end
 -- yield is caught instead of suspending whoever drives the loop.
 function M.call(fn, resp)
   local co = coroutine.create(fn)
+  runtime.no_wait = "a classifier"
   local ok, v = coroutine.resume(co, resp)
+  runtime.no_wait = nil
   if not ok then
     return "target_error", "classifier error: " .. tostring(v)
   end

@@ -52,6 +52,11 @@ local FIELDS = {
   state_file = { typed("string"), nil },
   state_save_interval = { dur(true), 300 },
   metrics_log_interval = { dur(false), 30 },
+  metrics_listen = { function(v)
+    if type(v) ~= "string" or not require("scatter.metrics").parse_addr(v) then
+      return 'an address "HOST:PORT" (e.g. "127.0.0.1:9464")'
+    end
+  end, nil },
   prefer_remote_dns = { typed("boolean"), true },
   name = { typed("string"), nil },
   classifier = { function(v)
@@ -70,6 +75,15 @@ local FIELDS = {
   seed = { int(0), 1 },
 }
 M.FIELDS = FIELDS
+
+-- Used when a pool names neither sources nor proxies (the Rust crate's
+-- behaviour): public free SOCKS5 lists, mostly dead proxies, which is
+-- what the scheduler is built to sift.
+M.DEFAULT_SOURCES = {
+  "https://raw.githubusercontent.com/TheSpeedX/PROXY-List/master/socks5.txt",
+  "https://raw.githubusercontent.com/hookzof/socks5_list/master/proxy.txt",
+  "https://raw.githubusercontent.com/monosans/proxy-list/main/proxies/socks5.txt",
+}
 
 local RATE_FIELDS = { default_interval = true, host_overrides = true }
 
@@ -122,6 +136,9 @@ function M.validate(cfg, where)
     if out[k] == nil and f[2] ~= nil then
       out[k] = type(f[2]) == "table" and {} or f[2]
     end
+  end
+  if #out.sources == 0 and #out.proxies == 0 then
+    for i, u in ipairs(M.DEFAULT_SOURCES) do out.sources[i] = u end
   end
   if out.cooldown_max < out.cooldown_base then
     fail(where, "field 'cooldown_max' must be >= cooldown_base (" .. out.cooldown_base .. "), got " .. out.cooldown_max)

@@ -4,6 +4,7 @@ local core = require("scatter.core")
 local runtime = require("scatter.runtime")
 local pool = require("scatter.pool")
 local log = require("scatter.log")
+local router = require("scatter.router")
 
 local M = {
   _VERSION = "0.1.0",
@@ -21,6 +22,13 @@ function M.pool(cfg)
     error("scatter.pool: bad argument #1 (configuration table expected, got " .. type(cfg) .. ")", 2)
   end
   return pool.new(cfg, "scatter.pool")
+end
+
+function M.router(hosts)
+  if type(hosts) ~= "table" then
+    error("scatter.router: bad argument #1 (table of host = configuration expected, got " .. type(hosts) .. ")", 2)
+  end
+  return router.new(hosts, "scatter.router")
 end
 
 -- Runs fn as a thread, then the loop until every thread has ended. An error
@@ -44,7 +52,10 @@ end
 -- after scatter.timeout() seconds at most, then call scatter.step().
 function M.fd() return core.fd() end
 
+-- Seconds until step() is due even if fd() stays quiet; 0: call it now;
+-- nil: no deadline (nothing is timed or in flight).
 function M.timeout()
+  if runtime.runnable() then return 0 end
   local t = core.backend_timeout()
   local nt = runtime.next_timer and runtime.next_timer()
   if nt then
@@ -54,7 +65,9 @@ function M.timeout()
   return t
 end
 
-function M.step() runtime.step(false) end
+-- One pass that never blocks; false once nothing is left that could ever
+-- make progress (no thread, timer or transfer).
+function M.step() return runtime.step(false) end
 
 -- Closes every open pool (the CLI does this at exit).
 function M.close_all()

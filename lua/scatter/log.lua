@@ -25,12 +25,37 @@ end
 
 function M.enabled(name) return LEVELS[name] <= level end
 
+-- Masks proxy credentials in free text: "socks5h://user:pw@h:p" and bare
+-- "user:pw@h:p" (list lines, keys) become "...***@h:p". A last line of
+-- defence: everything written by scatter passes through it, so a message
+-- that quotes a bad list line or a curl error cannot leak a password.
+function M.redact(s)
+  s = s:gsub("([Ss][Oo][Cc][Kk][Ss][45]?[AaHh]?://)[^%s\"'<>]*@", "%1***@")
+  s = s:gsub("(%a[%w+.-]*://)[^%s/\"'<>@]*:[^%s/\"'<>]*@", "%1***@")
+  s = (" " .. s):gsub("(%f[^%s\"'(=%[,;<>])[^%s\"'(=%[,;<>/@]+:[^%s\"'<>/]*@", "%1***@")
+  return s:sub(2)
+end
+local redact = M.redact
+
+local function field_value(v)
+  local t = type(v)
+  if t == "string" then return redact(v) end
+  if t == "number" or t == "boolean" then return v end
+  return redact(tostring(v))
+end
+
 -- emit("info", pool_name_or_nil, msg, fields_or_nil)
 function M.emit(name, pool, msg, fields)
   if LEVELS[name] > level then return end
+  msg = redact(tostring(msg))
   if json then
-    local o = { ts = os.time(), level = name, pool = pool, msg = msg }
-    if fields then for k, v in pairs(fields) do if o[k] == nil then o[k] = v end end end
+    local o = { ts = os.time(), level = name, pool = pool or cjson.null, msg = msg }
+    if fields then
+      for k, v in pairs(fields) do
+        k = tostring(k)
+        if o[k] == nil then o[k] = field_value(v) end
+      end
+    end
     M.sink(cjson.encode(o))
   else
     local line = os.date("%Y-%m-%dT%H:%M:%S ") .. name:upper() .. " "
@@ -38,9 +63,15 @@ function M.emit(name, pool, msg, fields)
     line = line .. msg
     if fields then
       local keys = {}
-      for k in pairs(fields) do keys[#keys + 1] = k end
+      for k in pairs(fields) do keys[#keys + 1] = tostring(k) end
       table.sort(keys)
-      for _, k in ipairs(keys) do line = line .. " " .. k .. "=" .. tostring(fields[k]) end
+      for _, k in ipairs(keys) do
+        local v = fields[k]
+        if v == nil then v = fields[tonumber(k)] end
+        v = tostring(field_value(v))
+        if v == "" or v:find("[%s\"=]") then v = ("%q"):format(v) end
+        line = line .. " " .. k .. "=" .. v
+      end
     end
     M.sink(line)
   end

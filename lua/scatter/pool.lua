@@ -5,7 +5,9 @@ local runtime = require("scatter.runtime")
 local config = require("scatter.config")
 local classifier = require("scatter.classifier")
 local log = require("scatter.log")
-local sources = require("scatter.sources")
+local feed = require("scatter.feed")
+local state = require("scatter.state")
+local metrics = require("scatter.metrics")
 
 local M = {}
 local Pool = {}
@@ -20,6 +22,7 @@ local REQ_FIELDS = {
   method = true, url = true, headers = true, body = true, timeout = true,
   race = true, follow_redirects = true, max_body = true, insecure = true,
 }
+M.REQ_FIELDS = REQ_FIELDS
 
 -- ---- requests ----
 
@@ -122,9 +125,6 @@ end
 function M.new(cfg, where)
   where = where or "scatter.pool"
   cfg = config.validate(cfg, where)
-  if #cfg.sources == 0 and #cfg.proxies == 0 then
-    error(where .. ": no proxies: set 'proxies' or 'sources'", 0)
-  end
   local c = core.pool_new({
     rate_interval = cfg.rate_limit.default_interval,
     proxy_timeout = cfg.proxy_timeout,
@@ -151,27 +151,26 @@ function M.new(cfg, where)
     local key, err = c:add_proxy(line)
     if key == nil then
       c:close()
-      error(where .. ": proxies[" .. i .. "]: " .. err .. ": " .. ("%q"):format(line), 0)
+      error(where .. ": proxies[" .. i .. "]: " .. err .. ": " .. log.redact(("%q"):format(line)), 0)
     end
   end
-  for i, url in ipairs(cfg.sources) do
-    local lines, err = sources.load(url)
-    if not lines then
-      log.emit("warn", self.name, "source " .. i .. " skipped: " .. err)
-    else
-      local bad, first = 0, nil
-      for _, line in ipairs(lines) do
-        local key = c:add_proxy(line)
-        if key == nil then
-          bad = bad + 1
-          first = first or line
-        end
-      end
-      if bad > 0 then
-        log.emit("warn", self.name, string.format("source %s: skipped %d bad line(s), first: %q",
-          url, bad, first:sub(1, 200)))
-      end
+  if cfg.metrics_listen then
+    local tok, merr = metrics.serve(cfg.metrics_listen, function() return { self } end)
+    if not tok then
+      c:close()
+      error(where .. ": metrics_listen: " .. merr, 0)
     end
+    self.metrics_token = tok
+  end
+  -- the state file first: the feed needs to know what it brought back
+  local ok, err = pcall(function()
+    local restored
+    self.state, restored = state.attach(self, where)
+    self.feed = feed.start(self, restored)
+  end)
+  if not ok then
+    self:close()
+    error(err, 0)
   end
   runtime.handlers[c:id()] = function(ah, th) self:_on_response(ah, th) end
   arm_metrics(self)
@@ -260,6 +259,9 @@ end
 
 function Pool:get(url, opts)
   check_open(self, "get")
+  if type(url) ~= "string" then
+    error("pool:get: bad argument #1 (URL string expected, got " .. type(url) .. ")", 2)
+  end
   if opts ~= nil and type(opts) ~= "table" then
     error("pool:get: bad argument #2 (options table expected, got " .. type(opts) .. ")", 2)
   end
@@ -283,7 +285,8 @@ end
 function Pool:proxies()
   check_open(self, "proxies")
   if self.closed then return {} end
-  return self.c:proxies()
+  local list = self.c:proxies()
+  return self.feed and self.feed:mark(list) or list
 end
 
 function Pool:close()
@@ -293,13 +296,19 @@ function Pool:close()
   self.closed = true
   M.open[self] = nil
   if self.metrics_timer then self.metrics_timer.cancelled = true end
+  metrics.unserve(self.metrics_token)
   runtime.handlers[self.c:id()] = nil
   local recs = {}
   for _, rec in pairs(self.tasks) do recs[#recs + 1] = rec end
+  if self.feed then self.feed:stop() end
+  -- in-flight attempts stop before the final snapshot is taken
+  for _, rec in ipairs(recs) do self.c:cancel(rec.th) end
+  local write = self.state and self.state:freeze()
   self.c:close()
   for _, rec in ipairs(recs) do finish(self, rec, nil, "closed") end
   for _, w in ipairs(self.room) do runtime.wake(w) end
   self.room = {}
+  if write then write() end -- close returns once the snapshot is on disk
 end
 
 Pool.__tostring = function(self)
@@ -342,6 +351,9 @@ function Handle:cancel()
   return last
 end
 
-function Handle:done() return self.rec.done end
+function Handle:done()
+  if getmetatable(self) ~= Handle then error("handle:done: call it as handle:done()", 2) end
+  return self.rec.done == true
+end
 
 return M

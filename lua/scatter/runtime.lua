@@ -28,7 +28,24 @@ R.now = core.now
 
 local function tless(a, b) return a.at < b.at or (a.at == b.at and a.seq < b.seq) end
 
+-- Cancelled timers leave the heap only when they reach its top, so a
+-- long timer (a 120 s task timeout, cancelled when the task ends early)
+-- behind a live one stayed for its full duration, holding its closure: the
+-- heap grew with the task rate (bench/soak.lua). Dropping every cancelled
+-- entry whenever the heap has doubled since the last sweep bounds it at
+-- twice the live timers, in amortised O(log n) per push.
+local sweep_at = 256
+
 local function theap_push(t)
+  if #timers >= sweep_at then
+    local keep = {}
+    for _, x in ipairs(timers) do
+      if not x.cancelled then keep[#keep + 1] = x end
+    end
+    table.sort(keep, tless) -- a sorted array is a heap
+    timers = keep
+    sweep_at = math.max(256, 2 * #keep)
+  end
   local i = #timers + 1
   timers[i] = t
   while i > 1 do
@@ -68,14 +85,16 @@ end
 function R.after(seconds, fn) return R.at(core.now() + seconds, fn) end
 
 local function fire_timers()
-  local now = core.now()
+  local now, fired = core.now(), 0
   while timers[1] and timers[1].at <= now do
     local t = theap_pop()
     if not t.cancelled then
       t.cancelled = true
+      fired = fired + 1
       t.fn()
     end
   end
+  return fired
 end
 
 local function next_timer()
@@ -100,6 +119,9 @@ local function finish(th, ok, ...)
   th.result = pack(ok, ...)
   live = live - 1
   alive[th] = nil
+  -- th holds th.co, so a weak key alone never lets go (LuaJIT has no
+  -- ephemerons): every ended thread would stay in `threads` for good
+  threads[th.co] = nil
   if not ok then
     local err = ...
     th.traceback = debug.traceback(th.co, tostring(err))
@@ -169,6 +191,9 @@ function R.block(w)
         coroutine.yield(SUSPEND)
       until w.done
     else
+      -- a nested loop inside an event handler would run other handlers
+      -- re-entrantly and could wait on itself
+      if R.no_wait then error("scatter: " .. R.no_wait .. " must not wait (it runs inside the event loop)", 2) end
       w.thread = nil
       while not w.done do
         if not R.step(true) and not w.done then
@@ -187,13 +212,17 @@ end
 -- could ever happen again (no runnable thread, timer or live I/O).
 function R.step(block)
   local q = runq
-  if #q >= runq_head then
+  local ran = #q >= runq_head
+  if ran then
     runq, runq_head = {}, 1
     for i = 1, #q do resume(q[i][1], q[i][2]) end
   end
-  fire_timers()
+  -- what just ran may have ended the caller's wait (its last thread, its
+  -- waiter): poll without waiting and let the caller look, or a pass could
+  -- sleep until some other pool's far timer
+  local fired = fire_timers()
   local timeout = 0
-  if block and #runq == 0 then
+  if block and #runq == 0 and not ran and fired == 0 then
     local nt = next_timer()
     timeout = nt and math.max(0, nt - core.now()) or -1
   end
@@ -219,6 +248,9 @@ function R.step(block)
 end
 
 function R.live() return live end
+
+-- True when a thread is ready to run, so the next step must not wait.
+function R.runnable() return #runq >= runq_head end
 
 -- Run until every thread has ended.
 function R.loop()

@@ -1,39 +1,138 @@
 -- Proxy list sources: file:// lists read from disk, http(s):// lists
 -- fetched directly (never through the pool's proxies), TLS verified.
+--
+-- Fetches are shared: concurrent loads of one URL wait for a single fetch,
+-- and a good list younger than the caller's max_age is reused, so the pools
+-- of a router that name the same source fetch it once per refresh. A fetch
+-- in progress is an op, not a thread: it never keeps scatter.run waiting.
 local core = require("scatter.core")
 local runtime = require("scatter.runtime")
+local log = require("scatter.log")
 
 local M = {}
-M.FETCH_TIMEOUT = 10
+M.FETCH_TIMEOUT = 10 -- seconds; a source slower than this is skipped
 
 local MAX_BYTES = 64 * 1024 * 1024
 
--- Returns an array of lines, or nil, reason.
-function M.load(url)
-  if type(url) ~= "string" then return nil, "source must be a URL string" end
+local cache = {} -- url -> { list = ..., at = core.now() }
+local inflight = {} -- url -> callbacks waiting for the fetch in progress
+
+-- Credentials in a source URL stay out of logs and errors.
+function M.redact(url)
+  return (url:gsub("^(%a[%w+.-]*://)[^/?#]*@", "%1***@"))
+end
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, "cannot read: " .. tostring(err) end
+  local data, rerr = f:read(MAX_BYTES + 1)
+  f:close()
+  if not data and rerr then return nil, "cannot read: " .. tostring(rerr) end
+  data = data or ""
+  if #data > MAX_BYTES then return nil, "larger than 64 MiB" end
+  return data
+end
+
+-- Calls done(body) or done(nil, err) from the loop when the GET ends.
+local function download(url, done)
+  local id = core.fetch({ url = url, timeout = M.FETCH_TIMEOUT, max_body = MAX_BYTES })
+  runtime.on_op(id, function(res)
+    runtime.on_op(id, nil)
+    if res.err then return done(nil, res.err) end
+    if res.status < 200 or res.status > 299 then return done(nil, "HTTP " .. res.status) end
+    done(res.body)
+  end)
+end
+
+-- Parses a list body (DESIGN.md section 4). Returns keys (canonical,
+-- duplicates merged, in list order), the number of bad lines and the
+-- first bad line.
+function M.parse(body)
+  local keys, seen, bad, first = {}, {}, 0, nil
+  for line in body:gmatch("[^\n]+") do
+    local key = core.parse_proxy(line)
+    if key then
+      if not seen[key] then
+        seen[key] = true
+        keys[#keys + 1] = key
+      end
+    elseif key == nil then
+      bad = bad + 1
+      first = first or line
+    end
+  end
+  return keys, bad, first
+end
+
+-- The list in a body, or nil, why the body is no list.
+local function digest(url, name, body, err)
+  local shown = M.redact(url)
+  if not body then return nil, shown .. ": " .. err end
+  local keys, bad, first = M.parse(body)
+  if #keys == 0 then
+    -- an error page or a broken list: keeping the current list is better
+    -- than retiring every proxy
+    if bad == 0 then return nil, shown .. ": no proxies in the list" end
+    return nil, string.format("%s: no proxies in %d line(s) (not a proxy list?), first: %q",
+      shown, bad, first:sub(1, 200))
+  end
+  if bad > 0 then
+    log.emit("warn", name, string.format("source %s: skipped %d bad line(s), first: %q",
+      shown, bad, first:sub(1, 200)))
+  end
+  return { keys = keys, url = url }
+end
+
+-- Calls cb(list) with the list { keys = {...}, url = url }, or cb(nil,
+-- reason): at once for a file:// list or a reused one, else from the loop
+-- when the fetch ends. opts: max_age (seconds a fetched list is reused,
+-- default 0) and name (the log prefix of the warning about bad lines,
+-- written once per fetch).
+function M.fetch(url, opts, cb)
+  if type(url) ~= "string" then return cb(nil, "source must be a URL string") end
+  opts = opts or {}
+  local c = cache[url]
+  if c and core.now() - c.at < (opts.max_age or 0) then return cb(c.list) end
+  if inflight[url] then
+    table.insert(inflight[url], cb)
+    return
+  end
+  local waiting = { cb }
+  inflight[url] = waiting
+  local function done(body, err)
+    inflight[url] = nil
+    local ok, list, why = pcall(digest, url, opts.name, body, err)
+    if not ok then list, why = nil, tostring(list) end
+    if list then cache[url] = { list = list, at = core.now() } end
+    -- every waiter hears the result, even if one of them fails
+    local failed
+    for _, f in ipairs(waiting) do
+      local fok, ferr = pcall(f, list, why)
+      if not fok then failed = failed or ferr end
+    end
+    if failed then error(failed, 0) end
+  end
   local path = url:match("^[Ff][Ii][Ll][Ee]://(.+)$")
   if path then
-    local f, err = io.open(path, "rb")
-    if not f then return nil, "cannot read " .. url .. ": " .. tostring(err) end
-    local data = f:read(MAX_BYTES + 1)
-    f:close()
-    data = data or ""
-    if #data > MAX_BYTES then return nil, url .. ": larger than 64 MiB" end
-    local lines = {}
-    for line in data:gmatch("[^\n]+") do lines[#lines + 1] = line end
-    return lines
+    done(read_file(path))
+  elseif url:match("^[Hh][Tt][Tt][Pp][Ss]?://") then
+    download(url, done)
+  else
+    inflight[url] = nil
+    cb(nil, "unsupported source URL " .. ("%q"):format(M.redact(url)) .. " (file://, http:// or https://)")
   end
-  if url:match("^[Hh][Tt][Tt][Pp][Ss]?://") then
-    local res = runtime.await(core.fetch({ url = url, timeout = M.FETCH_TIMEOUT, max_body = MAX_BYTES }))
-    if res.err then return nil, url .. ": " .. res.err end
-    if res.status < 200 or res.status > 299 then
-      return nil, url .. ": HTTP " .. res.status
-    end
-    local lines = {}
-    for line in res.body:gmatch("[^\n]+") do lines[#lines + 1] = line end
-    return lines
-  end
-  return nil, "unsupported source URL " .. ("%q"):format(url) .. " (file://, http:// or https://)"
+end
+
+-- The blocking form of fetch: returns the list or nil, reason.
+function M.load(url, opts)
+  local w = runtime.waiter()
+  M.fetch(url, opts, function(list, err) runtime.wake(w, list, err) end)
+  return runtime.block(w)
+end
+
+-- Forgets cached lists (specs; a pool that must see a change at once).
+function M.forget(url)
+  if url then cache[url] = nil else cache = {} end
 end
 
 return M

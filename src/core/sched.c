@@ -65,7 +65,13 @@ typedef struct host {
 typedef struct proxy {
   uint32_t attempts, successes; /* finished, over every host */
   uint8_t dead, retired;
+  uint8_t probe;  /* PROBE_ARMED / PROBE_FLYING after sc_sched_proxy_probe */
+  double dead_at; /* when it was evicted: a probe needs cooldown_max since */
 } proxy;
+
+/* A revived proxy gets exactly one attempt: armed until an attempt picks it,
+ * then out of every host's structures until that attempt's outcome. */
+enum { PROBE_NONE = 0, PROBE_ARMED, PROBE_FLYING };
 
 enum { T_FREE = 0, T_READY, T_DELAYED, T_STARVED, T_RUNNING };
 
@@ -114,6 +120,7 @@ struct sc_sched {
   uint32_t inflight;
 
   int in_run, need_run;
+  int held; /* sc_sched_hold depth: no dispatch while > 0 */
   double wake_at;
 
   uint64_t recent[4]; /* the pool's last 256 attempt outcomes */
@@ -294,7 +301,7 @@ static void pair_unlink(host *h, uint32_t id) {
 static int pair_place(sc_sched_t *s, host *h, uint32_t id, double t) {
   pair *p = &h->pairs[id];
   const proxy *px = &s->proxies[id];
-  if (px->dead || px->retired) return 0;
+  if (px->dead || px->retired || px->probe == PROBE_FLYING) return 0;
   if (pair_eligible(p) > t) {
     p->where = WHERE_WAIT;
     p->pos = h->wait.n;
@@ -312,6 +319,11 @@ static int pair_place(sc_sched_t *s, host *h, uint32_t id, double t) {
 static void pair_replace(sc_sched_t *s, host *h, uint32_t id, double t) {
   pair_unlink(h, id);
   pair_place(s, h, id, t);
+}
+
+static void proxy_place(sc_sched_t *s, uint32_t id, double t) {
+  for (uint32_t i = 0; i < s->host_names.count; i++)
+    pair_replace(s, &s->hosts[i], id, t);
 }
 
 /* Move the due wait-heap entries to their bands. */
@@ -497,7 +509,13 @@ static void cancel_attempts(sc_sched_t *s, task *t) {
     attempt *a = &s->attempts[t->first];
     s->env.cancel(s->env.ud, &a->pub);
     s->m.attempts_cancelled++;
+    uint32_t id = a->pub.proxy;
     attempt_release(s, a);
+    if (s->proxies[id].probe == PROBE_FLYING) {
+      /* a probe without an outcome proves nothing: arm it again */
+      s->proxies[id].probe = PROBE_ARMED;
+      proxy_place(s, id, now(s));
+    }
   }
 }
 
@@ -544,6 +562,11 @@ static int launch(sc_sched_t *s, task *t, int n) {
     if (id == NONE) break;
     pair *p = &h->pairs[id];
     p->rate_next = tn + h->interval;
+    if (s->proxies[id].probe == PROBE_ARMED) {
+      s->proxies[id].probe = PROBE_FLYING; /* its one attempt */
+      for (uint32_t i = 0; i < s->host_names.count; i++)
+        pair_unlink(&s->hosts[i], id);
+    }
     /* placed as of just before now, so it waits in the heap even with a
      * zero interval: a task never gets the same proxy twice in one launch */
     pair_place(s, h, id, tn - 1);
@@ -649,6 +672,8 @@ static void kill_proxy(sc_sched_t *s, uint32_t id) {
   proxy *px = &s->proxies[id];
   if (px->dead) return;
   px->dead = 1;
+  px->dead_at = now(s);
+  px->probe = PROBE_NONE;
   s->dead++;
   for (uint32_t i = 0; i < s->host_names.count; i++) {
     host *h = &s->hosts[i];
@@ -661,8 +686,8 @@ static void kill_proxy(sc_sched_t *s, uint32_t id) {
   }
 }
 
-static void record(sc_sched_t *s, uint32_t id, uint32_t hid, sc_verdict_t v,
-                   double latency, double t) {
+static void record_outcome(sc_sched_t *s, uint32_t id, uint32_t hid,
+                           sc_verdict_t v, double latency, double t) {
   host *h = &s->hosts[hid];
   pair *p = &h->pairs[id];
   proxy *px = &s->proxies[id];
@@ -714,6 +739,16 @@ static void record(sc_sched_t *s, uint32_t id, uint32_t hid, sc_verdict_t v,
     }
   }
   if (p->where != WHERE_OUT) pair_replace(s, h, id, t);
+}
+
+static void record(sc_sched_t *s, uint32_t id, uint32_t hid, sc_verdict_t v,
+                   double latency, double t) {
+  proxy *px = &s->proxies[id];
+  int probing = px->probe == PROBE_FLYING;
+  if (probing) px->probe = PROBE_NONE;
+  record_outcome(s, id, hid, v, latency, t);
+  /* a probe that did not get it evicted again puts it back everywhere */
+  if (probing && !px->dead) proxy_place(s, id, t);
 }
 
 int sc_sched_attempt_done(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
@@ -798,7 +833,7 @@ static void arm_wake(sc_sched_t *s) {
 }
 
 void sc_sched_run(sc_sched_t *s) {
-  if (s->in_run) {
+  if (s->in_run || s->held) {
     s->need_run = 1;
     return;
   }
@@ -832,7 +867,8 @@ void sc_sched_run(sc_sched_t *s) {
       host *h = &s->hosts[t->host];
       s->m.zero_available_events++;
       s->m.skipped_cooldown += h->ncool;
-      s->m.skipped_rate_limit += h->wait.n - h->ncool;
+      /* cooling pairs may be out of the heap (retired, probing) */
+      if (h->wait.n > h->ncool) s->m.skipped_rate_limit += h->wait.n - h->ncool;
       starve(s, t);
     }
   } while (s->need_run);
@@ -957,6 +993,57 @@ int sc_sched_proxy_retire(sc_sched_t *s, uint32_t id, int retired) {
   }
   if (!retired && s->nstarved && !s->in_run) sc_sched_run(s);
   return 0;
+}
+
+int sc_sched_proxy_info(const sc_sched_t *s, uint32_t id, sc_proxy_info_t *info) {
+  if (id >= s->proxy_names.count) return SC_ENOPROXY;
+  const proxy *px = &s->proxies[id];
+  info->attempts = px->attempts;
+  info->successes = px->successes;
+  info->dead = px->dead;
+  info->dead_since = px->dead ? px->dead_at : 0;
+  return 0;
+}
+
+int sc_sched_proxy_restore(sc_sched_t *s, uint32_t id,
+                           const sc_proxy_info_t *info) {
+  if (id >= s->proxy_names.count || info->successes > info->attempts)
+    return SC_EINVAL;
+  proxy *px = &s->proxies[id];
+  px->attempts = info->attempts;
+  px->successes = info->successes;
+  px->probe = PROBE_NONE;
+  double tn = now(s);
+  if (info->dead) {
+    kill_proxy(s, id);
+    px->dead_at = info->dead_since;
+  } else if (px->dead) {
+    px->dead = 0;
+    s->dead--;
+    proxy_place(s, id, tn);
+  } else {
+    proxy_place(s, id, tn); /* its rates moved it to another band */
+  }
+  return 0;
+}
+
+int sc_sched_proxy_probe(sc_sched_t *s, uint32_t id) {
+  if (id >= s->proxy_names.count) return SC_ENOPROXY;
+  proxy *px = &s->proxies[id];
+  if (!px->dead || now(s) - px->dead_at < s->cfg.cooldown_max) return 0;
+  px->dead = 0;
+  s->dead--;
+  px->probe = PROBE_ARMED;
+  proxy_place(s, id, now(s));
+  if (s->nstarved && !s->in_run) sc_sched_run(s);
+  return 1;
+}
+
+int sc_sched_hold(sc_sched_t *s, int on) {
+  if (on) return ++s->held;
+  if (s->held == 0) return SC_EINVAL;
+  if (--s->held == 0) sc_sched_run(s);
+  return s->held;
 }
 
 int sc_sched_proxy_totals(const sc_sched_t *s, uint32_t id, uint32_t *attempts,

@@ -122,6 +122,28 @@ int sc_sched_proxy_find(const sc_sched_t *s, const char *key, uint32_t *id);
 int sc_sched_proxy_is_dead(const sc_sched_t *s, uint32_t id);
 /* Retired proxies get no new attempts but keep their history. */
 int sc_sched_proxy_retire(sc_sched_t *s, uint32_t id, int retired);
+/* Proxy-level state for snapshots: totals over every host, and since when
+ * (scheduler clock) the proxy has been dead. */
+typedef struct sc_proxy_info {
+  uint32_t attempts, successes;
+  int dead;
+  double dead_since;
+} sc_proxy_info_t;
+int sc_sched_proxy_info(const sc_sched_t *s, uint32_t id, sc_proxy_info_t *info);
+/* Restores totals and the dead state (state file); restore the proxy's
+ * pairs first (sc_sched_pair_restore), then the proxy. */
+int sc_sched_proxy_restore(sc_sched_t *s, uint32_t id,
+                           const sc_proxy_info_t *info);
+/* A proxy dead for at least cooldown_max gets one more attempt (it is
+ * listed again by a source): it becomes eligible until one attempt picks
+ * it, gets no other until that one ends, and a failure evicts it again.
+ * Returns 1 when armed, 0 when it is not dead or has not rested enough. */
+int sc_sched_proxy_probe(sc_sched_t *s, uint32_t id);
+/* Holds dispatch (a depth counter): tasks queue while held; releasing the
+ * last hold (on = 0) runs the scheduler. A pool holds until its initial
+ * proxy lists are in, and while it adds a list, so that no task starts
+ * with the first few proxies of a list of thousands. Returns the depth. */
+int sc_sched_hold(sc_sched_t *s, int on);
 /* Proxy-level totals over every host of this scheduler. */
 int sc_sched_proxy_totals(const sc_sched_t *s, uint32_t id, uint32_t *attempts,
                           uint32_t *successes);

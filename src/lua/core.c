@@ -15,7 +15,9 @@
 #include "../core/sched.h"
 #include "../net/loop.h"
 #include "../net/xfer.h"
+#include "headers.h"
 #include "ops.h"
+#include "pool.h"
 
 #define POOL_MT "scatter.pool"
 #define MAX_POOLS 4096
@@ -26,8 +28,21 @@ typedef struct lreq { /* a task's request; the scheduler's task ud */
   sc_req_t req;
   lpool *pool;
   struct lreq *prev, *next;
-  char last_error[1024];
+  /* allocated at the first failure: most tasks never fail, and 100,000
+   * pending tasks paid 1 KiB each for it (bench/memory.lua) */
+  char *last_error;
 } lreq;
+
+#define LAST_ERROR_SIZE 1024
+
+/* NULL when out of memory: the error is then not kept */
+static char *last_error_buf(lreq *r) {
+  if (!r->last_error) {
+    r->last_error = malloc(LAST_ERROR_SIZE);
+    if (r->last_error) r->last_error[0] = '\0';
+  }
+  return r->last_error;
+}
 
 typedef struct latt { /* an attempt's transport data */
   sc_xfer_t *x;
@@ -117,7 +132,8 @@ static void on_xfer(sc_xfer_t *x, void *ud) {
   char err[400], who[300];
   sc_xfer_error(x, err, sizeof(err));
   sc_proxy_redact(sc_sched_proxy_key(p->sched, a->proxy), who, sizeof(who));
-  snprintf(r->last_error, sizeof(r->last_error), "%s (proxy %s)", err, who);
+  char *eb = last_error_buf(r);
+  if (eb) snprintf(eb, LAST_ERROR_SIZE, "%s (proxy %s)", err, who);
   double latency = x->elapsed;
   sc_handle_t h = la->handle;
   ((sc_attempt_t *)a)->tdata = NULL;
@@ -136,8 +152,10 @@ static int env_start(void *ud, sc_attempt_t *a) {
                          sc_sched_proxy_key(p->sched, a->proxy), &p->xo,
                          on_xfer, la);
   if (rc < 0) {
-    snprintf(r->last_error, sizeof(r->last_error),
-             "transport: cannot start a transfer (%d)", rc);
+    char *eb = last_error_buf(r);
+    if (eb)
+      snprintf(eb, LAST_ERROR_SIZE, "transport: cannot start a transfer (%d)",
+               rc);
     free(la);
     return rc;
   }
@@ -157,6 +175,10 @@ static lpool *check_pool(lua_State *L, int i) {
   lpool *p = luaL_checkudata(L, i, POOL_MT);
   if (!p->sched) luaL_error(L, "scatter: the pool is closed");
   return p;
+}
+
+sc_sched_t *sc_lua_pool_sched(lua_State *L, int i) {
+  return check_pool(L, i)->sched;
 }
 
 static double opt_num(lua_State *L, int t, const char *k, double d) {
@@ -180,6 +202,7 @@ static void req_free(lpool *p, lreq *r) {
   free(r->req.url);
   curl_slist_free_all(r->req.headers);
   free(r->req.body);
+  free(r->last_error);
   free(r);
 }
 
@@ -397,7 +420,7 @@ static int l_pool_cancel(lua_State *L) {
   lreq *r = sc_sched_task_ud(p->sched, th);
   if (!r) return 0;
   sc_sched_cancel(p->sched, th);
-  if (r->last_error[0]) lua_pushstring(L, r->last_error);
+  if (r->last_error && r->last_error[0]) lua_pushstring(L, r->last_error);
   else lua_pushnil(L);
   req_free(p, r);
   return 1;
@@ -406,60 +429,10 @@ static int l_pool_cancel(lua_State *L) {
 static int l_pool_last_error(lua_State *L) {
   lpool *p = check_pool(L, 1);
   lreq *r = sc_sched_task_ud(p->sched, check_handle(L, 2));
-  if (r && r->last_error[0]) lua_pushstring(L, r->last_error);
+  if (r && r->last_error && r->last_error[0])
+    lua_pushstring(L, r->last_error);
   else lua_pushnil(L);
   return 1;
-}
-
-static void push_headers(lua_State *L, const char *h, size_t n) {
-  lua_newtable(L);
-  const char *p = h, *e = h + n;
-  while (p < e) {
-    const char *eol = memchr(p, '\n', (size_t)(e - p));
-    const char *le = eol ? eol : e;
-    const char *ve = le;
-    if (ve > p && ve[-1] == '\r') ve--;
-    const char *colon = memchr(p, ':', (size_t)(ve - p));
-    if (colon && colon > p && memcmp(p, "HTTP/", 5) != 0) {
-      char name[256];
-      size_t nl = (size_t)(colon - p);
-      if (nl < sizeof(name)) {
-        for (size_t i = 0; i < nl; i++) {
-          char c = p[i];
-          name[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-        }
-        const char *v = colon + 1;
-        while (v < ve && (*v == ' ' || *v == '\t')) v++;
-        const char *vend = ve;
-        while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t')) vend--;
-        lua_pushlstring(L, name, nl);
-        lua_rawget(L, -2);
-        int t = lua_type(L, -1);
-        if (t == LUA_TNIL) {
-          lua_pop(L, 1);
-          lua_pushlstring(L, name, nl);
-          lua_pushlstring(L, v, (size_t)(vend - v));
-          lua_rawset(L, -3);
-        } else if (t == LUA_TSTRING) {
-          /* a repeated header (Set-Cookie) becomes a list of values */
-          lua_createtable(L, 2, 0);
-          lua_insert(L, -2);
-          lua_rawseti(L, -2, 1);
-          lua_pushlstring(L, v, (size_t)(vend - v));
-          lua_rawseti(L, -2, 2);
-          lua_pushlstring(L, name, nl);
-          lua_insert(L, -2);
-          lua_rawset(L, -3);
-        } else {
-          lua_pushlstring(L, v, (size_t)(vend - v));
-          lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
-          lua_pop(L, 1);
-        }
-      }
-    }
-    if (!eol) break;
-    p = eol + 1;
-  }
 }
 
 /* pool:response(attempt) -> {status, headers, body, url, proxy}, latency
@@ -472,7 +445,7 @@ static int l_pool_response(lua_State *L) {
   lua_createtable(L, 0, 8);
   lua_pushinteger(L, x->status);
   lua_setfield(L, -2, "status");
-  push_headers(L, x->head ? x->head : "", x->head_len);
+  sc_headers_push(L, x->head ? x->head : "", x->head_len);
   lua_setfield(L, -2, "headers");
   lua_pushlstring(L, x->body ? x->body : "", x->len);
   lua_setfield(L, -2, "body");
@@ -483,6 +456,9 @@ static int l_pool_response(lua_State *L) {
   sc_proxy_redact(sc_sched_proxy_key(p->sched, a->proxy), who, sizeof(who));
   lua_pushstring(L, who);
   lua_setfield(L, -2, "proxy");
+  /* a classifier must know a HEAD's empty body is no block page */
+  lua_pushstring(L, ((lreq *)a->task_ud)->req.method);
+  lua_setfield(L, -2, "method");
   lua_pushnumber(L, x->elapsed);
   return 2;
 }
@@ -506,8 +482,10 @@ static int l_pool_verdict(lua_State *L) {
     if (v != SC_V_SUCCESS && v != SC_V_FINAL) {
       char who[300];
       sc_proxy_redact(sc_sched_proxy_key(p->sched, a->proxy), who, sizeof(who));
-      snprintf(r->last_error, sizeof(r->last_error), "%s: HTTP %ld (proxy %s)",
-               sc_verdict_name(v), ((latt *)a->tdata)->x->status, who);
+      char *eb = last_error_buf(r);
+      if (eb)
+        snprintf(eb, LAST_ERROR_SIZE, "%s: HTTP %ld (proxy %s)",
+                 sc_verdict_name(v), ((latt *)a->tdata)->x->status, who);
     }
     latt_free(a->tdata);
     a->tdata = NULL;
@@ -654,8 +632,11 @@ static int l_fd(lua_State *L) {
 }
 
 static int l_backend_timeout(lua_State *L) {
-  int ms = sc_loop_timeout(loop_or_die(L));
-  if (ms < 0) lua_pushnil(L);
+  sc_loop_t *l = loop_or_die(L);
+  int ms = sc_loop_timeout(l);
+  /* libuv says 0 for a loop with nothing active, which would make an
+   * embedding loop spin; nothing active means no deadline */
+  if (ms < 0 || !uv_loop_alive(sc_loop_uv(l))) lua_pushnil(L);
   else lua_pushnumber(L, ms / 1000.0);
   return 1;
 }
@@ -715,12 +696,44 @@ static const luaL_Reg pool_methods[] = {
 
 int sc_lua_simulate(lua_State *L); /* src/lua/sim.c */
 int sc_lua_fetch(lua_State *L);    /* src/lua/fetch.c */
+int sc_lua_state_clock(lua_State *L);   /* src/lua/state.c */
+int sc_lua_state_proxies(lua_State *L);
+int sc_lua_state_hosts(lua_State *L);
+int sc_lua_state_pairs(lua_State *L);
+int sc_lua_state_check(lua_State *L);
+int sc_lua_state_restore(lua_State *L);
+int sc_lua_write_atomic(lua_State *L);
+int sc_lua_pool_hold(lua_State *L);     /* src/lua/feed.c */
+int sc_lua_pool_add_keys(lua_State *L);
+int sc_lua_pool_retire(lua_State *L);
+int sc_lua_pool_probe(lua_State *L);
+int sc_lua_signal_watch(lua_State *L);  /* src/lua/signal.c */
+int sc_lua_probe(lua_State *L);    /* src/lua/probe.c */
+int sc_lua_httpd_listen(lua_State *L);  /* src/lua/httpd.c */
+int sc_lua_httpd_respond(lua_State *L); /* src/lua/httpd.c */
+int sc_lua_httpd_close(lua_State *L);   /* src/lua/httpd.c */
 
 static const luaL_Reg funcs[] = {{"pool_new", l_pool_new},
                                  {"simulate", sc_lua_simulate},
                                  {"now", l_now},
                                  {"op_take", l_op_take},
                                  {"fetch", sc_lua_fetch},
+                                 {"state_clock", sc_lua_state_clock},
+                                 {"state_proxies", sc_lua_state_proxies},
+                                 {"state_hosts", sc_lua_state_hosts},
+                                 {"state_pairs", sc_lua_state_pairs},
+                                 {"state_check", sc_lua_state_check},
+                                 {"state_restore", sc_lua_state_restore},
+                                 {"write_atomic", sc_lua_write_atomic},
+                                 {"pool_hold", sc_lua_pool_hold},
+                                 {"pool_add_keys", sc_lua_pool_add_keys},
+                                 {"pool_retire", sc_lua_pool_retire},
+                                 {"pool_probe", sc_lua_pool_probe},
+                                 {"signal_watch", sc_lua_signal_watch},
+                                 {"probe", sc_lua_probe},
+                                 {"httpd_listen", sc_lua_httpd_listen},
+                                 {"httpd_respond", sc_lua_httpd_respond},
+                                 {"httpd_close", sc_lua_httpd_close},
                                  {"poll", l_poll},
                                  {"fd", l_fd},
                                  {"backend_timeout", l_backend_timeout},

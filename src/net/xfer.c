@@ -84,6 +84,9 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_USERAGENT, "scatter/0.1");
+  /* a Content-Length past the limit fails before the body is read;
+   * on_body still catches bodies of unannounced length */
+  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)r->max_body);
   if (o->share) curl_easy_setopt(e, CURLOPT_SHARE, o->share);
   if (r->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
   if (strcmp(r->method, "HEAD") == 0) {
@@ -177,8 +180,9 @@ void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
   case CURLE_SSL_CIPHER:
   case CURLE_SSL_CACERT_BADFILE: kind = "tls_error"; break;
   case CURLE_TOO_MANY_REDIRECTS: kind = "too_many_redirects"; break;
+  case CURLE_FILESIZE_EXCEEDED:
   case CURLE_WRITE_ERROR:
-    if (x->too_large) {
+    if (x->too_large || x->result == CURLE_FILESIZE_EXCEEDED) {
       snprintf(buf, n, "too_large: body exceeds max_body (%zu bytes)",
                x->max_body);
       return;

@@ -10,22 +10,52 @@ usage: scatter run [options] FILE [ARGS...]
 Runs FILE as the main thread with ARGS in `...` and arg[], then the loop
 until every thread has ended; open pools are closed at the end.
 Exit code 0, 1 on an uncaught error, 2 on a bad command line.
+The first SIGINT or SIGTERM stops dispatching, cancels what is in flight,
+saves state and exits 130 or 143; a second one exits at once.
 
 options:
   --log-level LEVEL    error, warn, info, debug or trace (SCATTER_LOG)
   --log-format FORMAT  text or json (SCATTER_LOG_FORMAT)
+  --metrics ADDR       serve every pool's metrics for Prometheus at
+                       http://ADDR/metrics (e.g. 127.0.0.1:9464)
+  --quiet              no progress line (shown only when stderr is a
+                       terminal: tasks, throughput, success, proxies, K)
 ]],
 }
+
+-- This run's settings from the options below; reset by each C.run.
+local state = {}
 
 -- Options that take a value: name -> function(value) -> true | nil, err.
 C.OPTIONS = {
   ["--log-level"] = log.set_level,
   ["--log-format"] = log.set_format,
+  ["--metrics"] = function(addr)
+    local ok, err = require("scatter.metrics").parse_addr(addr)
+    if not ok then return nil, err end
+    state.metrics = addr
+    return true
+  end,
 }
 -- Options without a value: name -> function().
-C.FLAGS = {}
+C.FLAGS = {
+  ["--quiet"] = function() state.quiet = true end,
+}
+
+-- The open pools, in a stable order (for the metrics endpoint).
+local function open_pools()
+  local list = {}
+  for p in pairs(require("scatter.pool").open) do list[#list + 1] = p end
+  table.sort(list, function(a, b)
+    local x, y = a.name or "", b.name or ""
+    if x ~= y then return x < y end
+    return a.c:id() < b.c:id()
+  end)
+  return list
+end
 
 function C.run(args)
+  state = {}
   local i = 1
   while args[i] and args[i]:sub(1, 2) == "--" do
     local a = args[i]
@@ -59,8 +89,30 @@ function C.run(args)
   local sargs = { [0] = file }
   for j = i + 1, #args do sargs[#sargs + 1] = args[j] end
   _G.arg = sargs
+  local metrics, mtok = require("scatter.metrics"), nil
+  if state.metrics then
+    local merr
+    mtok, merr = metrics.serve(state.metrics, open_pools)
+    if not mtok then
+      io.stderr:write("scatter: --metrics: ", merr, "\n")
+      return 1
+    end
+  end
+  local progress = require("scatter.progress")
+  local display
+  if not state.quiet and progress.isatty(2) then
+    display = progress.start({
+      render = progress.pools_renderer(require("scatter.pool"), require("scatter.core").now),
+    })
+  end
+  require("scatter.signals").watch(function()
+    if display then display:stop() end
+    metrics.unserve(mtok)
+  end)
   local ok, rerr = pcall(scatter.run, chunk, unpack(sargs))
+  if display then display:stop() end
   local cok, cerr = pcall(scatter.close_all)
+  metrics.unserve(mtok)
   if not ok then
     io.stderr:write("scatter: ", tostring(rerr), "\n")
     return 1

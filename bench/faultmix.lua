@@ -1,0 +1,146 @@
+-- faultmix: 1,000 URLs through two farms of misbehaving SOCKS5 proxies,
+--   pre-checked  40 proxies: 20% good, 15% slow, 20% blackhole, 20% refused,
+--                10% blocking, 5% tampering, 5% flaky, 5% dropping mid-body
+--   raw list     100 proxies, 95% dead in every form (refused, blackhole,
+--                handshake failure, blocking, tampering, dropping, flaky 90%)
+-- for three contenders with the same attempt timeout and concurrency:
+--   scatter          defaults (K = 3, adaptive), rate limit off
+--   scatter K=1      max_concurrent_per_request = 1 and race = false: one
+--                    path at a time, the next proxy only after a failure
+--   crawlee          Crawlee 3 HttpCrawler through a proxy-chain bridge
+--                    (bench/crawlee_run.cjs), its default retries
+-- A delivered task is a 200 whose body holds the page's canary (tampered and
+-- cut bodies do not). Printed: completion %, wall time, p50 / p99 task
+-- latency (first attempt to delivery), attempts per task, and the wall-time
+-- ratio of each contender to scatter.
+--
+--   luajit bench/faultmix.lua [urls] [repeat]
+-- Crawlee is installed by bench/peers.sh (bash bench/run.sh faultmix does it).
+local B = dofile("bench/lib.lua")
+local env = B.env
+local scatter = require("scatter")
+local cjson = require("cjson")
+
+local N = tonumber(arg[1]) or 1000
+local REPEAT = tonumber(arg[2]) or 1
+local CONCURRENCY = 50
+local TIMEOUT = 5 -- seconds, one attempt through one proxy
+local MARKER = "canary-data-ok"
+
+B.banner(string.format("faultmix: %d URLs, %d in flight, %d s per attempt, %d run(s) each",
+  N, CONCURRENCY, TIMEOUT, REPEAT))
+
+local FARMS = {
+  { name = "pre-checked", lines = {
+    "good count=8", "slow latency=1.5 jitter=1 count=6", "blackhole count=8", "refuse count=8",
+    "block count=4", "tamper count=2", "flaky p=0.5 count=2", "drop_mid bytes=512 count=2" } },
+  { name = "raw list", lines = {
+    "good count=5", "refuse count=30", "blackhole count=25", "handshake_fail count=15", "block count=10",
+    "tamper count=5", "drop_mid bytes=512 count=5", "flaky p=0.9 count=5" } },
+}
+
+-- 4 KiB page: the canary near the end, so a body cut at 512 bytes lacks it
+local page = string.rep("<p>lorem ipsum dolor sit amet</p>\n", 110) .. MARKER .. "\n"
+local web = env.nginx({ files = { ["page.html"] = page } })
+local dir = env.tmpdir()
+local urls = {}
+for i = 1, N do urls[i] = web:url("/page.html?i=" .. i) end
+
+local function classify(resp)
+  if resp.status == 200 then
+    return resp.body:find(MARKER, 1, true) and "success" or "proxy_blocked"
+  end
+  return scatter.pool and require("scatter.classifier").default(resp)
+end
+
+local function scatter_run(proxies, k1)
+  local pool = scatter.pool{
+    proxies = proxies, max_concurrent_per_request = k1 and 1 or 3, max_inflight = CONCURRENCY,
+    rate_limit = { default_interval = 0 }, proxy_timeout = TIMEOUT, metrics_log_interval = 0,
+    classifier = classify,
+  }
+  local ok, next_i, lat = 0, 0, {}
+  local t0 = B.now()
+  scatter.run(function()
+    local ths = {}
+    for w = 1, CONCURRENCY do
+      ths[w] = scatter.spawn(function()
+        while next_i < N do
+          next_i = next_i + 1
+          local s = B.now()
+          local resp = pool:request{ url = urls[next_i], timeout = 600, race = not k1 }
+          if resp and resp.status == 200 then
+            ok = ok + 1
+            lat[#lat + 1] = B.now() - s
+          end
+        end
+      end)
+    end
+    scatter.wait_all(unpack(ths))
+  end)
+  local wall = B.now() - t0
+  local attempts = pool:metrics().attempts_started
+  pool:close()
+  return { ok = ok, wall = wall, lat = lat, attempts = attempts }
+end
+
+local function crawlee_run(proxies)
+  local path = dir .. "/crawlee.json"
+  B.write(path, cjson.encode({ urls = urls, proxies = proxies, concurrency = CONCURRENCY,
+    timeout = TIMEOUT, marker = MARKER }))
+  local ok, out = B.sh("node bench/crawlee_run.cjs " .. path)
+  local line = out:match("({\"ok\".-})%s*$")
+  if not ok or not line then error("crawlee failed:\n" .. out:sub(-2000), 0) end
+  local r = cjson.decode(line)
+  return { ok = r.ok, wall = r.wall, lat = r.latencies, attempts = r.attempts }
+end
+
+local CONTENDERS = {
+  { name = "scatter", run = function(p) return scatter_run(p, false) end },
+  { name = "scatter K=1", run = function(p) return scatter_run(p, true) end },
+  { name = "crawlee", run = crawlee_run },
+}
+local only = os.getenv("FAULTMIX_ONLY")
+
+local rows = { { "pool", "contender", "done %", "wall s (range)", "p50 ms", "p99 ms", "attempts/task", "wall vs scatter" } }
+local notes = {}
+for _, fm in ipairs(FARMS) do
+  local farm = env.farm(fm.lines, { seed = 7 })
+  local res = {}
+  for _ = 1, REPEAT do
+    for _, c in ipairs(CONTENDERS) do
+      if not only or c.name == only or c.name == "scatter" then
+        res[c.name] = res[c.name] or {}
+        table.insert(res[c.name], c.run(farm.proxies))
+        io.stderr:write(string.format("  %s / %s: %.1f s\n", fm.name, c.name, res[c.name][#res[c.name]].wall))
+      end
+    end
+  end
+  local function best(name)
+    local b
+    for _, r in ipairs(res[name]) do if not b or r.wall < b.wall then b = r end end
+    return b
+  end
+  local sb = best("scatter")
+  for _, c in ipairs(CONTENDERS) do
+    if res[c.name] then
+      local walls = {}
+      for i, r in ipairs(res[c.name]) do walls[i] = r.wall end
+      local lo, hi = B.range(walls)
+      local b = best(c.name)
+      rows[#rows + 1] = { fm.name, c.name, string.format("%.1f", 100 * b.ok / N),
+        string.format("%.1f (%.1f-%.1f)", b.wall, lo, hi),
+        string.format("%.0f", 1000 * B.quantile(b.lat, 0.5)), string.format("%.0f", 1000 * B.quantile(b.lat, 0.99)),
+        string.format("%.2f", b.attempts / N), string.format("%.2fx", b.wall / sb.wall) }
+    end
+  end
+  if res.crawlee then
+    notes[#notes + 1] = string.format("%s: scatter delivered %.1f%%, %.1fx faster than Crawlee (%.1f%% delivered)",
+      fm.name, 100 * sb.ok / N, best("crawlee").wall / sb.wall, 100 * best("crawlee").ok / N)
+  end
+  farm:stop()
+end
+B.table(rows)
+for _, s in ipairs(notes) do print(s) end
+print("targets (pre-checked): scatter 100% delivered and >= 10x faster than Crawlee")
+env.cleanup()

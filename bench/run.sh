@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One command per benchmark, from the checkout's root after the build
+# (cmake -S . -B build && cmake --build build -j2):
+#   bash bench/run.sh overhead|faultmix|hedging|scale|memory|state|all [args...]
+# Extra args go to the benchmark (see each script's header).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build="${SCATTER_BUILD_DIR:-build}"
+if [ ! -f "$build/lib/scatter/core.so" ] || [ ! -x "$build/spec/support/farm/scatter-farm" ]; then
+  echo "bench/run.sh: build first: cmake -S . -B $build && cmake --build $build -j2" >&2
+  exit 1
+fi
+export LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$build/lib/?.so;;"
+name="${1:-}"
+shift || true
+case "$name" in
+  overhead|hedging|memory) exec luajit "bench/$name.lua" "$@" ;;
+  faultmix) bash bench/peers.sh && exec luajit bench/faultmix.lua "$@" ;;
+  scale) exec luajit bench/sim_bench.lua "${1:-1000000}" ;;
+  state) exec luajit bench/state_bench.lua "$@" ;;
+  all)
+    for b in overhead faultmix hedging scale memory; do bash bench/run.sh "$b"; echo; done ;;
+  *) echo "usage: bash bench/run.sh overhead|faultmix|hedging|scale|memory|state|all [args...]" >&2; exit 2 ;;
+esac

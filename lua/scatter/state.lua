@@ -1,0 +1,349 @@
+-- State files (DESIGN.md section 5): a versioned JSON snapshot of each
+-- pool's proxies and their per-host health, restored when a pool opens and
+-- written every state_save_interval and when it closes.
+--
+-- One file can hold several pools (a router's pools naming the same
+-- state_file), one section per pool name, always written as one document.
+-- The JSON is lua-cjson's: rows are read from the scheduler and encoded in
+-- slices, and a scatter thread yields between slices, so a snapshot of
+-- 10^5 pairs never holds the loop for long. The write itself (temp file,
+-- fsync, rename, fsync of the directory) runs off the loop, in C.
+--
+-- File layout (version 1):
+--   { "format": "scatter-state", "version": 1, "saved_at": <unix time>,
+--     "proxy_fields": [...], "pair_fields": [...],      -- the row layouts
+--     "pools": { "<pool name>": {
+--         "proxies": [ [key, attempts, successes, dead_since], ... ],
+--         "hosts":   { "<host>": [ [proxy row, outcomes, successes,
+--                       consecutive_fails, last_success, cooldown_until,
+--                       latency_ewma, latency_p50, latency_p95], ... ] },
+--         "sources": { "<url>": [proxy row, ...] } } } }
+-- Times are unix seconds (-1: never, 0: no cooldown), latencies seconds
+-- (-1: unknown); src/lua/state.c has the details.
+local core = require("scatter.core")
+local runtime = require("scatter.runtime")
+local log = require("scatter.log")
+
+local json = require("cjson").new() -- settings of our own, not the caller's
+local jsafe = require("cjson.safe").new()
+
+local M = {}
+M.FORMAT, M.VERSION = "scatter-state", 1
+M.PROXY_FIELDS = { "key", "attempts", "successes", "dead_since" }
+M.PAIR_FIELDS = {
+  "proxy", "outcomes", "successes", "consecutive_fails", "last_success",
+  "cooldown_until", "latency_ewma", "latency_p50", "latency_p95",
+}
+M.CHUNK = 1000    -- rows read and encoded at a time (about 2 ms)
+M.SLICE = 0.004   -- seconds of encoding before a thread yields to the loop
+M.MODE = 384      -- 0600: keys can hold proxy credentials
+
+local files = {} -- path -> File, while a pool uses it
+local File = {}
+File.__index = File
+
+local function wall_offset()
+  local wall, mono = core.state_clock()
+  return wall - mono
+end
+
+-- ---- reading ----
+
+local function same_list(a, b)
+  if type(a) ~= "table" or #a ~= #b then return false end
+  for i = 1, #b do
+    if a[i] ~= b[i] then return false end
+  end
+  return true
+end
+
+local function check_sources(sec, name)
+  if sec.sources == nil then return true end
+  if type(sec.sources) ~= "table" then return nil, "pools[" .. name .. "].sources is not an object" end
+  local n = #sec.proxies
+  for url, rows in pairs(sec.sources) do
+    if type(url) ~= "string" or type(rows) ~= "table" then
+      return nil, "pools[" .. name .. "].sources has an entry that is not url = [rows]"
+    end
+    for _, r in pairs(rows) do
+      if type(r) ~= "number" or r ~= math.floor(r) or r < 1 or r > n then
+        return nil, "pools[" .. name .. "].sources[" .. ("%q"):format(url) .. "] has a bad proxy row"
+      end
+    end
+  end
+  return true
+end
+
+-- Returns the decoded sections (name -> section), {} for a missing file,
+-- or nil, why for a file that cannot be used.
+local function read_sections(path)
+  local f, err, code = io.open(path, "rb")
+  if not f then
+    if code == 2 then return {} end -- ENOENT: a cold start, nothing to say
+    return nil, tostring(err)
+  end
+  local data, rerr = f:read("*a")
+  f:close()
+  if not data then return nil, tostring(rerr) end
+  local doc, derr = jsafe.decode(data)
+  if doc == nil then return nil, "not JSON (" .. tostring(derr) .. "; truncated?)" end
+  if type(doc) ~= "table" or doc.format ~= M.FORMAT then return nil, "not a scatter state file" end
+  if doc.version ~= M.VERSION then
+    local v = doc.version
+    return nil, "version " .. (type(v) == "string" and ("%q"):format(v) or tostring(v))
+      .. ", this scatter reads version " .. M.VERSION
+  end
+  if not same_list(doc.proxy_fields, M.PROXY_FIELDS) or not same_list(doc.pair_fields, M.PAIR_FIELDS) then
+    return nil, "unknown row layout (proxy_fields, pair_fields)"
+  end
+  if type(doc.pools) ~= "table" then return nil, "pools is not an object" end
+  for name, sec in pairs(doc.pools) do
+    if type(name) ~= "string" then return nil, "pools has a key that is not a name" end
+    local ok, why = core.state_check(sec)
+    if not ok then return nil, "pools[" .. name .. "]: " .. why end
+    ok, why = check_sources(sec, name)
+    if not ok then return nil, why end
+  end
+  return doc.pools
+end
+
+-- For specs and tools: the sections of a state file, {} when it does not
+-- exist, or nil, why it cannot be used.
+M.read = read_sections
+
+-- ---- encoding ----
+
+local function pauser(can_yield)
+  local last = core.now()
+  return function()
+    if can_yield and core.now() - last >= M.SLICE then
+      coroutine.yield() -- a bare yield: the runtime resumes us next pass
+      last = core.now()
+    end
+  end
+end
+
+-- Appends a JSON array of rows; chunk(from) returns rows starting at
+-- 0-based position `from` and the total.
+local function encode_rows(out, chunk, pause)
+  out[#out + 1] = "["
+  local from, first = 0, true
+  repeat
+    local rows, total = chunk(from)
+    if #rows > 0 then
+      local s = json.encode(rows)
+      out[#out + 1] = (first and "" or ",") .. s:sub(2, -2)
+      first = false
+    end
+    from = from + M.CHUNK
+    pause()
+  until from >= total
+  out[#out + 1] = "]"
+end
+
+local function slice_of(t)
+  return function(from)
+    return { unpack(t, from + 1, math.min(from + M.CHUNK, #t)) }, #t
+  end
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
+-- A live pool's section. The row buffers are reused from slice to slice:
+-- fresh tables for 10^5 rows would make the GC stall the loop.
+local function encode_pool(pool, pause)
+  local c, off, out = pool.c, wall_offset(), { '{"proxies":' }
+  local pbuf, rbuf = {}, {}
+  encode_rows(out, function(from) return core.state_proxies(c, from, M.CHUNK, off, pbuf) end, pause)
+  out[#out + 1] = ',"hosts":{'
+  for i, h in ipairs(core.state_hosts(c)) do
+    out[#out + 1] = (i > 1 and "," or "") .. json.encode(h) .. ":"
+    encode_rows(out, function(from) return core.state_pairs(c, i, from, M.CHUNK, off, rbuf) end, pause)
+  end
+  local lists = pool.feed and pool.feed:source_rows() or {}
+  out[#out + 1] = '},"sources":' .. (next(lists) and json.encode(lists) or "{}") .. "}"
+  return out
+end
+
+-- A section read from the file whose pool is not open: kept as it was.
+local function encode_loaded(sec, pause)
+  local out = { '{"proxies":' }
+  encode_rows(out, slice_of(sec.proxies), pause)
+  out[#out + 1] = ',"hosts":{'
+  for i, h in ipairs(sorted_keys(sec.hosts)) do
+    out[#out + 1] = (i > 1 and "," or "") .. json.encode(h) .. ":"
+    encode_rows(out, slice_of(sec.hosts[h]), pause)
+  end
+  local lists = sec.sources or {}
+  out[#out + 1] = '},"sources":' .. (next(lists) and json.encode(lists) or "{}") .. "}"
+  return out
+end
+
+-- ---- one file ----
+
+local function open_file(path)
+  local F = setmetatable({
+    path = path, pools = {}, frozen = {}, last = {}, loaded = {},
+    busy = false, queue = {}, interval = math.huge,
+  }, File)
+  local sections, err = read_sections(path)
+  if sections then
+    F.loaded = sections
+  else
+    -- left as it is: only a good snapshot of ours replaces it
+    log.emit("warn", nil, string.format("state file %s: %s; starting cold", path, err))
+  end
+  return F
+end
+
+function File:lock()
+  while self.busy do
+    local w = runtime.waiter()
+    self.queue[#self.queue + 1] = w
+    runtime.block(w)
+  end
+  self.busy = true
+end
+
+function File:unlock()
+  self.busy = false
+  local q = self.queue
+  self.queue = {}
+  for _, w in ipairs(q) do runtime.wake(w) end
+end
+
+-- Runs fn under the file's lock; errors are raised after unlocking.
+function File:locked(fn, ...)
+  self:lock()
+  local res = { pcall(fn, ...) }
+  self:unlock()
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2)
+end
+
+-- Encodes every section and writes the file. fresh: encode the open pools
+-- now (periodic saves); otherwise reuse their latest encoding (a close
+-- saves its own frozen section and leaves the others as last written).
+function File:write(fresh, can_yield)
+  local pause = pauser(can_yield)
+  local names, open = {}, 0
+  for n in pairs(self.pools) do
+    names[n] = true
+    open = open + 1
+  end
+  local shared = open > 1
+  for n in pairs(self.frozen) do names[n] = true end
+  for n in pairs(self.loaded) do names[n] = true end
+  local wall = core.state_clock()
+  local out = { '{"format":' .. json.encode(M.FORMAT) .. ',"version":' .. M.VERSION
+    .. ',"saved_at":' .. json.encode(wall) .. ',"proxy_fields":' .. json.encode(M.PROXY_FIELDS)
+    .. ',"pair_fields":' .. json.encode(M.PAIR_FIELDS) .. ',"pools":{' }
+  for i, name in ipairs(sorted_keys(names)) do
+    local parts
+    if self.pools[name] then
+      parts = (not fresh and self.last[name]) or encode_pool(self.pools[name], pause)
+      -- kept only for a close of another pool of the file to reuse
+      if shared then self.last[name] = parts end
+    elseif self.frozen[name] then
+      parts = self.frozen[name]
+    else
+      parts = encode_loaded(self.loaded[name], pause)
+      self.frozen[name], self.loaded[name] = parts, nil
+    end
+    out[#out + 1] = (i > 1 and "," or "") .. json.encode(name) .. ":"
+    for _, p in ipairs(parts) do out[#out + 1] = p end
+  end
+  out[#out + 1] = "}}\n"
+  local res = runtime.await(core.write_atomic(self.path, out, M.MODE))
+  if res.status ~= 0 then
+    log.emit("warn", nil, "state file " .. self.path .. ": cannot save: " .. tostring(res.err))
+    return nil, res.err
+  end
+  return true
+end
+
+function File:arm()
+  if self.timer or not next(self.pools) then return end
+  self.timer = runtime.after(self.interval, function()
+    self.timer = nil
+    if not next(self.pools) then return end
+    runtime.spawn(function()
+      if next(self.pools) then self:locked(self.write, self, true, true) end
+      self:arm()
+    end)
+  end)
+end
+
+-- ---- pools ----
+
+local Handle = {}
+Handle.__index = Handle
+
+-- Opens (or joins) the pool's state file and restores its section.
+-- Returns nil when the pool has no state_file, else a handle and what was
+-- restored: { ids = { key = proxy id }, lists = { url = { keys } } } or nil.
+function M.attach(pool, where)
+  local path = pool.cfg.state_file
+  if not path then return nil end
+  local F = files[path] or open_file(path)
+  files[path] = F
+  local name = pool.name or "default"
+  if F.pools[name] then
+    error(string.format("%s: state_file %q is already used by an open pool named %q (give each pool its own name)",
+      where, path, name), 0)
+  end
+  local sec = F.loaded[name]
+  if not sec and F.frozen[name] then -- closed earlier in this process
+    sec = json.decode(table.concat(F.frozen[name]))
+  end
+  F.pools[name], F.loaded[name], F.frozen[name] = pool, nil, nil
+  F.interval = math.min(F.interval, pool.cfg.state_save_interval)
+  if F.timer then -- a shorter interval takes effect now
+    F.timer.cancelled, F.timer = true, nil
+  end
+  F:arm()
+  local h = setmetatable({ file = F, name = name, pool = pool }, Handle)
+  if not sec then return h, nil end
+  local ids = core.state_restore(pool.c, sec, wall_offset())
+  local restored = { ids = {}, lists = {} }
+  for i, row in ipairs(sec.proxies) do restored.ids[row[1]] = ids[i] end
+  for url, rows in pairs(sec.sources or {}) do
+    local keys = {}
+    for j, r in ipairs(rows) do keys[j] = sec.proxies[r][1] end
+    restored.lists[url] = keys
+  end
+  return h, restored
+end
+
+-- Writes the file now (all open pools encoded afresh) and waits.
+function Handle:save()
+  local F = self.file
+  return F:locked(F.write, F, true, runtime.current() ~= nil)
+end
+
+-- The pool is closing: its final section is encoded now, while its
+-- scheduler still exists. Returns a function that writes the file and
+-- waits for the write (call it after the scheduler is gone).
+function Handle:freeze()
+  local F, name = self.file, self.name
+  local can_yield = runtime.current() ~= nil
+  F:locked(function()
+    F.frozen[name] = encode_pool(self.pool, pauser(can_yield))
+    F.pools[name], F.last[name] = nil, nil
+  end)
+  return function()
+    local ok, err = F:locked(F.write, F, false, can_yield)
+    if not next(F.pools) then
+      if F.timer then F.timer.cancelled = true end
+      if files[F.path] == F then files[F.path] = nil end
+    end
+    return ok, err
+  end
+end
+
+return M

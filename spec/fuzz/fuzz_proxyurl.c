@@ -1,0 +1,42 @@
+/* libFuzzer target: proxy list lines and proxy URLs (src/core/proxyurl.c).
+ *
+ * Besides "no crash", checks what every caller relies on: a parsed key is
+ * NUL-terminated inside the buffer, parses again to itself (the key is
+ * canonical, so keys from two spellings of one proxy merge), and its
+ * redacted form never contains the credentials. The input is parsed with a
+ * large and a tiny key buffer, so the "too long" paths run too. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/core/proxyurl.h"
+#include "../../src/core/sched.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  /* an exact-size copy: the parser gets (ptr, len) and must not read past */
+  char *line = malloc(size ? size : 1);
+  if (!line) return 0;
+  memcpy(line, data, size);
+  char key[1024], again[1024], red[1100];
+  const char *why = NULL;
+  int rc = sc_proxy_parse(line, size, key, sizeof(key), &why);
+  if (rc == SC_EINVAL && !why) abort();
+  if (rc == 0) {
+    size_t kl = strnlen(key, sizeof(key));
+    if (kl == 0 || kl == sizeof(key)) abort();
+    if (sc_proxy_parse(key, kl, again, sizeof(again), NULL) != 0) abort();
+    if (strcmp(key, again) != 0) abort();
+    sc_proxy_redact(key, red, sizeof(red));
+    const char *at = strrchr(key, '@');
+    if (at && (strncmp(red, "***@", 4) != 0 || strcmp(red + 4, at + 1) != 0))
+      abort();
+  }
+  char tiny[7];
+  memset(tiny, 'x', sizeof(tiny));
+  rc = sc_proxy_parse(line, size, tiny, sizeof(tiny), NULL);
+  if (rc == 0 && strnlen(tiny, sizeof(tiny)) == sizeof(tiny)) abort();
+  free(line);
+  return 0;
+}

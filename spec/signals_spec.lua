@@ -1,0 +1,101 @@
+-- SIGINT and SIGTERM under `scatter run`: the first stops dispatching,
+-- cancels what is in flight, saves state and exits 130 or 143; a second
+-- one exits at once, even while Lua is stuck and the loop cannot turn.
+local env = require("support.env")
+local ffi = require("ffi")
+local cjson = require("cjson")
+local state = require("scatter.state")
+
+pcall(ffi.cdef, "int kill(int pid, int sig);")
+
+local SIGINT, SIGTERM = 2, 15
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+describe("scatter run and signals", function()
+  local ng, farm, dir, script
+
+  setup(function()
+    ng = env.nginx()
+    farm = env.farm({ "blackhole count=3", "good" })
+    dir = env.tmpdir()
+    script = dir .. "/hang.lua"
+    local f = assert(io.open(script, "w"))
+    -- tasks hang on blackholes (attempts in flight) until a signal comes;
+    -- "spin" then wedges Lua so that only the C handler can act
+    f:write([[
+      local scatter = require("scatter")
+      local path, target, mode = arg[1], arg[2], arg[3]
+      local proxies = {}
+      for i = 4, #arg do proxies[#proxies + 1] = arg[i] end
+      local pool = scatter.pool({ proxies = proxies, state_file = path, proxy_timeout = 60,
+                                  metrics_log_interval = 0 })
+      for i = 1, 6 do
+        scatter.spawn(function() pool:get(target .. "?i=" .. i, { timeout = 120 }) end)
+      end
+      scatter.sleep(0.2)
+      print("inflight " .. pool:metrics().inflight)
+      io.stdout:flush()
+      if mode == "spin" then
+        local x = 0
+        while true do x = x + 1 end
+      end
+      scatter.sleep(120)
+    ]])
+    f:close()
+  end)
+
+  teardown(env.cleanup)
+
+  local function start(name, mode)
+    local path = dir .. "/" .. name .. ".json"
+    local out = dir .. "/" .. name .. ".out"
+    local argv = { env.build_dir() .. "/scatter", "run", script, path, ng.url("/small.txt"), mode }
+    for i = 1, 3 do argv[#argv + 1] = farm.proxies[i] end
+    local proc = env.spawn(argv, { log = out, name = "scatter-" .. name })
+    local line = env.wait_until(function() return (read(out) or ""):match("inflight (%d+)") end,
+      "the tasks to be in flight", proc, 30)
+    assert.is_true(tonumber(line) > 0)
+    return proc, path, out
+  end
+
+  local function active()
+    local s = cjson.decode(assert(farm.control("stats")):match("^OK (.*)$"))
+    local n = 0
+    for i = 1, 3 do n = n + s.per_proxy[i].active end
+    return n
+  end
+
+  for _, case in ipairs({ { "SIGINT", SIGINT, 130 }, { "SIGTERM", SIGTERM, 143 } }) do
+    local name, sig, code = case[1], case[2], case[3]
+    it("stops, saves state and exits " .. code .. " on " .. name, function()
+      local proc, path, out = start(name:lower(), "wait")
+      assert.is_nil(read(path)) -- not saved yet (state_save_interval is 300 s)
+      assert.is_true(active() > 0)
+      assert.equal(0, ffi.C.kill(proc.pid, sig))
+      env.wait_until(function() return proc:reap() end, "the run to exit", nil, 30)
+      assert.equal("exit " .. code, proc.status)
+      local sections = assert(state.read(path))
+      assert.equal(3, #sections.default.proxies)
+      assert.truthy(read(out):find(name .. ": stopping and saving state", 1, true))
+      env.wait_until(function() return active() == 0 end, "the blackholes' connections to close", nil, 10)
+    end)
+  end
+
+  it("exits at once on a second signal, even when Lua does not give the loop a turn", function()
+    local proc, path = start("twice", "spin")
+    assert.equal(0, ffi.C.kill(proc.pid, SIGTERM))
+    env.sleep(0.3)
+    assert.is_true(proc:alive()) -- wedged: the first signal cannot be acted on
+    assert.equal(0, ffi.C.kill(proc.pid, SIGINT))
+    env.wait_until(function() return proc:reap() end, "the run to exit", nil, 30)
+    assert.equal("exit 130", proc.status)
+    assert.is_nil(read(path)) -- it did not stop to save
+  end)
+end)

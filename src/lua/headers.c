@@ -1,0 +1,58 @@
+#include "headers.h"
+
+#include <string.h>
+
+void sc_headers_push(lua_State *L, const char *h, size_t n) {
+  lua_newtable(L);
+  const char *p = h, *e = h + n;
+  while (p < e) {
+    const char *eol = memchr(p, '\n', (size_t)(e - p));
+    const char *le = eol ? eol : e;
+    size_t ll = (size_t)(le - p); /* the line without its \r\n */
+    if (ll > 0 && p[ll - 1] == '\r') ll--;
+    const char *ve = p + ll;
+    const char *colon = memchr(p, ':', ll);
+    /* the last line ends at h + n with no NUL after it: a short line must
+     * not be compared as if it had 5 bytes */
+    int status_line = ll >= 5 && memcmp(p, "HTTP/", 5) == 0;
+    if (colon && colon > p && !status_line) {
+      char name[256];
+      size_t nl = (size_t)(colon - p);
+      if (nl < sizeof(name)) {
+        for (size_t i = 0; i < nl; i++) {
+          char c = p[i];
+          name[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        const char *v = colon + 1;
+        while (v < ve && (*v == ' ' || *v == '\t')) v++;
+        const char *vend = ve;
+        while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t')) vend--;
+        lua_pushlstring(L, name, nl);
+        lua_rawget(L, -2);
+        int t = lua_type(L, -1);
+        if (t == LUA_TNIL) {
+          lua_pop(L, 1);
+          lua_pushlstring(L, name, nl);
+          lua_pushlstring(L, v, (size_t)(vend - v));
+          lua_rawset(L, -3);
+        } else if (t == LUA_TSTRING) {
+          /* a repeated header (Set-Cookie) becomes a list of values */
+          lua_createtable(L, 2, 0);
+          lua_insert(L, -2);
+          lua_rawseti(L, -2, 1);
+          lua_pushlstring(L, v, (size_t)(vend - v));
+          lua_rawseti(L, -2, 2);
+          lua_pushlstring(L, name, nl);
+          lua_insert(L, -2);
+          lua_rawset(L, -3);
+        } else {
+          lua_pushlstring(L, v, (size_t)(vend - v));
+          lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+          lua_pop(L, 1);
+        }
+      }
+    }
+    if (!eol) break;
+    p = eol + 1;
+  }
+}

@@ -1,0 +1,163 @@
+#include "afile.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct afile {
+  uv_work_t req;
+  char *path, *buf;
+  size_t len;
+  int mode, status;
+  unsigned seq;
+  char err[512];
+  sc_afile_cb cb;
+  void *ud;
+} afile;
+
+static unsigned next_seq; /* loop thread only */
+
+static int fail(afile *f, const char *step, int e) {
+  f->status = -e;
+  snprintf(f->err, sizeof(f->err), "%s %s: %s", step, f->path, strerror(e));
+  return -1;
+}
+
+/* Temp files of writers killed mid-write ("<base>.<pid>-<n>.tmp" whose pid
+ * is gone) would otherwise pile up beside the state file. */
+static void sweep_stale(const char *dir, const char *base) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  size_t bl = strlen(base);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    const char *n = e->d_name;
+    if (strncmp(n, base, bl) != 0 || n[bl] != '.') continue;
+    char *end;
+    long pid = strtol(n + bl + 1, &end, 10);
+    if (end == n + bl + 1 || *end != '-' || pid <= 0) continue;
+    char *end2;
+    strtoul(end + 1, &end2, 10);
+    if (end2 == end + 1 || strcmp(end2, ".tmp") != 0) continue;
+    if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+      continue;
+    char p[4096];
+    if (snprintf(p, sizeof(p), "%s/%s", dir, n) < (int)sizeof(p)) unlink(p);
+  }
+  closedir(d);
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static void work(uv_work_t *req) {
+  afile *f = req->data;
+  char dir[4096], tmp[4200];
+  const char *slash = strrchr(f->path, '/');
+  const char *base = slash ? slash + 1 : f->path;
+  if (!slash) {
+    strcpy(dir, ".");
+  } else if (slash == f->path) {
+    strcpy(dir, "/");
+  } else {
+    size_t dl = (size_t)(slash - f->path);
+    if (dl >= sizeof(dir)) {
+      fail(f, "path too long:", ENAMETOOLONG);
+      return;
+    }
+    memcpy(dir, f->path, dl);
+    dir[dl] = '\0';
+  }
+  if (*base == '\0') {
+    fail(f, "not a file name:", EISDIR);
+    return;
+  }
+  snprintf(tmp, sizeof(tmp), "%s.%ld-%u.tmp", f->path, (long)getpid(), f->seq);
+  sweep_stale(dir, base);
+
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                f->mode);
+  if (fd < 0) {
+    fail(f, "create", errno);
+    return;
+  }
+  /* the umask may have taken bits away, never added them: set it exactly */
+  if (fchmod(fd, (mode_t)f->mode) < 0 || write_all(fd, f->buf, f->len) < 0 ||
+      fsync(fd) < 0) {
+    fail(f, "write", errno);
+    close(fd);
+    unlink(tmp);
+    return;
+  }
+  if (close(fd) < 0) {
+    fail(f, "close", errno);
+    unlink(tmp);
+    return;
+  }
+  if (rename(tmp, f->path) < 0) {
+    fail(f, "rename to", errno);
+    unlink(tmp);
+    return;
+  }
+  /* the rename itself is durable only once the directory is */
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    fail(f, "open directory of", errno);
+    return;
+  }
+  if (fsync(dfd) < 0 && errno != EINVAL) fail(f, "fsync directory of", errno);
+  close(dfd);
+}
+
+static void after(uv_work_t *req, int status) {
+  afile *f = req->data;
+  if (status < 0 && f->status == 0) {
+    f->status = status;
+    snprintf(f->err, sizeof(f->err), "write %s: %s", f->path,
+             uv_strerror(status));
+  }
+  f->cb(f->status, f->status < 0 ? f->err : NULL, f->ud);
+  free(f->path);
+  free(f->buf);
+  free(f);
+}
+
+int sc_afile_write(uv_loop_t *loop, const char *path, char *buf, size_t len,
+                   int mode, sc_afile_cb cb, void *ud) {
+  afile *f = calloc(1, sizeof(*f));
+  if (!f) return UV_ENOMEM;
+  f->path = strdup(path);
+  if (!f->path) {
+    free(f);
+    return UV_ENOMEM;
+  }
+  f->buf = buf;
+  f->len = len;
+  f->mode = mode;
+  f->seq = next_seq++;
+  f->cb = cb;
+  f->ud = ud;
+  f->req.data = f;
+  int rc = uv_queue_work(loop, &f->req, work, after);
+  if (rc < 0) {
+    free(f->path);
+    free(f);
+  }
+  return rc;
+}
