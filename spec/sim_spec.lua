@@ -409,6 +409,21 @@ describe("scatter.simulate", function()
       assert.is_true(n > 50, n)
     end)
 
+    it("keeps hedging in a healthy pool, where adaptive K alone drops to 1", function()
+      -- every attempt succeeds, but half the proxies take 2 s; the fast
+      -- half is often rate-limited, so single paths land on slow proxies
+      local proxies = { { count = 20, latency = 0.05, jitter = 0.01 }, { count = 20, latency = 2 } }
+      local cfg = { task_pool_capacity = 20, max_inflight = 1000, rate_limit = { default_interval = 0.5 } }
+      local plain = simulate{ tasks = 2000, proxies = proxies, config = cfg }
+      cfg.hedge_delay = 0.2
+      local hedged = simulate{ tasks = 2000, proxies = proxies, config = cfg }
+      assert.are.equal(1, plain.metrics.k_current) -- no racing left without hedging
+      assert.are.equal(2000, hedged.delivered)
+      assert.is_true(hedged.attempts > plain.attempts * 1.2, "the hedges never fired")
+      assert.is_true(hedged.latency_mean < plain.latency_mean * 0.7,
+        hedged.latency_mean .. " vs " .. plain.latency_mean)
+    end)
+
     it("fires the next hedge at once when the only running path fails", function()
       local r = simulate{ tasks = 1, trace = true,
         proxies = { { count = 4, profile = "dead", latency = 0.1 }, { count = 4, latency = 1 } },

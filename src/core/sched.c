@@ -622,9 +622,13 @@ static double hedge_delay(sc_sched_t *s, const host *h) {
 static int dispatch(sc_sched_t *s, task *t) {
   host *h = &s->hosts[t->host];
   int k = k_for(s);
+  double d = hedge_delay(s, h);
+  /* hedged paths only start when the first is slow, so they cost little:
+   * keep base K for them even when a high success rate lowers K to 1,
+   * or a healthy pool would never hedge its tail */
+  if (d > 0 && k < s->cfg.k_base) k = s->cfg.k_base;
   s->m.k_sum += (uint64_t)k;
   if (t->flags & SC_TASK_NORACE) k = 1;
-  double d = hedge_delay(s, h);
   t->round_k = (uint16_t)k;
   t->round_started = 0;
   t->target_err = 0;
