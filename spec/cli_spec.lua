@@ -1,7 +1,7 @@
 -- The scatter executable: commands, exit codes, and the embedded LuaJIT.
 local env = require("support.env")
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = env.shell_quote
 
 local dir
 local function script(name, text)

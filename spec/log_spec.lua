@@ -6,7 +6,7 @@ local cjson = require("cjson")
 local scatter = require("scatter")
 local log = require("scatter.log")
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = env.shell_quote
 
 local dir
 local function script(name, text)

@@ -19,13 +19,7 @@ local function count(list, pred)
   return n
 end
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local slurp = env.read_file
 
 describe("metrics", function()
   local ng

@@ -5,7 +5,7 @@
 local env = require("support.env")
 local socket = require("socket")
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = env.shell_quote
 
 local function slurp(path)
   local f = io.open(path, "rb")
@@ -15,11 +15,7 @@ local function slurp(path)
   return s
 end
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write = env.write_file
 
 local function sh(cmd)
   local p = io.popen(cmd .. " 2>&1")

@@ -3,7 +3,7 @@
 local env = require("support.env")
 local scatter = require("scatter")
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = env.shell_quote
 
 local function slurp(path)
   local f = io.open(path, "rb")

@@ -4,21 +4,11 @@ local env = require("support.env")
 local cjson = require("cjson")
 local scatter = require("scatter")
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = env.shell_quote
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local slurp = env.read_file
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write = env.write_file
 
 -- A snapshot in the layout of lua/scatter/state.lua, saved at t = 1e6.
 local SNAPSHOT = {

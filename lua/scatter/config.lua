@@ -167,4 +167,23 @@ function M.validate(cfg, where)
   return out
 end
 
+-- The scheduler's view of a validated configuration (sc_config_t fields, as
+-- core.pool_new and core.simulate read them).
+function M.to_core(cfg)
+  return {
+    rate_interval = cfg.rate_limit.default_interval,
+    proxy_timeout = cfg.proxy_timeout,
+    k_base = cfg.max_concurrent_per_request,
+    max_inflight = cfg.max_inflight,
+    task_capacity = cfg.task_pool_capacity,
+    health_window = cfg.health_window,
+    cooldown_base = cfg.cooldown_base,
+    cooldown_max = cfg.cooldown_max,
+    cooldown_fails = cfg.cooldown_consecutive_fails,
+    eviction_min_samples = cfg.eviction_min_samples,
+    hedge_delay = cfg.hedge_delay == "auto" and -1 or cfg.hedge_delay,
+    seed = cfg.seed,
+  }
+end
+
 return M

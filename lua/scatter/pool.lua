@@ -125,22 +125,10 @@ end
 function M.new(cfg, where)
   where = where or "scatter.pool"
   cfg = config.validate(cfg, where)
-  local c = core.pool_new({
-    rate_interval = cfg.rate_limit.default_interval,
-    proxy_timeout = cfg.proxy_timeout,
-    k_base = cfg.max_concurrent_per_request,
-    max_inflight = cfg.max_inflight,
-    task_capacity = cfg.task_pool_capacity,
-    health_window = cfg.health_window,
-    cooldown_base = cfg.cooldown_base,
-    cooldown_max = cfg.cooldown_max,
-    cooldown_fails = cfg.cooldown_consecutive_fails,
-    eviction_min_samples = cfg.eviction_min_samples,
-    hedge_delay = cfg.hedge_delay == "auto" and -1 or cfg.hedge_delay,
-    seed = cfg.seed,
-    remote_dns = cfg.prefer_remote_dns,
-    ca_file = cfg.ca_file,
-  })
+  local cc = config.to_core(cfg)
+  cc.remote_dns = cfg.prefer_remote_dns
+  cc.ca_file = cfg.ca_file
+  local c = core.pool_new(cc)
   local self = setmetatable({
     c = c, cfg = cfg, name = cfg.name, tasks = {}, room = {},
     classify = classifier.check(cfg.classifier, where),

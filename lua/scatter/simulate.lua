@@ -191,26 +191,15 @@ function M.run(opts)
   local intervals = {}
   for i, h in ipairs(hosts) do intervals[i] = cfg.rate_limit.host_overrides[h:lower()] or -1 end
 
+  local core_cfg = config.to_core(cfg)
+  -- the scheduler's selection jitter follows the run's seed unless the
+  -- config pins its own
+  if not (opts.config and opts.config.seed ~= nil) then core_cfg.seed = seed end
   return core.simulate({
     seed = seed, tasks = opts.tasks, norace = opts.norace, time_limit = opts.time_limit,
     event_limit = opts.event_limit, trace = trace, proxy_stats = opts.proxy_stats,
     memory = opts.memory, hosts = hosts, intervals = intervals, groups = groups,
-    config = {
-      rate_interval = cfg.rate_limit.default_interval,
-      proxy_timeout = cfg.proxy_timeout,
-      k_base = cfg.max_concurrent_per_request,
-      max_inflight = cfg.max_inflight,
-      task_capacity = cfg.task_pool_capacity,
-      health_window = cfg.health_window,
-      cooldown_base = cfg.cooldown_base,
-      cooldown_max = cfg.cooldown_max,
-      cooldown_fails = cfg.cooldown_consecutive_fails,
-      eviction_min_samples = cfg.eviction_min_samples,
-      hedge_delay = cfg.hedge_delay == "auto" and -1 or cfg.hedge_delay,
-      -- the scheduler's selection jitter follows the run's seed unless the
-      -- config pins its own
-      seed = (opts.config and opts.config.seed ~= nil) and cfg.seed or seed,
-    },
+    config = core_cfg,
   })
 end
 

@@ -92,6 +92,9 @@ local function write_file(path, data)
   f:close()
 end
 
+-- For specs: shell quoting and whole-file reads (nil when missing) and writes.
+env.shell_quote, env.read_file, env.write_file = shell_quote, read_file, write_file
+
 local function file_exists(path)
   local f = io.open(path, "rb")
   if f then f:close() return true end

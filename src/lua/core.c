@@ -293,14 +293,12 @@ static int l_pool_id(lua_State *L) {
   return 1;
 }
 
-/* pool:add_proxy(line) -> key, added | false (blank) | nil, why */
-static int l_pool_add_proxy(lua_State *L) {
-  lpool *p = check_pool(L, 1);
-  size_t len;
-  const char *line = luaL_checklstring(L, 2, &len);
-  char key[512];
+/* Parses one proxy line into key. Returns 0 when key holds a proxy, else
+ * the number of Lua results pushed: false (blank or comment) or nil, why. */
+static int parse_line(lua_State *L, const char *line, size_t len, char *key,
+                      size_t cap) {
   const char *why = NULL;
-  int rc = sc_proxy_parse(line, len, key, sizeof(key), &why);
+  int rc = sc_proxy_parse(line, len, key, cap, &why);
   if (rc == 1) {
     lua_pushboolean(L, 0);
     return 1;
@@ -310,6 +308,17 @@ static int l_pool_add_proxy(lua_State *L) {
     lua_pushstring(L, why ? why : "invalid proxy");
     return 2;
   }
+  return 0;
+}
+
+/* pool:add_proxy(line) -> key, added | false (blank) | nil, why */
+static int l_pool_add_proxy(lua_State *L) {
+  lpool *p = check_pool(L, 1);
+  size_t len;
+  const char *line = luaL_checklstring(L, 2, &len);
+  char key[512];
+  int nres = parse_line(L, line, len, key, sizeof(key));
+  if (nres) return nres;
   uint32_t before = sc_sched_proxy_count(p->sched), id;
   if (sc_sched_proxy_add(p->sched, key, &id) < 0)
     return luaL_error(L, "scatter: out of memory");
@@ -646,17 +655,8 @@ static int l_parse_proxy(lua_State *L) {
   size_t len;
   const char *line = luaL_checklstring(L, 1, &len);
   char key[512];
-  const char *why = NULL;
-  int rc = sc_proxy_parse(line, len, key, sizeof(key), &why);
-  if (rc == 1) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  if (rc < 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, why ? why : "invalid proxy");
-    return 2;
-  }
+  int nres = parse_line(L, line, len, key, sizeof(key));
+  if (nres) return nres;
   lua_pushstring(L, key);
   return 1;
 }
