@@ -57,6 +57,9 @@ typedef struct host {
   tlist starved; /* tasks that found no eligible proxy, oldest first */
   u32vec band[NBUCKETS];
   u32vec wait;  /* min-heap of proxy ids by eligible time */
+  double *wait_key; /* wait.v[i]'s eligible time, kept beside it: reading it
+                     * through pairs[] missed the cache on every compare */
+  uint32_t wait_key_cap;
   uint32_t ncool;
   double interval;
   float lat_ewma, lat_p95; /* successful attempts to this host */
@@ -250,19 +253,24 @@ static int pair_band(sc_sched_t *s, uint32_t id, const pair *p, double t) {
 
 static void heap_swap(host *h, uint32_t i, uint32_t j) {
   uint32_t a = h->wait.v[i], b = h->wait.v[j];
+  double ka = h->wait_key[i];
   h->wait.v[i] = b;
   h->wait.v[j] = a;
+  h->wait_key[i] = h->wait_key[j];
+  h->wait_key[j] = ka;
   h->pairs[b].pos = i;
   h->pairs[a].pos = j;
 }
 
-static double wkey(const host *h, uint32_t i) {
-  return pair_eligible(&h->pairs[h->wait.v[i]]);
-}
+static double wkey(const host *h, uint32_t i) { return h->wait_key[i]; }
+
+/* A 4-ary heap: half the depth of a binary one, so half the moves, and
+ * each move writes a pos into the (large, cache-cold) pairs array. */
+#define WAIT_D 4
 
 static void wait_up(host *h, uint32_t i) {
   while (i > 0) {
-    uint32_t parent = (i - 1) / 2;
+    uint32_t parent = (i - 1) / WAIT_D;
     if (wkey(h, parent) <= wkey(h, i)) break;
     heap_swap(h, i, parent);
     i = parent;
@@ -271,9 +279,9 @@ static void wait_up(host *h, uint32_t i) {
 
 static void wait_down(host *h, uint32_t i) {
   for (;;) {
-    uint32_t l = 2 * i + 1, r = l + 1, m = i;
-    if (l < h->wait.n && wkey(h, l) < wkey(h, m)) m = l;
-    if (r < h->wait.n && wkey(h, r) < wkey(h, m)) m = r;
+    uint32_t first = WAIT_D * i + 1, m = i;
+    for (uint32_t c = first; c < first + WAIT_D && c < h->wait.n; c++)
+      if (wkey(h, c) < wkey(h, m)) m = c;
     if (m == i) return;
     heap_swap(h, i, m);
     i = m;
@@ -290,6 +298,7 @@ static void pair_unlink(host *h, uint32_t id) {
     v->v[pos] = last;
     h->pairs[last].pos = pos;
     if (p->where == WHERE_WAIT) {
+      h->wait_key[pos] = h->wait_key[v->n];
       wait_up(h, pos);
       wait_down(h, h->pairs[last].pos);
     }
@@ -306,6 +315,16 @@ static int pair_place(sc_sched_t *s, host *h, uint32_t id, double t) {
     p->where = WHERE_WAIT;
     p->pos = h->wait.n;
     if (vec_push(&h->wait, id) < 0) return SC_ENOMEM;
+    if (h->wait_key_cap < h->wait.cap) {
+      double *k = realloc(h->wait_key, h->wait.cap * sizeof(*k));
+      if (!k) {
+        h->wait.n--;
+        return SC_ENOMEM;
+      }
+      h->wait_key = k;
+      h->wait_key_cap = h->wait.cap;
+    }
+    h->wait_key[p->pos] = pair_eligible(p);
     wait_up(h, p->pos);
   } else {
     int b = pair_band(s, id, p, t);
@@ -934,6 +953,7 @@ void sc_sched_free(sc_sched_t *s) {
     free(h->pairs);
     for (int b = 0; b < NBUCKETS; b++) free(h->band[b].v);
     free(h->wait.v);
+    free(h->wait_key);
   }
   if (s->wake_at >= 0) s->env.wake(s->env.ud, -1);
   free(s->hosts);
