@@ -59,24 +59,12 @@ local function scatter_run(proxies, k1)
     rate_limit = { default_interval = 0 }, proxy_timeout = TIMEOUT, metrics_log_interval = 0,
     classifier = classify,
   }
-  local ok, next_i, lat = 0, 0, {}
+  local ok, lat
   local t0 = B.now()
   scatter.run(function()
-    local ths = {}
-    for w = 1, CONCURRENCY do
-      ths[w] = scatter.spawn(function()
-        while next_i < N do
-          next_i = next_i + 1
-          local s = B.now()
-          local resp = pool:request{ url = urls[next_i], timeout = 600, race = not k1 }
-          if resp and resp.status == 200 then
-            ok = ok + 1
-            lat[#lat + 1] = B.now() - s
-          end
-        end
-      end)
-    end
-    scatter.wait_all(unpack(ths))
+    ok, lat = B.drive(scatter, CONCURRENCY, N, function(i)
+      return pool:request{ url = urls[i], timeout = 600, race = not k1 }
+    end)
   end)
   local wall = B.now() - t0
   local attempts = pool:metrics().attempts_started

@@ -47,13 +47,13 @@ local function run(c)
     max_inflight = CONCURRENCY * 3, rate_limit = { default_interval = 0 }, proxy_timeout = 10,
     metrics_log_interval = 0,
   }
-  local lat, next_i, ok = {}, 0, 0
+  local lat, ok
   local t0 = B.now()
   math.randomseed(1)
   scatter.run(function()
-    local slow = {}
-    local noise = scatter.spawn(function()
-      while next_i < N do
+    local slow, done = {}, false
+    scatter.spawn(function() -- the moving slowness, until the crawl ends
+      while not done do
         for _, i in ipairs(slow) do farm:control("profile " .. i .. " " .. FAST) end
         slow = { math.random(0, #farm.proxies - 1), math.random(0, #farm.proxies - 1) }
         for _, i in ipairs(slow) do farm:control("profile " .. i .. " " .. SLOW) end
@@ -61,22 +61,10 @@ local function run(c)
       end
       for _, i in ipairs(slow) do farm:control("profile " .. i .. " " .. FAST) end
     end)
-    local ths = { noise }
-    for w = 1, CONCURRENCY do
-      ths[w] = scatter.spawn(function()
-        while next_i < N do
-          next_i = next_i + 1
-          local s = B.now()
-          local resp = pool:get(web:url("/small.txt?i=" .. next_i),
-            { timeout = 60, headers = { connection = "close" } })
-          if resp and resp.status == 200 then
-            ok = ok + 1
-            lat[#lat + 1] = B.now() - s
-          end
-        end
-      end)
-    end
-    scatter.wait_all(unpack(ths))
+    ok, lat = B.drive(scatter, CONCURRENCY, N, function(i)
+      return pool:get(web:url("/small.txt?i=" .. i), { timeout = 60, headers = { connection = "close" } })
+    end)
+    done = true
   end)
   local wall = B.now() - t0
   local m = pool:metrics()

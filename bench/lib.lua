@@ -20,10 +20,28 @@ function M.sh(cmd)
   return ok == true or ok == 0, out
 end
 
-function M.write(path, s)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(s))
-  f:close()
+M.write = env.write_file
+
+-- Inside a scatter thread: n requests, `concurrency` at a time; fetch(i)
+-- sends request i and returns its response. Returns the number of 200
+-- answers and their latencies in seconds.
+function M.drive(scatter, concurrency, n, fetch)
+  local ok, next_i, lat, ths = 0, 0, {}, {}
+  for w = 1, concurrency do
+    ths[w] = scatter.spawn(function()
+      while next_i < n do
+        next_i = next_i + 1
+        local s = M.now()
+        local resp = fetch(next_i)
+        if resp and resp.status == 200 then
+          ok = ok + 1
+          lat[#lat + 1] = M.now() - s
+        end
+      end
+    end)
+  end
+  scatter.wait_all(unpack(ths))
+  return ok, lat
 end
 
 -- Compiles bench/curl_multi_driver.c once per run into a temp dir.

@@ -7,9 +7,7 @@ local dir
 local function script(name, text)
   dir = dir or env.tmpdir()
   local path = dir .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
+  env.write_file(path, text)
   return path
 end
 
@@ -21,13 +19,7 @@ local function scatter(args)
   local p = io.popen(cmd)
   local rc = tonumber(p:read("*a"):match("(%d+)"))
   p:close()
-  local function slurp(path)
-    local f = io.open(path, "rb")
-    local s = f:read("*a")
-    f:close()
-    return s
-  end
-  return rc, slurp(dir .. "/out"), slurp(dir .. "/err")
+  return rc, env.read_file(dir .. "/out"), env.read_file(dir .. "/err")
 end
 
 describe("scatter CLI", function()

@@ -12,9 +12,7 @@ local dir
 local function script(name, text)
   dir = dir or env.tmpdir()
   local path = dir .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
+  env.write_file(path, text)
   return path
 end
 

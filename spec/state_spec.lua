@@ -12,19 +12,7 @@ local log = require("scatter.log")
 pcall(ffi.cdef, "unsigned int umask(unsigned int mask);")
 pcall(ffi.cdef, "int kill(int pid, int sig);")
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local read, write = env.read_file, env.write_file
 
 local function mode_of(path)
   local p = io.popen("stat -c %a '" .. path .. "'")
