@@ -16,6 +16,7 @@
 #include "../net/loop.h"
 #include "../net/xfer.h"
 #include "headers.h"
+#include "funcs.h"
 #include "ops.h"
 #include "pool.h"
 
@@ -693,25 +694,6 @@ static const luaL_Reg pool_methods[] = {
     {"proxies", l_pool_proxies},
     {"close", l_pool_close},
     {NULL, NULL}};
-
-int sc_lua_simulate(lua_State *L); /* src/lua/sim.c */
-int sc_lua_fetch(lua_State *L);    /* src/lua/fetch.c */
-int sc_lua_state_clock(lua_State *L);   /* src/lua/state.c */
-int sc_lua_state_proxies(lua_State *L);
-int sc_lua_state_hosts(lua_State *L);
-int sc_lua_state_pairs(lua_State *L);
-int sc_lua_state_check(lua_State *L);
-int sc_lua_state_restore(lua_State *L);
-int sc_lua_write_atomic(lua_State *L);
-int sc_lua_pool_hold(lua_State *L);     /* src/lua/feed.c */
-int sc_lua_pool_add_keys(lua_State *L);
-int sc_lua_pool_retire(lua_State *L);
-int sc_lua_pool_probe(lua_State *L);
-int sc_lua_signal_watch(lua_State *L);  /* src/lua/signal.c */
-int sc_lua_probe(lua_State *L);    /* src/lua/probe.c */
-int sc_lua_httpd_listen(lua_State *L);  /* src/lua/httpd.c */
-int sc_lua_httpd_respond(lua_State *L); /* src/lua/httpd.c */
-int sc_lua_httpd_close(lua_State *L);   /* src/lua/httpd.c */
 
 static const luaL_Reg funcs[] = {{"pool_new", l_pool_new},
                                  {"simulate", sc_lua_simulate},

@@ -6,10 +6,7 @@
 
 #include "pool.h"
 
-int sc_lua_pool_hold(lua_State *L);
-int sc_lua_pool_add_keys(lua_State *L);
-int sc_lua_pool_retire(lua_State *L);
-int sc_lua_pool_probe(lua_State *L);
+#include "funcs.h"
 
 static uint32_t check_id(lua_State *L, sc_sched_t *s, int i) {
   lua_Number n = luaL_checknumber(L, i);

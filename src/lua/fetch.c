@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../net/xfer.h"
+#include "funcs.h"
 #include "ops.h"
 
 typedef struct fetch_op {

@@ -23,9 +23,7 @@
 #include "../net/loop.h"
 #include "ops.h"
 
-int sc_lua_httpd_listen(lua_State *L);
-int sc_lua_httpd_respond(lua_State *L);
-int sc_lua_httpd_close(lua_State *L);
+#include "funcs.h"
 
 #define HEAD_MAX 8192
 #define IDLE_MS 10000

@@ -11,7 +11,7 @@
 #include "../net/xfer.h"
 #include "ops.h"
 
-int sc_lua_probe(lua_State *L);
+#include "funcs.h"
 
 typedef struct probe_op {
   sc_req_t req;

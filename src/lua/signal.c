@@ -14,7 +14,7 @@
 #include "../net/loop.h"
 #include "ops.h"
 
-int sc_lua_signal_watch(lua_State *L);
+#include "funcs.h"
 
 static volatile sig_atomic_t got; /* the first signal's number */
 static uv_async_t async;

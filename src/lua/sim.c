@@ -11,7 +11,7 @@
 
 #include "../core/sim.h"
 
-int sc_lua_simulate(lua_State *L);
+#include "funcs.h"
 
 static double opt_num(lua_State *L, int t, const char *k, double d) {
   lua_getfield(L, t, k);

@@ -29,13 +29,7 @@
 #include "ops.h"
 #include "pool.h"
 
-int sc_lua_state_clock(lua_State *L);
-int sc_lua_state_proxies(lua_State *L);
-int sc_lua_state_hosts(lua_State *L);
-int sc_lua_state_pairs(lua_State *L);
-int sc_lua_state_check(lua_State *L);
-int sc_lua_state_restore(lua_State *L);
-int sc_lua_write_atomic(lua_State *L);
+#include "funcs.h"
 
 #define PROXY_FIELDS 4
 #define PAIR_FIELDS 9

@@ -1,0 +1,27 @@
+/* The Lua-facing functions of the binding files other than core.c, which
+ * registers them all in the scatter.core table. */
+#ifndef SC_LUA_FUNCS_H
+#define SC_LUA_FUNCS_H
+
+#include <lua.h>
+
+int sc_lua_simulate(lua_State *L); /* sim.c */
+int sc_lua_fetch(lua_State *L);    /* fetch.c */
+int sc_lua_probe(lua_State *L);    /* probe.c */
+int sc_lua_state_clock(lua_State *L); /* state.c */
+int sc_lua_state_proxies(lua_State *L);
+int sc_lua_state_hosts(lua_State *L);
+int sc_lua_state_pairs(lua_State *L);
+int sc_lua_state_check(lua_State *L);
+int sc_lua_state_restore(lua_State *L);
+int sc_lua_write_atomic(lua_State *L);
+int sc_lua_pool_hold(lua_State *L); /* feed.c */
+int sc_lua_pool_add_keys(lua_State *L);
+int sc_lua_pool_retire(lua_State *L);
+int sc_lua_pool_probe(lua_State *L);
+int sc_lua_signal_watch(lua_State *L); /* signal.c */
+int sc_lua_httpd_listen(lua_State *L); /* httpd.c */
+int sc_lua_httpd_respond(lua_State *L);
+int sc_lua_httpd_close(lua_State *L);
+
+#endif
