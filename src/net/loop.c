@@ -2,17 +2,29 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-typedef struct xfer_ctx {
-  sc_loop_done_cb cb;
-  void *ud;
-} xfer_ctx;
-
-/* One per socket curl watches; freed in uv_close's callback because libuv
- * may still reference the handle until then. */
+/* One per socket curl has shown us, kept until curl closes the socket
+ * (close_socket) rather than until curl stops watching it: curl stops
+ * and restarts watching a kept-alive connection for every transfer, and
+ * libuv turns each uv_poll_stop/start into one to three epoll_ctl calls.
+ *
+ * A socket that has carried a whole transfer belongs to a set-up
+ * connection, which curl closes through close_socket; when curl stops
+ * watching such a socket it stays registered but "parked" (unref'd, so it
+ * keeps no loop alive), and the first event on it, such as the proxy
+ * closing an idle connection, unregisters it. Any other socket is
+ * unregistered at once: curl 7.88 closes some sockets of failed connects
+ * without the callback, and libuv aborts on a registration for a closed
+ * fd. open_socket drops a record whose fd number comes back anyway.
+ * Freed in uv_close's callback: libuv references the handle until then. */
 typedef struct sock_ctx {
   uv_poll_t poll;
   curl_socket_t fd;
+  int events; /* UV_READABLE|UV_WRITABLE registered, 0 when stopped */
+  int parked;
+  int established; /* a transfer on it ended well */
   sc_loop_t *loop;
 } sock_ctx;
 
@@ -22,7 +34,25 @@ struct sc_loop {
   uv_timer_t curl_timer; /* curl's own timeouts */
   uv_timer_t wake;       /* bounds one sc_loop_run pass */
   int in_check;
+  sock_ctx **socks; /* by fd */
+  size_t nsocks;
+  CURL **easy_cache; /* reset handles for the next transfers */
+  size_t neasy;
 };
+
+/* enough for every transfer of a pass at the default max_inflight */
+#define EASY_CACHE_MAX 256
+
+static void free_sock(uv_handle_t *h) { free(h->data); }
+
+static sock_ctx *sock_get(sc_loop_t *l, curl_socket_t s) {
+  return s >= 0 && (size_t)s < l->nsocks ? l->socks[s] : NULL;
+}
+
+static void sock_drop(sc_loop_t *l, sock_ctx *c) {
+  l->socks[c->fd] = NULL;
+  uv_close((uv_handle_t *)&c->poll, free_sock); /* unregisters the fd */
+}
 
 static void check_multi(sc_loop_t *l) {
   CURLMsg *msg;
@@ -31,22 +61,27 @@ static void check_multi(sc_loop_t *l) {
     if (msg->msg != CURLMSG_DONE) continue;
     CURL *easy = msg->easy_handle;
     CURLcode res = msg->data.result;
-    xfer_ctx *x = NULL;
+    sc_loop_xfer_t *x = NULL;
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
     curl_multi_remove_handle(l->multi, easy);
     curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
-    if (x) {
-      sc_loop_done_cb cb = x->cb;
-      void *ud = x->ud;
-      free(x);
-      cb(easy, res, ud);
+    if (!x) continue;
+    if (res == CURLE_OK) {
+      sock_ctx *c = sock_get(l, x->sock);
+      if (c) c->established = 1;
     }
+    x->cb(easy, res, x->ud);
   }
 }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   sock_ctx *c = h->data;
   int flags = 0, running;
+  if (c->parked) {
+    uv_poll_stop(&c->poll);
+    c->events = 0;
+    return;
+  }
   if (status < 0) flags = CURL_CSELECT_ERR;
   if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
   if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
@@ -70,38 +105,105 @@ static int curl_timer_cb(CURLM *multi, long ms, void *userp) {
   return 0;
 }
 
-static void free_sock(uv_handle_t *h) { free(h->data); }
+
+static sock_ctx *sock_new(sc_loop_t *l, curl_socket_t s) {
+  if (s < 0) return NULL;
+  if ((size_t)s >= l->nsocks) {
+    size_t n = l->nsocks ? l->nsocks : 64;
+    while (n <= (size_t)s) n *= 2;
+    sock_ctx **v = realloc(l->socks, n * sizeof(*v));
+    if (!v) return NULL;
+    memset(v + l->nsocks, 0, (n - l->nsocks) * sizeof(*v));
+    l->socks = v;
+    l->nsocks = n;
+  }
+  sock_ctx *c = calloc(1, sizeof(*c));
+  if (!c) return NULL;
+  c->fd = s;
+  c->loop = l;
+  if (uv_poll_init_socket(l->uv, &c->poll, s) < 0) {
+    free(c);
+    return NULL;
+  }
+  c->poll.data = c;
+  l->socks[s] = c;
+  return c;
+}
 
 static int curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
                           void *socketp) {
   sc_loop_t *l = userp;
-  sock_ctx *c = socketp;
-  (void)easy;
+  sock_ctx *c = sock_get(l, s);
+  (void)socketp;
   if (what == CURL_POLL_REMOVE) {
-    if (c) {
+    if (!c || c->parked) return 0;
+    if (c->established) {
+      c->parked = 1;
+      uv_unref((uv_handle_t *)&c->poll);
+    } else if (c->events) {
       uv_poll_stop(&c->poll);
-      uv_close((uv_handle_t *)&c->poll, free_sock);
-      curl_multi_assign(l->multi, s, NULL);
+      c->events = 0;
     }
     return 0;
   }
-  if (!c) {
-    c = calloc(1, sizeof(*c));
-    if (!c) return -1;
-    c->fd = s;
-    c->loop = l;
-    if (uv_poll_init_socket(l->uv, &c->poll, s) < 0) {
-      free(c);
-      return -1;
-    }
-    c->poll.data = c;
-    curl_multi_assign(l->multi, s, c);
+  if (!c && !(c = sock_new(l, s))) return -1;
+  sc_loop_xfer_t *x = NULL;
+  curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+  if (x) x->sock = s;
+  if (c->parked) {
+    c->parked = 0;
+    uv_ref((uv_handle_t *)&c->poll);
   }
   int events = 0;
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  uv_poll_start(&c->poll, events, on_poll);
+  if (events != c->events) {
+    uv_poll_start(&c->poll, events, on_poll);
+    c->events = events;
+  }
   return 0;
+}
+
+/* Every socket curl opens for us is closed here (the connection keeps the
+ * callback, so this holds for connections a share's cache closes too):
+ * the poll handle must go before the fd number can be reused. */
+static int close_socket(void *clientp, curl_socket_t s) {
+  sock_ctx *c = sock_get(clientp, s);
+  if (c) sock_drop(clientp, c);
+  return close(s);
+}
+
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose,
+                                 struct curl_sockaddr *a) {
+  (void)purpose;
+  curl_socket_t s = socket(a->family, a->socktype, a->protocol);
+  /* the number came back without close_socket: that record is stale */
+  sock_ctx *c = sock_get(clientp, s);
+  if (c) sock_drop(clientp, c);
+  return s;
+}
+
+CURL *sc_loop_easy(sc_loop_t *l) {
+  CURL *e = l->neasy ? l->easy_cache[--l->neasy] : curl_easy_init();
+  if (!e) return NULL;
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, l);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+  curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, l);
+  return e;
+}
+
+void sc_loop_easy_done(sc_loop_t *l, CURL *e) {
+  if (!e) return;
+  if (l->neasy < EASY_CACHE_MAX) {
+    /* a reset handle keeps its share: let go of it, or the pool that owns
+     * the share could never clean it up */
+    curl_easy_setopt(e, CURLOPT_SHARE, NULL);
+    curl_easy_reset(e);
+    l->easy_cache[l->neasy++] = e;
+    return;
+  }
+  curl_easy_cleanup(e);
 }
 
 static void on_wake(uv_timer_t *t) { (void)t; }
@@ -114,7 +216,10 @@ sc_loop_t *sc_loop_default(void) {
   if (!l) return NULL;
   l->uv = uv_default_loop();
   l->multi = curl_multi_init();
-  if (!l->uv || !l->multi) {
+  l->easy_cache = malloc(EASY_CACHE_MAX * sizeof(CURL *));
+  if (!l->uv || !l->multi || !l->easy_cache) {
+    if (l->multi) curl_multi_cleanup(l->multi);
+    free(l->easy_cache);
     free(l);
     return NULL;
   }
@@ -136,26 +241,18 @@ sc_loop_t *sc_loop_default(void) {
 uv_loop_t *sc_loop_uv(sc_loop_t *l) { return l->uv; }
 CURLM *sc_loop_multi(sc_loop_t *l) { return l->multi; }
 
-int sc_loop_add(sc_loop_t *l, CURL *easy, sc_loop_done_cb cb, void *ud) {
-  xfer_ctx *x = malloc(sizeof(*x));
-  if (!x) return UV_ENOMEM;
-  x->cb = cb;
-  x->ud = ud;
+int sc_loop_add(sc_loop_t *l, CURL *easy, sc_loop_xfer_t *x) {
   curl_easy_setopt(easy, CURLOPT_PRIVATE, x);
   if (curl_multi_add_handle(l->multi, easy) != CURLM_OK) {
     curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
-    free(x);
     return UV_EINVAL;
   }
   return 0;
 }
 
 void sc_loop_remove(sc_loop_t *l, CURL *easy) {
-  xfer_ctx *x = NULL;
-  curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
   curl_multi_remove_handle(l->multi, easy);
   curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
-  free(x);
 }
 
 int sc_loop_run(sc_loop_t *l, double timeout) {

@@ -12,12 +12,28 @@ typedef struct sc_loop sc_loop_t;
 /* Called once when a transfer ends (not after sc_loop_remove). */
 typedef void (*sc_loop_done_cb)(CURL *easy, CURLcode result, void *ud);
 
+/* A transfer's completion callback; owned by the caller (no allocation per
+ * transfer) and kept alive until the callback runs or sc_loop_remove. */
+typedef struct sc_loop_xfer {
+  sc_loop_done_cb cb;
+  void *ud;
+  curl_socket_t sock; /* the loop's: the last socket curl watched for it */
+} sc_loop_xfer_t;
+
 /* The process-wide loop, created on first use. NULL on failure. */
 sc_loop_t *sc_loop_default(void);
 uv_loop_t *sc_loop_uv(sc_loop_t *l);
 CURLM *sc_loop_multi(sc_loop_t *l);
 
-int sc_loop_add(sc_loop_t *l, CURL *easy, sc_loop_done_cb cb, void *ud);
+/* An easy handle for one transfer, fresh or reset from an earlier one;
+ * give it back with sc_loop_easy_done, never curl_easy_cleanup. Its
+ * sockets are opened and closed through the loop (the OPENSOCKET and
+ * CLOSESOCKET callbacks are set: do not override them). NULL when out of
+ * memory. */
+CURL *sc_loop_easy(sc_loop_t *l);
+void sc_loop_easy_done(sc_loop_t *l, CURL *easy);
+
+int sc_loop_add(sc_loop_t *l, CURL *easy, sc_loop_xfer_t *x);
 void sc_loop_remove(sc_loop_t *l, CURL *easy);
 
 /* One pass: wait at most `timeout` seconds for I/O or timers (< 0: until

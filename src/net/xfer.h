@@ -45,6 +45,7 @@ struct sc_xfer {
   double started, elapsed;
   sc_xfer_cb cb;
   void *ud;
+  sc_loop_xfer_t done; /* the loop's completion record */
   char errbuf[CURL_ERROR_SIZE];
 };
 
