@@ -29,31 +29,13 @@ M.REQ_FIELDS = REQ_FIELDS
 -- Returns host or nil, reason.
 function M.parse_url(u)
   if type(u) ~= "string" then return nil, "url must be a string, got " .. type(u) end
-  if u:find("[%z\1-\32\127]") then return nil, "url contains spaces or control characters" end
-  local scheme, auth = u:match("^(%a[%w+.-]*)://([^/?#]*)")
-  if not scheme then return nil, "not an absolute http(s) URL: " .. u end
-  scheme = scheme:lower()
-  if scheme ~= "http" and scheme ~= "https" then
-    return nil, "unsupported scheme '" .. scheme .. "' (http or https only)"
-  end
-  auth = auth:gsub("^.*@", "")
-  local host, rest = auth:match("^(%[[%x:.]+%])(.*)$")
-  if not host then host, rest = auth:match("^([^:]*)(.*)$") end
-  if not host or host == "" then return nil, "no host in URL: " .. u end
-  if rest ~= "" then
-    local port = rest:match("^:(%d+)$")
-    if not port or tonumber(port) < 1 or tonumber(port) > 65535 then
-      return nil, "bad port in URL: " .. u
-    end
-  end
-  if not host:match("^%[") and not host:match("^[%w.%-_]+$") then
-    return nil, "bad host in URL: " .. u
-  end
-  return host:lower()
+  return core.url_host(u)
 end
 
+local NO_HEADERS = {} -- only read (by C)
+
 local function header_lines(h)
-  if h == nil then return {} end
+  if h == nil then return NO_HEADERS end
   if type(h) ~= "table" then return nil, "headers must be a table" end
   local out = {}
   for name, value in pairs(h) do
@@ -79,8 +61,10 @@ function M.prepare(req)
     if not REQ_FIELDS[k] then return bad("unknown field '" .. tostring(k) .. "'") end
   end
   local method = req.method or "GET"
-  if type(method) ~= "string" or not method:match("^%a+$") then return bad("bad method") end
-  method = method:upper()
+  if method ~= "GET" then
+    if type(method) ~= "string" or not method:match("^%a+$") then return bad("bad method") end
+    method = method:upper()
+  end
   local host, why = M.parse_url(req.url)
   if not host then return bad(why) end
   local headers, herr = header_lines(req.headers)
@@ -172,12 +156,14 @@ local function wake_room(self)
 end
 
 local function finish(self, rec, resp, err)
-  if rec.done then return end
-  rec.done, rec.resp, rec.err = true, resp, err
+  if rec.ended then return end
+  rec.ended, rec.resp, rec.err = true, resp, err
   self.tasks[rec.th] = nil
   local ws = rec.waiters
-  rec.waiters = {}
-  for _, w in ipairs(ws) do runtime.wake(w) end
+  rec.waiters = nil
+  if ws then
+    for _, w in ipairs(ws) do runtime.wake(w) end
+  end
   wake_room(self)
 end
 
@@ -226,9 +212,11 @@ local function submit(self, req, wait, fname)
   end
   local th, serr = self.c:submit(p)
   if not th then return nil, serr end
-  local rec = { th = th, t0 = core.now(), waiters = {}, timeout = req.timeout }
+  -- the handle is the task's record: one table a task, waiters made on
+  -- the first wait
+  local rec = setmetatable({ pool = self, th = th, t0 = core.now() }, Handle)
   self.tasks[th] = rec
-  return setmetatable({ pool = self, rec = rec }, Handle)
+  return rec
 end
 
 function Pool:submit(req) return submit(self, req, true, "submit") end
@@ -305,43 +293,52 @@ end
 
 -- ---- handles ----
 
+-- a wait's timeout: w.rec is the task it waits for
+local function wait_expired(w)
+  local ws = w.rec.waiters
+  for i = 1, ws and #ws or 0 do
+    if ws[i] == w then table.remove(ws, i) break end
+  end
+  runtime.wake(w)
+end
+
 function Handle:wait(timeout)
   if getmetatable(self) ~= Handle then error("handle:wait: call it as handle:wait(...)", 2) end
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
     error("handle:wait: bad argument #1 (number of seconds >= 0 expected)", 2)
   end
-  local rec = self.rec
-  if rec.done then return rec.resp, rec.err end
+  if self.ended then return self.resp, self.err end
   local w = runtime.waiter()
-  rec.waiters[#rec.waiters + 1] = w
+  local ws = self.waiters
+  if not ws then
+    ws = {}
+    self.waiters = ws
+  end
+  ws[#ws + 1] = w
   local timer
   if timeout then
-    timer = runtime.after(timeout, function()
-      for i, x in ipairs(rec.waiters) do
-        if x == w then table.remove(rec.waiters, i) break end
-      end
-      runtime.wake(w)
-    end)
+    w.rec = self
+    timer = runtime.after(timeout, wait_expired, w)
   end
   runtime.block(w)
   if timer then timer.cancelled = true end
-  if rec.done then return rec.resp, rec.err end
+  if self.ended then return self.resp, self.err end
   return nil, "timeout"
 end
 
 -- Stops every in-flight attempt; returns the task's last transport error.
 function Handle:cancel()
   if getmetatable(self) ~= Handle then error("handle:cancel: call it as handle:cancel()", 2) end
-  local rec, pool = self.rec, self.pool
-  if rec.done then return nil end
-  local last = not pool.closed and pool.c:cancel(rec.th) or nil
-  finish(pool, rec, nil, "cancelled")
+  local pool = self.pool
+  if self.ended then return nil end
+  local last = not pool.closed and pool.c:cancel(self.th) or nil
+  finish(pool, self, nil, "cancelled")
   return last
 end
 
 function Handle:done()
   if getmetatable(self) ~= Handle then error("handle:done: call it as handle:done()", 2) end
-  return self.rec.done == true
+  return self.ended == true
 end
 
 return M

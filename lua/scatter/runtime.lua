@@ -11,7 +11,7 @@ local R = {}
 local SUSPEND = {} -- the token our own yields carry
 local threads = setmetatable({}, { __mode = "k" }) -- coroutine -> thread
 local alive = {} -- thread -> true, until it ends
-local runq, runq_head = {}, 1
+local runq, runq_head = {}, 1 -- threads ready to run
 local live = 0
 local timers, timer_seq = {}, 0 -- binary heap of {at, seq, fn}
 local pollbuf = {}
@@ -73,16 +73,18 @@ local function theap_pop()
   return top
 end
 
--- Runs fn at time `at` (scatter.now() clock). Returns a timer; t.cancelled
--- = true stops it (lazy removal keeps cancel O(1)).
-function R.at(at, fn)
+-- Runs fn(arg) at time `at` (scatter.now() clock). Returns a timer;
+-- t.cancelled = true stops it (lazy removal keeps cancel O(1)). `arg`
+-- lets a hot path pass its state to a shared function instead of making
+-- a closure per timer.
+function R.at(at, fn, arg)
   timer_seq = timer_seq + 1
-  local t = { at = at, seq = timer_seq, fn = fn }
+  local t = { at = at, seq = timer_seq, fn = fn, arg = arg }
   theap_push(t)
   return t
 end
 
-function R.after(seconds, fn) return R.at(core.now() + seconds, fn) end
+function R.after(seconds, fn, arg) return R.at(core.now() + seconds, fn, arg) end
 
 local function fire_timers()
   local now, fired = core.now(), 0
@@ -91,7 +93,7 @@ local function fire_timers()
     if not t.cancelled then
       t.cancelled = true
       fired = fired + 1
-      t.fn()
+      t.fn(t.arg)
     end
   end
   return fired
@@ -105,8 +107,8 @@ R.next_timer = next_timer
 
 -- ---- threads ----
 
-local function schedule(th, vals)
-  runq[#runq + 1] = { th, vals }
+local function schedule(th)
+  runq[#runq + 1] = th
 end
 
 function R.current()
@@ -136,22 +138,21 @@ local function finish(th, ok, ...)
   for _, w in ipairs(ws) do R.wake(w, th) end
 end
 
-local function resume(th, vals)
-  if th.status ~= "suspended" then return end
-  th.status = "running"
-  local res
-  if vals then
-    res = pack(coroutine.resume(th.co, unpack(vals, 1, vals.n)))
-  else
-    res = pack(coroutine.resume(th.co))
-  end
+-- (no table per resume: this runs once for every wake of every thread)
+local function resumed(th, ok, ...)
   if coroutine.status(th.co) == "dead" then
-    finish(th, unpack(res, 1, res.n))
+    finish(th, ok, ...)
   else
     th.status = "suspended"
     -- a bare coroutine.yield() inside a thread is a cooperative yield
-    if res[2] ~= SUSPEND then schedule(th, nil) end
+    if (...) ~= SUSPEND then schedule(th) end
   end
+end
+
+local function resume(th)
+  if th.status ~= "suspended" then return end
+  th.status = "running"
+  resumed(th, coroutine.resume(th.co))
 end
 
 function R.spawn(fn, ...)
@@ -164,7 +165,7 @@ function R.spawn(fn, ...)
   threads[th.co] = th
   alive[th] = true
   live = live + 1
-  schedule(th, nil)
+  schedule(th)
   return th
 end
 
@@ -177,8 +178,8 @@ end
 function R.wake(w, ...)
   if w.done then return end
   w.done = true
-  w.vals = pack(...)
-  if w.thread and w.suspended then schedule(w.thread, nil) end
+  if select("#", ...) > 0 then w.vals = pack(...) end
+  if w.thread and w.suspended then schedule(w.thread) end
 end
 
 -- Returns the values w was woken with.
@@ -202,7 +203,8 @@ function R.block(w)
       end
     end
   end
-  return unpack(w.vals, 1, w.vals.n)
+  local vals = w.vals
+  if vals then return unpack(vals, 1, vals.n) end
 end
 
 -- ---- the loop ----
@@ -215,7 +217,7 @@ function R.step(block)
   local ran = #q >= runq_head
   if ran then
     runq, runq_head = {}, 1
-    for i = 1, #q do resume(q[i][1], q[i][2]) end
+    for i = 1, #q do resume(q[i]) end
   end
   -- what just ran may have ended the caller's wait (its last thread, its
   -- waiter): poll without waiting and let the caller look, or a pass could
@@ -332,7 +334,7 @@ function R.sleep(s)
     error("scatter.sleep: bad argument #1 (non-negative number of seconds expected)", 2)
   end
   local w = R.waiter()
-  R.after(s, function() R.wake(w) end)
+  R.after(s, R.wake, w)
   R.block(w)
 end
 

@@ -1,10 +1,11 @@
 /* Proxy list lines and their keys (src/core/proxyurl.h, DESIGN.md section
- * 4). Prints "N passed, N failed" (cases) and exits 1 on any failure. */
+ * 4), and the host check of request URLs (src/core/targeturl.h). Prints "N passed, N failed" (cases) and exits 1 on any failure. */
 #include <stdio.h>
 #include <string.h>
 
 #include "../../src/core/proxyurl.h"
 #include "../../src/core/sched.h"
+#include "../../src/core/targeturl.h"
 
 static int passed, failed;
 
@@ -27,6 +28,23 @@ static void report(int ok, const char *what, const char *line) {
     fputs("\"\n", stderr);
   }
 }
+
+/* The request URL gives this host ("" expects the error `err`). */
+static void url_is(const char *u, size_t n, const char *want,
+                   sc_url_err_t err) {
+  char host[64] = "unset";
+  const char *scheme = NULL;
+  size_t sl = 0;
+  sc_url_err_t got = sc_url_host(u, n, host, sizeof(host), &scheme, &sl);
+  int ok = want[0] ? got == SC_URL_OK && strcmp(host, want) == 0
+                   : got == err;
+  if (!ok)
+    fprintf(stderr, "  got %d host \"%s\", want %d \"%s\"\n", (int)got,
+            got == SC_URL_OK ? host : "", (int)err, want);
+  report(ok, "url host", u);
+}
+#define URL_OK(u, h) url_is(u, sizeof(u) - 1, h, SC_URL_OK)
+#define URL_BAD(u, e) url_is(u, sizeof(u) - 1, "", e)
 
 /* The line parses to exactly this key. */
 static void key_is(const char *line, const char *want) {
@@ -189,6 +207,44 @@ int main(void) {
                strstr(out, "ALICE") == NULL;
       report(ok, "parse then redact", lines[i]);
     }
+  }
+
+  /* request URLs */
+  URL_OK("http://Example.COM/x", "example.com");
+  URL_OK("https://a.b-c_d.test:443?q#f", "a.b-c_d.test");
+  URL_OK("HTTP://h", "h");
+  URL_OK("http://user:p@ss@host.test:8080/", "host.test"); /* last '@' */
+  URL_OK("http://[::1]:80/", "[::1]");
+  URL_OK("http://[FE80::1]", "[fe80::1]");
+  URL_OK("http://h:65535", "h");
+  URL_BAD("", SC_URL_RELATIVE);
+  URL_BAD("/relative", SC_URL_RELATIVE);
+  URL_BAD("http:/x", SC_URL_RELATIVE);
+  URL_BAD("1http://x", SC_URL_RELATIVE);
+  URL_BAD("ftp://x/", SC_URL_SCHEME);
+  URL_BAD("httpx://x/", SC_URL_SCHEME);
+  URL_BAD("http://", SC_URL_NO_HOST);
+  URL_BAD("http://u@:80/", SC_URL_NO_HOST);
+  URL_BAD("http:///x", SC_URL_NO_HOST);
+  URL_BAD("http://h:0/", SC_URL_BAD_PORT);
+  URL_BAD("http://h:65536/", SC_URL_BAD_PORT);
+  URL_BAD("http://h:99999999999999999999/", SC_URL_BAD_PORT);
+  URL_BAD("http://h:/", SC_URL_BAD_PORT);
+  URL_BAD("http://h:8o/", SC_URL_BAD_PORT);
+  URL_BAD("http://[::1]x/", SC_URL_BAD_PORT);
+  URL_BAD("http://bad!host/", SC_URL_BAD_HOST);
+  URL_BAD("http://[zz]/", SC_URL_BAD_HOST);
+  URL_BAD("http://[::1/", SC_URL_BAD_HOST);
+  URL_BAD("http://[]/", SC_URL_BAD_HOST);
+  URL_BAD("http://a b/", SC_URL_CONTROL);
+  URL_BAD("http://h/\x7f", SC_URL_CONTROL);
+  URL_BAD("http://h/\0x", SC_URL_CONTROL); /* a NUL inside the length */
+  {
+    /* a host longer than the buffer is refused, not cut */
+    char u[200] = "http://";
+    memset(u + 7, 'a', 100);
+    u[107] = '\0';
+    url_is(u, strlen(u), "", SC_URL_BAD_HOST);
   }
 
   printf("%d passed, %d failed\n", passed, failed);

@@ -1,16 +1,20 @@
-/* libFuzzer target: proxy list lines and proxy URLs (src/core/proxyurl.c).
+/* libFuzzer target: proxy list lines and proxy URLs (src/core/proxyurl.c),
+ * and the host check of request URLs (src/core/targeturl.c).
  *
  * Besides "no crash", checks what every caller relies on: a parsed key is
  * NUL-terminated inside the buffer, parses again to itself (the key is
  * canonical, so keys from two spellings of one proxy merge), and its
  * redacted form never contains the credentials. The input is parsed with a
- * large and a tiny key buffer, so the "too long" paths run too. */
+ * large and a tiny key buffer, so the "too long" paths run too. A request
+ * URL's host is NUL-terminated, non-empty, lower-case and free of the
+ * characters the check refuses. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../src/core/proxyurl.h"
 #include "../../src/core/sched.h"
+#include "../../src/core/targeturl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -37,6 +41,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(tiny, 'x', sizeof(tiny));
   rc = sc_proxy_parse(line, size, tiny, sizeof(tiny), NULL);
   if (rc == 0 && strnlen(tiny, sizeof(tiny)) == sizeof(tiny)) abort();
+  char host[64];
+  const char *scheme = NULL;
+  size_t sl = 0;
+  if (sc_url_host(line, size, host, sizeof(host), &scheme, &sl) == SC_URL_OK) {
+    size_t hl = strnlen(host, sizeof(host));
+    if (hl == 0 || hl == sizeof(host)) abort();
+    for (size_t i = 0; i < hl; i++)
+      if ((host[i] >= 'A' && host[i] <= 'Z') || (unsigned char)host[i] <= 32 ||
+          host[i] == '/' || host[i] == '@' || host[i] == '?')
+        abort();
+    if (!scheme || sl < 4 || sl > 5) abort();
+  }
   free(line);
   return 0;
 }

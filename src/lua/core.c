@@ -13,6 +13,7 @@
 
 #include "../core/proxyurl.h"
 #include "../core/sched.h"
+#include "../core/targeturl.h"
 #include "../net/loop.h"
 #include "../net/xfer.h"
 #include "headers.h"
@@ -608,6 +609,48 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+/* core.url_host(url) -> lower-cased host, or nil, why */
+static int l_url_host(lua_State *L) {
+  size_t n, sl = 0;
+  const char *u = luaL_checklstring(L, 1, &n);
+  const char *scheme = NULL;
+  char host[1024];
+  switch (sc_url_host(u, n, host, sizeof(host), &scheme, &sl)) {
+  case SC_URL_OK: lua_pushstring(L, host); return 1;
+  case SC_URL_CONTROL:
+    lua_pushnil(L);
+    lua_pushliteral(L, "url contains spaces or control characters");
+    return 2;
+  case SC_URL_RELATIVE:
+    lua_pushnil(L);
+    lua_pushfstring(L, "not an absolute http(s) URL: %s", u);
+    return 2;
+  case SC_URL_SCHEME: {
+    char low[64];
+    size_t k = 0;
+    for (; k < sl && k < sizeof(low) - 1; k++)
+      low[k] = (scheme[k] >= 'A' && scheme[k] <= 'Z') ? (char)(scheme[k] + 32)
+                                                       : scheme[k];
+    low[k] = '\0';
+    lua_pushnil(L);
+    lua_pushfstring(L, "unsupported scheme '%s' (http or https only)", low);
+    return 2;
+  }
+  case SC_URL_NO_HOST:
+    lua_pushnil(L);
+    lua_pushfstring(L, "no host in URL: %s", u);
+    return 2;
+  case SC_URL_BAD_PORT:
+    lua_pushnil(L);
+    lua_pushfstring(L, "bad port in URL: %s", u);
+    return 2;
+  default:
+    lua_pushnil(L);
+    lua_pushfstring(L, "bad host in URL: %s", u);
+    return 2;
+  }
+}
+
 /* core.poll(timeout, out) -> n, alive: one loop pass; out gets n events as
  * (pool id, attempt, task) triples, or (0, op id, 0) for an op's result;
  * alive is false when no handle is left that could ever wake the loop. */
@@ -698,6 +741,7 @@ static const luaL_Reg pool_methods[] = {
 static const luaL_Reg funcs[] = {{"pool_new", l_pool_new},
                                  {"simulate", sc_lua_simulate},
                                  {"now", l_now},
+                                 {"url_host", l_url_host},
                                  {"op_take", l_op_take},
                                  {"fetch", sc_lua_fetch},
                                  {"state_clock", sc_lua_state_clock},
