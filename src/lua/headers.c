@@ -3,7 +3,13 @@
 #include <string.h>
 
 void sc_headers_push(lua_State *L, const char *h, size_t n) {
-  lua_newtable(L);
+  /* sized for one field a line: no rehash while it fills */
+  int lines = 0;
+  for (const char *q = h; q && q < h + n; lines++) {
+    q = memchr(q, '\n', (size_t)(h + n - q));
+    if (q) q++;
+  }
+  lua_createtable(L, 0, lines);
   const char *p = h, *e = h + n;
   while (p < e) {
     const char *eol = memchr(p, '\n', (size_t)(e - p));
@@ -27,28 +33,26 @@ void sc_headers_push(lua_State *L, const char *h, size_t n) {
         while (v < ve && (*v == ' ' || *v == '\t')) v++;
         const char *vend = ve;
         while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t')) vend--;
-        lua_pushlstring(L, name, nl);
-        lua_rawget(L, -2);
+        lua_pushlstring(L, name, nl); /* t name */
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3); /* t name old */
         int t = lua_type(L, -1);
         if (t == LUA_TNIL) {
           lua_pop(L, 1);
-          lua_pushlstring(L, name, nl);
           lua_pushlstring(L, v, (size_t)(vend - v));
           lua_rawset(L, -3);
         } else if (t == LUA_TSTRING) {
           /* a repeated header (Set-Cookie) becomes a list of values */
-          lua_createtable(L, 2, 0);
+          lua_createtable(L, 2, 0); /* t name old list */
           lua_insert(L, -2);
           lua_rawseti(L, -2, 1);
           lua_pushlstring(L, v, (size_t)(vend - v));
           lua_rawseti(L, -2, 2);
-          lua_pushlstring(L, name, nl);
-          lua_insert(L, -2);
           lua_rawset(L, -3);
         } else {
           lua_pushlstring(L, v, (size_t)(vend - v));
           lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
-          lua_pop(L, 1);
+          lua_pop(L, 2);
         }
       }
     }
