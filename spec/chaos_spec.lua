@@ -17,23 +17,6 @@ local function body_of(i)
   return ("file %d\n"):format(i) .. ("abcdefgh"):rep(40 + i * 7) .. "\n"
 end
 
--- The open descriptors, found with fcntl (io.popen("ls") would add its own
--- pipe, and for a moment both of its ends), and what each one is.
-local function fd_count()
-  local ffi = require("ffi")
-  pcall(ffi.cdef, "int fcntl(int fd, int cmd, ...);")
-  pcall(ffi.cdef, "long readlink(const char *path, char *buf, size_t n);")
-  local n, what, buf = 0, {}, ffi.new("char[512]")
-  for fd = 0, 4095 do
-    if ffi.C.fcntl(fd, 1 --[[F_GETFD]]) >= 0 then
-      n = n + 1
-      local len = ffi.C.readlink("/proc/self/fd/" .. fd, buf, 512)
-      what[#what + 1] = fd .. "=" .. (len > 0 and ffi.string(buf, len) or "?")
-    end
-  end
-  return n, table.concat(what, " ")
-end
-
 local function rss_kib()
   local f = io.open("/proc/self/statm")
   local _, res = f:read("*n", "*n")
@@ -206,7 +189,7 @@ describe("chaos", function()
   it("loses no task and returns every body intact while proxies die and change", function()
     local g0, f0 = crawl(WARMUP, 7)
     assert.equal(WARMUP, g0, next(f0) and (next(f0) .. ": " .. f0[next(f0)]))
-    local fds0, list0 = fd_count()
+    local fds0, list0 = env.open_fds()
     local lua0, rss0 = lua_kib(), rss_kib()
 
     local good, failures, counts = crawl(TASKS, 1234)
@@ -216,7 +199,7 @@ describe("chaos", function()
       ("chaos too mild: %d down, %d up, %d profile switches"):format(counts.down, counts.up, counts.profile))
     assert.equal(0, counts.errors)
 
-    local fds1, list1 = fd_count()
+    local fds1, list1 = env.open_fds()
     local lua1, rss1 = lua_kib(), rss_kib()
     assert.equal(fds0, fds1, "descriptors before: " .. list0 .. "\nafter: " .. list1)
     -- the Lua heap after a full collection: what a closed pool left behind

@@ -183,6 +183,48 @@ describe("transport", function()
     pool:close()
   end)
 
+  -- The loop keeps a kept-alive connection's socket registered between
+  -- transfers (src/net/loop.c); here the proxy closes every such
+  -- connection while it sits idle, which the loop must notice without
+  -- handing curl a dead socket, without keeping scatter.run alive, and
+  -- without leaking the descriptors.
+  it("carries on when the proxy closes its idle connections, leaving no socket behind", function()
+    local function sockets() return (env.open_fds("socket:")) end
+    local before = sockets()
+    local pool = pool_of({ good[1] }, { rate_limit = { default_interval = 0 }, max_inflight = 8 })
+    local function burst(tag)
+      local ok = 0
+      scatter.run(function()
+        local ths = {}
+        for i = 1, 8 do
+          ths[i] = scatter.spawn(function()
+            for j = 1, 5 do
+              local resp, err = pool:get(ng.url("/small.txt?" .. tag .. i .. "-" .. j), { timeout = 10 })
+              assert(resp, err)
+              assert(resp.body == ng.small_text)
+            end
+            return true
+          end)
+        end
+        for _, r in ipairs(scatter.wait_all(unpack(ths))) do
+          if r[1] == true then ok = ok + 1 end
+        end
+      end)
+      return ok
+    end
+    assert.equal(8, burst("a"))
+    assert.is_true(sockets() > before, "no connection kept alive, nothing tested")
+    -- index 0 is good[1]: the farm lists its proxies in config order
+    assert.truthy(farm.control("down 0"):match("^OK"))
+    assert.truthy(farm.control("up 0"):match("^OK"))
+    local t0 = scatter.now()
+    scatter.run(function() scatter.sleep(0.05) end) -- the closes arrive while idle
+    assert.is_true(scatter.now() - t0 < 1, "idle sockets kept scatter.run waiting")
+    assert.equal(8, burst("b"))
+    pool:close()
+    assert.equal(before, sockets())
+  end)
+
   it("completes 1,000 concurrent coroutines, one request each", function()
     local pool = pool_of(good, {
       rate_limit = { default_interval = 0 }, max_inflight = 200, task_pool_capacity = 1000,

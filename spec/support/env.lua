@@ -95,6 +95,27 @@ end
 -- For specs: shell quoting and whole-file reads (nil when missing) and writes.
 env.shell_quote, env.read_file, env.write_file = shell_quote, read_file, write_file
 
+-- This process's open descriptors: their count and "fd=target" words,
+-- found with fcntl (io.popen("ls") would add its own pipe, and for a moment
+-- both of its ends). `match` (a plain substring, e.g. "socket:") counts only
+-- the descriptors whose target contains it.
+function env.open_fds(match)
+  pcall(ffi.cdef, "int fcntl(int fd, int cmd, ...);")
+  pcall(ffi.cdef, "long readlink(const char *path, char *buf, size_t n);")
+  local n, what, buf = 0, {}, ffi.new("char[512]")
+  for fd = 0, 4095 do
+    if ffi.C.fcntl(fd, 1 --[[F_GETFD]]) >= 0 then
+      local len = ffi.C.readlink("/proc/self/fd/" .. fd, buf, 512)
+      local target = len > 0 and ffi.string(buf, len) or "?"
+      if not match or target:find(match, 1, true) then
+        n = n + 1
+        what[#what + 1] = fd .. "=" .. target
+      end
+    end
+  end
+  return n, table.concat(what, " ")
+end
+
 local function file_exists(path)
   local f = io.open(path, "rb")
   if f then f:close() return true end
