@@ -104,6 +104,14 @@ if only then
   end
 end
 
+-- OVERHEAD_SET=farm|microsocks (a name prefix) runs one proxy set
+local only_set = os.getenv("OVERHEAD_SET")
+if only_set then
+  for i = #SETS, 1, -1 do
+    if SETS[i].name:sub(1, #only_set) ~= only_set then table.remove(SETS, i) end
+  end
+end
+
 local rows = { { "proxies", "contender", "best wall s", "range s", "req/s", "attempts/task", "vs faster baseline" } }
 local summary = {}
 for _, set in ipairs(SETS) do
