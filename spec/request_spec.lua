@@ -47,6 +47,32 @@ describe("request options", function()
     pool:close()
   end)
 
+  -- src/net/loop.c reuses curl easy handles, plain ones without a reset:
+  -- with one transfer at a time every request below runs on the handle
+  -- the one before it left, so no option may carry over.
+  it("carries no option from one request to the next on a reused transfer handle", function()
+    local pool = pool_of({ good[1] }, { max_inflight = 1, classifier = keep_redirects })
+    local function req(r)
+      r.timeout = 10
+      local resp, err = pool:request(r)
+      assert(resp, err)
+      return resp
+    end
+    assert.equal("", req({ method = "HEAD", url = ng.url("/small.txt") }).body)
+    assert.equal(ng.small_text, req({ url = ng.url("/small.txt") }).body) -- not HEAD any more
+    local echo = req({ url = ng.url("/echo"), headers = { ["X-Test"] = "one" } }).body
+    assert.truthy(echo:find("method=GET\nx-test=one\n", 1, true), echo)
+    echo = req({ url = ng.url("/echo") }).body -- the header is gone
+    assert.truthy(echo:find("method=GET\nx-test=\n", 1, true), echo)
+    echo = req({ method = "POST", url = ng.url("/echo"), body = "b1" }).body
+    assert.truthy(echo:find("method=POST", 1, true) and echo:find("body=b1", 1, true), echo)
+    echo = req({ url = ng.url("/echo") }).body -- a GET again, without the body
+    assert.truthy(echo:find("method=GET", 1, true) and echo:find("body=$") , echo)
+    assert.equal("landed\n", req({ url = ng.url("/hops/xx"), follow_redirects = true }).body)
+    assert.equal(302, req({ url = ng.url("/hops/xx") }).status) -- not followed any more
+    pool:close()
+  end)
+
   it("sends headers (repeated values too) and a body with newlines and NULs", function()
     local pool = pool_of(good)
     local body = "line1\nline2\r\nend"

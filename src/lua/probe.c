@@ -84,6 +84,7 @@ int sc_lua_probe(lua_State *L) {
    * after start, before the loop runs the transfer; curl reads it when the
    * transfer ends. */
   curl_easy_setopt(p->x->easy, CURLOPT_FORBID_REUSE, 1L);
+  p->x->plain = 0; /* the next transfer must not inherit FORBID_REUSE */
   lua_pushnumber(L, p->id);
   return 1;
 }

@@ -36,7 +36,8 @@ struct sc_loop {
   int in_check;
   sock_ctx **socks; /* by fd */
   size_t nsocks;
-  CURL **easy_cache; /* reset handles for the next transfers */
+  CURL **easy_cache; /* handles for the next transfers */
+  char *easy_kept;    /* not reset: see sc_loop_easy_keep */
   size_t neasy;
 };
 
@@ -183,8 +184,14 @@ static curl_socket_t open_socket(void *clientp, curlsocktype purpose,
   return s;
 }
 
-CURL *sc_loop_easy(sc_loop_t *l) {
-  CURL *e = l->neasy ? l->easy_cache[--l->neasy] : curl_easy_init();
+CURL *sc_loop_easy(sc_loop_t *l, int *kept) {
+  *kept = 0;
+  if (l->neasy) {
+    l->neasy--;
+    *kept = l->easy_kept[l->neasy];
+    return l->easy_cache[l->neasy];
+  }
+  CURL *e = curl_easy_init();
   if (!e) return NULL;
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, l);
@@ -193,17 +200,31 @@ CURL *sc_loop_easy(sc_loop_t *l) {
   return e;
 }
 
-void sc_loop_easy_done(sc_loop_t *l, CURL *e) {
-  if (!e) return;
-  if (l->neasy < EASY_CACHE_MAX) {
-    /* a reset handle keeps its share: let go of it, or the pool that owns
-     * the share could never clean it up */
-    curl_easy_setopt(e, CURLOPT_SHARE, NULL);
-    curl_easy_reset(e);
-    l->easy_cache[l->neasy++] = e;
+static void easy_put(sc_loop_t *l, CURL *e, int kept) {
+  if (l->neasy == EASY_CACHE_MAX) {
+    curl_easy_cleanup(e);
     return;
   }
-  curl_easy_cleanup(e);
+  /* a cached handle must not hold a share: the pool that owns it could
+   * never clean it up (curl_easy_reset keeps shares too) */
+  curl_easy_setopt(e, CURLOPT_SHARE, NULL);
+  if (!kept) {
+    curl_easy_reset(e);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, l);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, l);
+  }
+  l->easy_kept[l->neasy] = (char)kept;
+  l->easy_cache[l->neasy++] = e;
+}
+
+void sc_loop_easy_done(sc_loop_t *l, CURL *e) {
+  if (e) easy_put(l, e, 0);
+}
+
+void sc_loop_easy_keep(sc_loop_t *l, CURL *e) {
+  if (e) easy_put(l, e, 1);
 }
 
 static void on_wake(uv_timer_t *t) { (void)t; }
@@ -217,9 +238,11 @@ sc_loop_t *sc_loop_default(void) {
   l->uv = uv_default_loop();
   l->multi = curl_multi_init();
   l->easy_cache = malloc(EASY_CACHE_MAX * sizeof(CURL *));
-  if (!l->uv || !l->multi || !l->easy_cache) {
+  l->easy_kept = malloc(EASY_CACHE_MAX);
+  if (!l->uv || !l->multi || !l->easy_cache || !l->easy_kept) {
     if (l->multi) curl_multi_cleanup(l->multi);
     free(l->easy_cache);
+    free(l->easy_kept);
     free(l);
     return NULL;
   }

@@ -25,13 +25,18 @@ sc_loop_t *sc_loop_default(void);
 uv_loop_t *sc_loop_uv(sc_loop_t *l);
 CURLM *sc_loop_multi(sc_loop_t *l);
 
-/* An easy handle for one transfer, fresh or reset from an earlier one;
+/* An easy handle for one transfer, fresh, reset or kept from an earlier
+ * one (*kept: see sc_loop_easy_keep);
  * give it back with sc_loop_easy_done, never curl_easy_cleanup. Its
  * sockets are opened and closed through the loop (the OPENSOCKET and
  * CLOSESOCKET callbacks are set: do not override them). NULL when out of
  * memory. */
-CURL *sc_loop_easy(sc_loop_t *l);
+CURL *sc_loop_easy(sc_loop_t *l, int *kept);
 void sc_loop_easy_done(sc_loop_t *l, CURL *easy);
+/* Like sc_loop_easy_done, but without curl_easy_reset: the next
+ * sc_loop_easy that returns it sets *kept = 1, and the caller then knows
+ * which options it still carries (its own convention). */
+void sc_loop_easy_keep(sc_loop_t *l, CURL *easy);
 
 int sc_loop_add(sc_loop_t *l, CURL *easy, sc_loop_xfer_t *x);
 void sc_loop_remove(sc_loop_t *l, CURL *easy);

@@ -40,6 +40,7 @@ struct sc_xfer {
   size_t head_len, head_cap;
   int too_large, running;
   int direct; /* no proxy: errors are not the proxy's */
+  int plain;  /* its handle can be reused without a reset */
   long status;
   CURLcode result;
   double started, elapsed;
