@@ -36,15 +36,31 @@ local function tless(a, b) return a.at < b.at or (a.at == b.at and a.seq < b.seq
 -- twice the live timers, in amortised O(log n) per push.
 local sweep_at = 256
 
+local function sift_down(i, n)
+  while true do
+    local l, r, m = 2 * i, 2 * i + 1, i
+    if l <= n and tless(timers[l], timers[m]) then m = l end
+    if r <= n and tless(timers[r], timers[m]) then m = r end
+    if m == i then return end
+    timers[i], timers[m] = timers[m], timers[i]
+    i = m
+  end
+end
+
 local function theap_push(t)
   if #timers >= sweep_at then
-    local keep = {}
+    local keep, n = {}, 0
     for _, x in ipairs(timers) do
-      if not x.cancelled then keep[#keep + 1] = x end
+      if not x.cancelled then
+        n = n + 1
+        keep[n] = x
+      end
     end
-    table.sort(keep, tless) -- a sorted array is a heap
+    -- rebuilt bottom-up: O(n), where sorting cost a sizeable share of a
+    -- request's Lua time (bench/overhead)
     timers = keep
-    sweep_at = math.max(256, 2 * #keep)
+    for i = math.floor(n / 2), 1, -1 do sift_down(i, n) end
+    sweep_at = math.max(256, 2 * n)
   end
   local i = #timers + 1
   timers[i] = t
@@ -60,16 +76,7 @@ local function theap_pop()
   local top, n = timers[1], #timers
   timers[1] = timers[n]
   timers[n] = nil
-  n = n - 1
-  local i = 1
-  while true do
-    local l, r, m = 2 * i, 2 * i + 1, i
-    if l <= n and tless(timers[l], timers[m]) then m = l end
-    if r <= n and tless(timers[r], timers[m]) then m = r end
-    if m == i then break end
-    timers[i], timers[m] = timers[m], timers[i]
-    i = m
-  end
+  sift_down(1, n - 1)
   return top
 end
 
