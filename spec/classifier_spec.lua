@@ -192,6 +192,43 @@ describe("classifiers", function()
     assert.equal("proxy_blocked", d(resp_of(302, "")))
   end)
 
+  -- A pool that keeps the default judges attempts in C (core.c
+  -- default_verdict, so a failed attempt never becomes a Lua table); a
+  -- classifier that calls classifier.default runs the Lua table. Both must
+  -- give every answer the same verdict.
+  it("the default classifier judges in C exactly as classifier.default does", function()
+    local cases = { { "GET", "/small.txt" }, { "GET", "/empty" }, { "HEAD", "/small.txt" }, { "HEAD", "/empty" } }
+    for _, code in ipairs({ 201, 204, 400, 403, 404, 410, 418, 429, 500, 502, 503 }) do
+      cases[#cases + 1] = { "GET", "/status/" .. code }
+    end
+    local function kinds(pool)
+      local out = {}
+      for v, n in pairs(pool:metrics().verdicts) do
+        if n > 0 then out[#out + 1] = v end
+      end
+      table.sort(out)
+      return table.concat(out, ",")
+    end
+    for _, c in ipairs(cases) do
+      local in_c = pool_of({ farm.by_profile.good[1] }, nil)
+      local in_lua = pool_of({ farm.by_profile.good[2] }, function(r) return classifier.default(r) end)
+      local got = {}
+      scatter.run(function()
+        local ths = {}
+        for i, pool in ipairs({ in_c, in_lua }) do
+          ths[i] = scatter.spawn(function()
+            local resp = pool:request({ method = c[1], url = ng.url(c[2]), timeout = 0.3 })
+            got[i] = (resp and "delivered " or "not delivered ") .. kinds(pool)
+          end)
+        end
+        scatter.wait_all(unpack(ths))
+      end)
+      assert.equal(got[2], got[1], c[1] .. " " .. c[2])
+      in_c:close()
+      in_lua:close()
+    end
+  end)
+
   describe("examples/classifiers", function()
     it("block_page: captcha and block pages, even as 200, are the proxy's fault", function()
       local block_page = example("block_page")

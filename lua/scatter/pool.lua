@@ -169,6 +169,17 @@ local function finish(self, rec, resp, err)
 end
 
 function Pool:_on_response(ah, th)
+  if self.classify == classifier.default then
+    -- classified in C, and a failed attempt never becomes a Lua table
+    local resp, attempts = self.c:settle_default(ah)
+    local rec = self.tasks[th]
+    if resp and rec then
+      resp.attempts = attempts
+      resp.elapsed = core.now() - rec.t0
+      finish(self, rec, resp, nil)
+    end
+    return
+  end
   local resp = self.c:response(ah)
   if not resp then return end -- its task ended meanwhile
   local rec = self.tasks[th]

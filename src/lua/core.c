@@ -446,12 +446,9 @@ static int l_pool_last_error(lua_State *L) {
   return 1;
 }
 
-/* pool:response(attempt) -> {status, headers, body, url, proxy}, latency
- * or nil when the attempt is gone (its task already ended). */
-static int l_pool_response(lua_State *L) {
-  lpool *p = check_pool(L, 1);
-  const sc_attempt_t *a = sc_sched_attempt(p->sched, check_handle(L, 2));
-  if (!a || !a->tdata) return 0;
+/* Pushes attempt a's response table (status, headers, body, url, proxy,
+ * method), with room for the two fields Lua adds on delivery. */
+static void push_response(lua_State *L, lpool *p, const sc_attempt_t *a) {
   const sc_xfer_t *x = ((latt *)a->tdata)->x;
   lua_createtable(L, 0, 8);
   lua_pushinteger(L, x->status);
@@ -470,22 +467,11 @@ static int l_pool_response(lua_State *L) {
   /* a classifier must know a HEAD's empty body is no block page */
   lua_pushstring(L, ((lreq *)a->task_ud)->req.method);
   lua_setfield(L, -2, "method");
-  lua_pushnumber(L, x->elapsed);
-  return 2;
 }
 
-/* pool:verdict(attempt, name) -> won (the task is over) */
-static int l_pool_verdict(lua_State *L) {
-  lpool *p = check_pool(L, 1);
-  sc_handle_t ah = check_handle(L, 2);
-  sc_verdict_t v;
-  if (sc_verdict_parse(luaL_checkstring(L, 3), &v) < 0)
-    return luaL_argerror(L, 3, "not a verdict");
-  sc_attempt_t *a = (sc_attempt_t *)sc_sched_attempt(p->sched, ah);
-  if (!a) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
+/* Settles attempt ah (alive) with verdict v; returns 1 when that ended
+ * its task (the request is freed then). */
+static int settle(lpool *p, sc_handle_t ah, sc_attempt_t *a, sc_verdict_t v) {
   lreq *r = a->task_ud;
   double latency = 0;
   if (a->tdata) {
@@ -501,10 +487,71 @@ static int l_pool_verdict(lua_State *L) {
     latt_free(a->tdata);
     a->tdata = NULL;
   }
-  int won = sc_sched_attempt_done(p->sched, ah, v, latency);
-  if (won == 1) req_free(p, r);
-  lua_pushboolean(L, won == 1);
+  int won = sc_sched_attempt_done(p->sched, ah, v, latency) == 1;
+  if (won) req_free(p, r);
+  return won;
+}
+
+/* pool:response(attempt) -> {status, headers, body, url, proxy, method},
+ * latency; or nil when the attempt is gone (its task already ended). */
+static int l_pool_response(lua_State *L) {
+  lpool *p = check_pool(L, 1);
+  const sc_attempt_t *a = sc_sched_attempt(p->sched, check_handle(L, 2));
+  if (!a || !a->tdata) return 0;
+  push_response(L, p, a);
+  lua_pushnumber(L, ((latt *)a->tdata)->x->elapsed);
+  return 2;
+}
+
+/* pool:verdict(attempt, name) -> won (the task is over) */
+static int l_pool_verdict(lua_State *L) {
+  lpool *p = check_pool(L, 1);
+  sc_handle_t ah = check_handle(L, 2);
+  sc_verdict_t v;
+  if (sc_verdict_parse(luaL_checkstring(L, 3), &v) < 0)
+    return luaL_argerror(L, 3, "not a verdict");
+  sc_attempt_t *a = (sc_attempt_t *)sc_sched_attempt(p->sched, ah);
+  lua_pushboolean(L, a && settle(p, ah, a, v));
   return 1;
+}
+
+/* The default classifier (lua/scatter/classifier.lua M.default; a spec
+ * holds the two to the same table). */
+static sc_verdict_t default_verdict(const sc_xfer_t *x, const lreq *r) {
+  long s = x->status;
+  if (s >= 200 && s < 300)
+    return x->len > 0 || s == 204 || strcmp(r->req.method, "HEAD") == 0
+               ? SC_V_SUCCESS
+               : SC_V_PROXY_BLOCKED;
+  if (s >= 500 && s < 600) return SC_V_TARGET_ERROR;
+  return SC_V_PROXY_BLOCKED;
+}
+
+/* pool:settle_default(attempt) -> resp, attempts when the default
+ * classifier's success ends the task; false when the attempt failed (no
+ * response table is built); nil when the attempt is gone. One call for
+ * what response + classify + attempts + verdict do for other classifiers:
+ * the hot path of a pool that keeps the default. */
+static int l_pool_settle_default(lua_State *L) {
+  lpool *p = check_pool(L, 1);
+  sc_handle_t ah = check_handle(L, 2);
+  sc_attempt_t *a = (sc_attempt_t *)sc_sched_attempt(p->sched, ah);
+  if (!a || !a->tdata) return 0;
+  sc_verdict_t v = default_verdict(((latt *)a->tdata)->x, a->task_ud);
+  if (v != SC_V_SUCCESS) {
+    settle(p, ah, a, v);
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  push_response(L, p, a);
+  int attempts = sc_sched_task_attempts(p->sched, a->task);
+  if (!settle(p, ah, a, v)) { /* a success that did not end its task */
+    lua_pop(L, 1);
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_pushinteger(L, attempts);
+  return 2;
 }
 
 static int l_pool_attempts(lua_State *L) {
@@ -730,6 +777,7 @@ static const luaL_Reg pool_methods[] = {
     {"last_error", l_pool_last_error},
     {"response", l_pool_response},
     {"verdict", l_pool_verdict},
+    {"settle_default", l_pool_settle_default},
     {"attempts", l_pool_attempts},
     {"metrics", l_pool_metrics},
     {"pending", l_pool_pending},
