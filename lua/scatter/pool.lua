@@ -56,9 +56,13 @@ end
 
 local function bad(msg) return nil, "invalid_request: " .. msg end
 
--- Returns the table submitted to the C pool, or nil, "invalid_request: ...".
--- (no closure in here: creating one stops LuaJIT compiling the request path)
-function M.prepare(req)
+local EMPTY = {}
+
+-- Checks request `req` (its url: `url`, which pool:get passes apart) and
+-- returns what the C pool takes: host, method, header lines, flags (1
+-- follow redirects, 2 insecure, 4 no race); or nil, "invalid_request: ...".
+-- (no closure or table in here: this runs for every request)
+local function check(req, url)
   for k in pairs(req) do
     if not REQ_FIELDS[k] then return bad("unknown field '" .. tostring(k) .. "'") end
   end
@@ -67,12 +71,13 @@ function M.prepare(req)
     if type(method) ~= "string" or not method:match("^%a+$") then return bad("bad method") end
     method = method:upper()
   end
-  local host, why = M.parse_url(req.url)
+  local host, why = M.parse_url(url)
   if not host then return bad(why) end
   local headers, herr = header_lines(req.headers)
   if not headers then return bad(herr) end
   if req.body ~= nil and type(req.body) ~= "string" then return bad("body must be a string") end
-  if req.timeout ~= nil and (type(req.timeout) ~= "number" or req.timeout ~= req.timeout or req.timeout <= 0) then
+  local t = req.timeout
+  if t ~= nil and (type(t) ~= "number" or t ~= t or t <= 0) then
     return bad("timeout must be a number of seconds > 0")
   end
   local mb = req.max_body
@@ -81,10 +86,17 @@ function M.prepare(req)
   end
   local race = req.race
   if race == nil then race = IDEMPOTENT[method] or false end
+  return host, method, headers,
+    (req.follow_redirects and 1 or 0) + (req.insecure and 2 or 0) + (race and 0 or 4)
+end
+
+-- The checked form of a request (for tools and specs), or nil, err.
+function M.prepare(req)
+  local host, method, headers, flags = check(req, req.url)
+  if not host then return nil, method end
   return {
     host = host, method = method, url = req.url, headers = headers, body = req.body,
-    max_body = mb, follow = req.follow_redirects and true or false,
-    insecure = req.insecure and true or false, norace = not race,
+    max_body = req.max_body, follow = flags % 2 == 1, insecure = flags % 4 >= 2, norace = flags >= 4,
   }
 end
 
@@ -206,15 +218,12 @@ local function check_open(self, fname)
   end
 end
 
--- Returns handle or nil, err; waits for room when `wait`.
-local function submit(self, req, wait, fname)
-  check_open(self, fname)
-  if type(req) ~= "table" then
-    error("pool:" .. fname .. ": bad argument #1 (request table expected, got " .. type(req) .. ")", 3)
-  end
+-- Returns handle or nil, err; waits for room when `wait`. `url` is
+-- req.url, or pool:get's URL (then req holds only its options).
+local function submit(self, req, url, wait)
   if self.closed then return nil, "closed" end
-  local p, err = M.prepare(req)
-  if not p then return nil, err end
+  local host, method, headers, flags = check(req, url)
+  if not host then return nil, method end
   while not self.c:has_room() do
     if not wait then return nil, "pool_full" end
     local w = runtime.waiter()
@@ -222,7 +231,7 @@ local function submit(self, req, wait, fname)
     runtime.block(w)
     if self.closed then return nil, "closed" end
   end
-  local th, serr = self.c:submit(p)
+  local th, serr = self.c:submit(host, method, url, headers, req.body, req.max_body, flags)
   if not th then return nil, serr end
   -- the handle is the task's record: one table a task, waiters made on
   -- the first wait
@@ -231,11 +240,25 @@ local function submit(self, req, wait, fname)
   return rec
 end
 
-function Pool:submit(req) return submit(self, req, true, "submit") end
-function Pool:try_submit(req) return submit(self, req, false, "try_submit") end
+local function check_req(self, req, fname)
+  check_open(self, fname)
+  if type(req) ~= "table" then
+    error("pool:" .. fname .. ": bad argument #1 (request table expected, got " .. type(req) .. ")", 3)
+  end
+end
 
-function Pool:request(req)
-  local h, err = submit(self, req, true, "request")
+function Pool:submit(req)
+  check_req(self, req, "submit")
+  return submit(self, req, req.url, true)
+end
+
+function Pool:try_submit(req)
+  check_req(self, req, "try_submit")
+  return submit(self, req, req.url, false)
+end
+
+local function request(self, req, url)
+  local h, err = submit(self, req, url, true)
   if not h then return nil, err end
   local resp, werr = h:wait(req.timeout)
   if werr == "timeout" then
@@ -245,21 +268,25 @@ function Pool:request(req)
   return resp, werr
 end
 
+function Pool:request(req)
+  check_req(self, req, "request")
+  return request(self, req, req.url)
+end
+
 function Pool:get(url, opts)
   check_open(self, "get")
   if type(url) ~= "string" then
     error("pool:get: bad argument #1 (URL string expected, got " .. type(url) .. ")", 2)
   end
-  if opts ~= nil and type(opts) ~= "table" then
+  if opts == nil then
+    opts = EMPTY
+  elseif type(opts) ~= "table" then
     error("pool:get: bad argument #2 (options table expected, got " .. type(opts) .. ")", 2)
   end
-  local req = {}
-  for k, v in pairs(opts or {}) do req[k] = v end
-  if req.method ~= nil and tostring(req.method):upper() ~= "GET" then
+  if opts.method ~= nil and tostring(opts.method):upper() ~= "GET" then
     return nil, "invalid_request: pool:get is GET only; use pool:request"
   end
-  req.url = url
-  return self:request(req)
+  return request(self, opts, url)
 end
 
 function Pool:metrics()

@@ -341,72 +341,66 @@ static int l_pool_host_interval(lua_State *L) {
   return 0;
 }
 
-static char *dup_field(lua_State *L, int t, const char *k, size_t *len) {
-  lua_getfield(L, t, k);
-  char *r = NULL;
-  if (!lua_isnil(L, -1)) {
-    size_t n;
-    const char *s = luaL_checklstring(L, -1, &n);
-    r = malloc(n + 1);
-    if (r) {
-      memcpy(r, s, n);
-      r[n] = '\0';
-    }
-    if (len) *len = n;
+static char *dup_mem(const char *s, size_t n) {
+  char *r = malloc(n + 1);
+  if (r) {
+    memcpy(r, s, n);
+    r[n] = '\0';
   }
-  lua_pop(L, 1);
   return r;
 }
 
-/* pool:submit{host=, method=, url=, headers={"N: v",...}, body=, max_body=,
- *             follow=, insecure=, norace=} -> task | nil, "pool_full" */
+/* pool:submit(host, method, url, headers, body, max_body, flags) -> task
+ * | nil, "pool_full". headers: a list of "Name: value" lines or nil; body,
+ * max_body: nil for none / the default; flags: 1 follow redirects, 2
+ * insecure, 4 no race. Positional: lua_getfield would intern each field
+ * name again for every request. */
 static int l_pool_submit(lua_State *L) {
   lpool *p = check_pool(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  size_t hlen, mlen, ulen, blen = 0;
+  const char *host = luaL_checklstring(L, 2, &hlen);
+  const char *method = luaL_checklstring(L, 3, &mlen);
+  const char *url = luaL_checklstring(L, 4, &ulen);
+  const char *body = luaL_optlstring(L, 6, NULL, &blen);
+  double max_body = luaL_optnumber(L, 7, 16.0 * 1024 * 1024);
+  unsigned f = (unsigned)luaL_optinteger(L, 8, 0);
   if (!sc_sched_has_room(p->sched)) {
     lua_pushnil(L);
     lua_pushliteral(L, "pool_full");
     return 2;
   }
-  size_t hlen;
-  lua_getfield(L, 2, "host");
-  const char *host = luaL_checklstring(L, -1, &hlen);
   uint32_t hid;
   if (sc_sched_host_id(p->sched, host, hlen, &hid) < 0)
     return luaL_error(L, "scatter: bad host name");
-  lua_pop(L, 1);
   lreq *r = calloc(1, sizeof(*r));
   if (!r) return luaL_error(L, "scatter: out of memory");
   r->pool = p;
   r->next = p->reqs;
   if (p->reqs) p->reqs->prev = r;
   p->reqs = r;
-  r->req.method = dup_field(L, 2, "method", NULL);
-  r->req.url = dup_field(L, 2, "url", NULL);
-  r->req.body = dup_field(L, 2, "body", &r->req.body_len);
-  r->req.max_body = (size_t)opt_num(L, 2, "max_body", 16.0 * 1024 * 1024);
-  lua_getfield(L, 2, "follow");
-  r->req.follow = lua_toboolean(L, -1);
-  lua_getfield(L, 2, "insecure");
-  r->req.insecure = lua_toboolean(L, -1);
-  lua_getfield(L, 2, "norace");
-  unsigned flags = lua_toboolean(L, -1) ? SC_TASK_NORACE : 0;
-  lua_pop(L, 3);
-  lua_getfield(L, 2, "headers");
-  if (lua_istable(L, -1)) {
-    int n = (int)lua_objlen(L, -1);
+  r->req.method = dup_mem(method, mlen);
+  r->req.url = dup_mem(url, ulen);
+  if (body) {
+    r->req.body = dup_mem(body, blen);
+    r->req.body_len = blen;
+  }
+  r->req.max_body = (size_t)max_body;
+  r->req.follow = (f & 1) != 0;
+  r->req.insecure = (f & 2) != 0;
+  unsigned flags = (f & 4) ? SC_TASK_NORACE : 0;
+  if (lua_istable(L, 5)) {
+    int n = (int)lua_objlen(L, 5);
     for (int i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
+      lua_rawgeti(L, 5, i);
       struct curl_slist *nl =
           curl_slist_append(r->req.headers, luaL_checkstring(L, -1));
       if (nl) r->req.headers = nl;
       lua_pop(L, 1);
     }
   }
-  lua_pop(L, 1);
-  if (!r->req.method || !r->req.url) {
+  if (!r->req.method || !r->req.url || (body && !r->req.body)) {
     req_free(p, r);
-    return luaL_error(L, "scatter: submit needs method and url");
+    return luaL_error(L, "scatter: out of memory");
   }
   sc_handle_t th;
   int rc = sc_sched_submit(p->sched, hid, flags, r, &th);
