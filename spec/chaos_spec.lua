@@ -173,10 +173,12 @@ describe("chaos", function()
     local runtime = require("scatter.runtime")
     local live = runtime.after(3600, function() end)
     local weak = setmetatable({}, { __mode = "k" })
-    for _ = 1, 5000 do
+    -- rising times (the FIFO) and falling ones (the heap)
+    for i = 1, 5000 do
       local payload = {}
       weak[payload] = true
-      runtime.after(7200, function() return payload end).cancelled = true
+      local after = i % 2 == 0 and 7200 + i or 7200 - i
+      runtime.after(after, function() return payload end).cancelled = true
     end
     live.cancelled = true
     collectgarbage()

@@ -110,6 +110,32 @@ describe("runtime", function()
     assert.has_error(function() scatter.wait_any() end, "scatter.wait_any: no threads given")
   end)
 
+  -- Timers set in time order go to a FIFO, the others to a heap
+  -- (runtime.lua); the two together must still fire in time order.
+  it("fires timers in time order whatever order they were set in, and never a cancelled one", function()
+    local fired, t0 = {}, scatter.now()
+    local offsets = { 0.05, 0.06, 0.06, 0.08, 0.02, 0.07, 0.01, 0.09, 0.03, 0.04, 0.10 }
+    local cancel = { [3] = true, [6] = true, [9] = true }
+    local ts = {}
+    for i, d in ipairs(offsets) do
+      ts[i] = runtime.at(t0 + d, function(k) fired[#fired + 1] = k end, i)
+    end
+    for i, t in ipairs(ts) do
+      if cancel[i] then t.cancelled = true end
+    end
+    scatter.run(function() scatter.sleep(0.15) end)
+    local want = {}
+    for i in ipairs(offsets) do
+      if not cancel[i] then want[#want + 1] = i end
+    end
+    -- by time, then by the order they were set in
+    table.sort(want, function(a, b)
+      if offsets[a] ~= offsets[b] then return offsets[a] < offsets[b] end
+      return a < b
+    end)
+    assert.same(want, fired)
+  end)
+
   it("has a monotonic clock in seconds", function()
     local a = scatter.now()
     local b = scatter.now()

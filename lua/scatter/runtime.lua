@@ -80,6 +80,44 @@ local function theap_pop()
   return top
 end
 
+-- Timers whose time is not before the last queued one's (a pool's
+-- request timeouts, which share one duration) go to a FIFO instead: the
+-- same order as the heap, at O(1) a push and a pop. Swept like the heap.
+local queue, qhead, qtail = {}, 1, 0
+local qsweep_at = 256
+
+local function queue_push(t)
+  if qtail - qhead + 1 >= qsweep_at then
+    local keep, n = {}, 0
+    for i = qhead, qtail do
+      local x = queue[i]
+      if not x.cancelled then
+        n = n + 1
+        keep[n] = x
+      end
+    end
+    queue, qhead, qtail = keep, 1, n
+    qsweep_at = math.max(256, 2 * n)
+  end
+  qtail = qtail + 1
+  queue[qtail] = t
+end
+
+local function queue_pop()
+  local t = queue[qhead]
+  queue[qhead] = nil
+  qhead = qhead + 1
+  if qhead > qtail then qhead, qtail = 1, 0 end
+  return t
+end
+
+-- The earliest timer (cancelled or not) and whether it is the queue's.
+local function first()
+  local q, h = queue[qhead], timers[1]
+  if q and (not h or tless(q, h)) then return q, true end
+  return h, false
+end
+
 -- Runs fn(arg) at time `at` (scatter.now() clock). Returns a timer;
 -- t.cancelled = true stops it (lazy removal keeps cancel O(1)). `arg`
 -- lets a hot path pass its state to a shared function instead of making
@@ -87,7 +125,11 @@ end
 function R.at(at, fn, arg)
   timer_seq = timer_seq + 1
   local t = { at = at, seq = timer_seq, fn = fn, arg = arg }
-  theap_push(t)
+  if qtail < qhead or queue[qtail].at <= at then
+    queue_push(t)
+  else
+    theap_push(t)
+  end
   return t
 end
 
@@ -95,8 +137,10 @@ function R.after(seconds, fn, arg) return R.at(core.now() + seconds, fn, arg) en
 
 local function fire_timers()
   local now, fired = core.now(), 0
-  while timers[1] and timers[1].at <= now do
-    local t = theap_pop()
+  while true do
+    local t, queued = first()
+    if not t or t.at > now then break end
+    if queued then queue_pop() else theap_pop() end
     if not t.cancelled then
       t.cancelled = true
       fired = fired + 1
@@ -107,8 +151,10 @@ local function fire_timers()
 end
 
 local function next_timer()
+  while qhead <= qtail and queue[qhead].cancelled do queue_pop() end
   while timers[1] and timers[1].cancelled do theap_pop() end
-  return timers[1] and timers[1].at
+  local t = first()
+  return t and t.at
 end
 R.next_timer = next_timer
 
