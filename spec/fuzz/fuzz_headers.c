@@ -3,7 +3,8 @@
  * The head is copied into a buffer of exactly its size, as curl's callback
  * data would end, so any read past it is caught by ASan. The table must hold
  * only lower-case string names mapped to a string or a non-empty list of
- * strings. */
+ * strings, and one value for every field line (a repeated name keeps all
+ * of its values), counted here by a plain reading of the same lines. */
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -26,7 +27,25 @@ static int push(lua_State *L) {
   return 1;
 }
 
-static void check(lua_State *L) {
+/* Field lines: a colon after a name of 1-255 bytes, not a status line. */
+static size_t count_fields(const char *h, size_t n) {
+  size_t fields = 0;
+  for (size_t at = 0; at < n;) {
+    size_t end = at;
+    while (end < n && h[end] != '\n') end++;
+    size_t ll = end - at;
+    if (ll > 0 && h[at + ll - 1] == '\r') ll--;
+    size_t colon = 0;
+    while (colon < ll && h[at + colon] != ':') colon++;
+    int status = ll >= 5 && memcmp(h + at, "HTTP/", 5) == 0;
+    if (colon < ll && colon > 0 && colon < 256 && !status) fields++;
+    at = end + 1;
+  }
+  return fields;
+}
+
+static void check(lua_State *L, size_t fields) {
+  size_t values = 0;
   if (!lua_istable(L, -1)) abort();
   lua_pushnil(L);
   while (lua_next(L, -2)) {
@@ -44,11 +63,15 @@ static void check(lua_State *L) {
         if (lua_type(L, -1) != LUA_TSTRING) abort();
         lua_pop(L, 1);
       }
+      values += len;
     } else if (lua_type(L, -1) != LUA_TSTRING) {
       abort();
+    } else {
+      values++;
     }
     lua_pop(L, 1);
   }
+  if (values != fields) abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -60,7 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   input in = {h, size};
   lua_pushcfunction(L, push);
   lua_pushlightuserdata(L, &in);
-  if (lua_pcall(L, 1, 1, 0) == 0) check(L);
+  if (lua_pcall(L, 1, 1, 0) == 0) check(L, count_fields(h, size));
   lua_settop(L, 0);
   free(h);
   return 0;

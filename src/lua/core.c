@@ -440,27 +440,41 @@ static int l_pool_last_error(lua_State *L) {
   return 1;
 }
 
+/* The response table's keys, upvalues of the two functions that build it:
+ * lua_setfield would intern each name again for every response. */
+static const char *const RESP_KEYS[] = {"status", "headers", "body",
+                                        "url",    "proxy",   "method"};
+enum { RK_STATUS = 1, RK_HEADERS, RK_BODY, RK_URL, RK_PROXY, RK_METHOD };
+#define N_RESP_KEYS ((int)(sizeof(RESP_KEYS) / sizeof(RESP_KEYS[0])))
+
+static void set_key(lua_State *L, int k) {
+  lua_pushvalue(L, lua_upvalueindex(k));
+  lua_insert(L, -2);
+  lua_rawset(L, -3);
+}
+
 /* Pushes attempt a's response table (status, headers, body, url, proxy,
- * method), with room for the two fields Lua adds on delivery. */
+ * method), with room for the two fields Lua adds on delivery. Only from
+ * a function with the RESP_KEYS upvalues. */
 static void push_response(lua_State *L, lpool *p, const sc_attempt_t *a) {
   const sc_xfer_t *x = ((latt *)a->tdata)->x;
   lua_createtable(L, 0, 8);
   lua_pushinteger(L, x->status);
-  lua_setfield(L, -2, "status");
+  set_key(L, RK_STATUS);
   sc_headers_push(L, x->head ? x->head : "", x->head_len);
-  lua_setfield(L, -2, "headers");
+  set_key(L, RK_HEADERS);
   lua_pushlstring(L, x->body ? x->body : "", x->len);
-  lua_setfield(L, -2, "body");
+  set_key(L, RK_BODY);
   const char *u = sc_xfer_url(x);
   lua_pushstring(L, u ? u : "");
-  lua_setfield(L, -2, "url");
+  set_key(L, RK_URL);
   char who[300];
   sc_proxy_redact(sc_sched_proxy_key(p->sched, a->proxy), who, sizeof(who));
   lua_pushstring(L, who);
-  lua_setfield(L, -2, "proxy");
+  set_key(L, RK_PROXY);
   /* a classifier must know a HEAD's empty body is no block page */
   lua_pushstring(L, ((lreq *)a->task_ud)->req.method);
-  lua_setfield(L, -2, "method");
+  set_key(L, RK_METHOD);
 }
 
 /* Settles attempt ah (alive) with verdict v; returns 1 when that ended
@@ -769,9 +783,7 @@ static const luaL_Reg pool_methods[] = {
     {"submit", l_pool_submit},
     {"cancel", l_pool_cancel},
     {"last_error", l_pool_last_error},
-    {"response", l_pool_response},
     {"verdict", l_pool_verdict},
-    {"settle_default", l_pool_settle_default},
     {"attempts", l_pool_attempts},
     {"metrics", l_pool_metrics},
     {"pending", l_pool_pending},
@@ -814,6 +826,13 @@ int luaopen_scatter_core(lua_State *L) {
   if (luaL_newmetatable(L, POOL_MT)) {
     lua_newtable(L);
     luaL_register(L, NULL, pool_methods);
+    const luaL_Reg builders[] = {{"response", l_pool_response},
+                                 {"settle_default", l_pool_settle_default}};
+    for (size_t i = 0; i < sizeof(builders) / sizeof(builders[0]); i++) {
+      for (int k = 0; k < N_RESP_KEYS; k++) lua_pushstring(L, RESP_KEYS[k]);
+      lua_pushcclosure(L, builders[i].func, N_RESP_KEYS);
+      lua_setfield(L, -2, builders[i].name);
+    }
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_pool_close);
     lua_setfield(L, -2, "__gc");

@@ -1,6 +1,7 @@
 #include "headers.h"
 
 #include <string.h>
+#include <strings.h>
 
 void sc_headers_push(lua_State *L, const char *h, size_t n) {
   /* sized for one field a line: no rehash while it fills */
@@ -10,6 +11,10 @@ void sc_headers_push(lua_State *L, const char *h, size_t n) {
     if (q) q++;
   }
   lua_createtable(L, 0, lines);
+  enum { MAX_SEEN = 64 };
+  const char *seen_at[MAX_SEEN];
+  size_t seen_len[MAX_SEEN];
+  int nseen = 0;
   const char *p = h, *e = h + n;
   while (p < e) {
     const char *eol = memchr(p, '\n', (size_t)(e - p));
@@ -33,26 +38,39 @@ void sc_headers_push(lua_State *L, const char *h, size_t n) {
         while (v < ve && (*v == ' ' || *v == '\t')) v++;
         const char *vend = ve;
         while (vend > v && (vend[-1] == ' ' || vend[-1] == '\t')) vend--;
+        /* a name seen before (Set-Cookie) takes the slow path: its
+         * values become a list */
+        int seen = nseen == MAX_SEEN;
+        for (int i = 0; i < nseen && !seen; i++)
+          seen = seen_len[i] == nl && strncasecmp(seen_at[i], p, nl) == 0;
+        if (!seen && nseen < MAX_SEEN) {
+          seen_at[nseen] = p;
+          seen_len[nseen++] = nl;
+        }
         lua_pushlstring(L, name, nl); /* t name */
-        lua_pushvalue(L, -1);
-        lua_rawget(L, -3); /* t name old */
-        int t = lua_type(L, -1);
-        if (t == LUA_TNIL) {
-          lua_pop(L, 1);
+        if (!seen) {
           lua_pushlstring(L, v, (size_t)(vend - v));
-          lua_rawset(L, -3);
-        } else if (t == LUA_TSTRING) {
-          /* a repeated header (Set-Cookie) becomes a list of values */
-          lua_createtable(L, 2, 0); /* t name old list */
-          lua_insert(L, -2);
-          lua_rawseti(L, -2, 1);
-          lua_pushlstring(L, v, (size_t)(vend - v));
-          lua_rawseti(L, -2, 2);
           lua_rawset(L, -3);
         } else {
-          lua_pushlstring(L, v, (size_t)(vend - v));
-          lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
-          lua_pop(L, 2);
+          lua_pushvalue(L, -1);
+          lua_rawget(L, -3); /* t name old */
+          int t = lua_type(L, -1);
+          if (t == LUA_TNIL) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, v, (size_t)(vend - v));
+            lua_rawset(L, -3);
+          } else if (t == LUA_TSTRING) {
+            lua_createtable(L, 2, 0); /* t name old list */
+            lua_insert(L, -2);
+            lua_rawseti(L, -2, 1);
+            lua_pushlstring(L, v, (size_t)(vend - v));
+            lua_rawseti(L, -2, 2);
+            lua_rawset(L, -3);
+          } else {
+            lua_pushlstring(L, v, (size_t)(vend - v));
+            lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+            lua_pop(L, 2);
+          }
         }
       }
     }
