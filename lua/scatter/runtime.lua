@@ -225,32 +225,32 @@ end
 -- ---- waiters ----
 
 function R.waiter()
-  return { thread = R.current(), done = false }
+  return { thread = R.current(), woken = false, suspended = false }
 end
 
 function R.wake(w, ...)
-  if w.done then return end
-  w.done = true
+  if w.woken then return end
+  w.woken = true
   if select("#", ...) > 0 then w.vals = pack(...) end
   if w.thread and w.suspended then schedule(w.thread) end
 end
 
 -- Returns the values w was woken with.
 function R.block(w)
-  if not w.done then
+  if not w.woken then
     local th = R.current()
     if th and th == w.thread then
       w.suspended = true
       repeat
         coroutine.yield(SUSPEND)
-      until w.done
+      until w.woken
     else
       -- a nested loop inside an event handler would run other handlers
       -- re-entrantly and could wait on itself
       if R.no_wait then error("scatter: " .. R.no_wait .. " must not wait (it runs inside the event loop)", 2) end
       w.thread = nil
-      while not w.done do
-        if not R.step(true) and not w.done then
+      while not w.woken do
+        if not R.step(true) and not w.woken then
           error("scatter: deadlock: this wait can never end (nothing left to wake it)", 2)
         end
       end
