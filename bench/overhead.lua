@@ -96,21 +96,18 @@ local SETS = {
   { name = "microsocks x1", proxies = { ms.addr } },
 }
 
--- OVERHEAD_ONLY=scatter (a name prefix) runs one contender, e.g. under perf
-local only = os.getenv("OVERHEAD_ONLY")
-if only then
-  for i = #CONTENDERS, 1, -1 do
-    if CONTENDERS[i].name:sub(1, #only) ~= only then table.remove(CONTENDERS, i) end
+-- Keeps the entries whose name starts with the environment variable's
+-- value: OVERHEAD_ONLY=scatter runs one contender (e.g. under perf),
+-- OVERHEAD_SET=farm|microsocks one proxy set.
+local function only(list, var)
+  local prefix = os.getenv(var)
+  if not prefix then return end
+  for i = #list, 1, -1 do
+    if list[i].name:sub(1, #prefix) ~= prefix then table.remove(list, i) end
   end
 end
-
--- OVERHEAD_SET=farm|microsocks (a name prefix) runs one proxy set
-local only_set = os.getenv("OVERHEAD_SET")
-if only_set then
-  for i = #SETS, 1, -1 do
-    if SETS[i].name:sub(1, #only_set) ~= only_set then table.remove(SETS, i) end
-  end
-end
+only(CONTENDERS, "OVERHEAD_ONLY")
+only(SETS, "OVERHEAD_SET")
 
 local rows = { { "proxies", "contender", "best wall s", "range s", "req/s", "attempts/task", "vs faster baseline" } }
 local summary = {}
@@ -131,10 +128,12 @@ for _, set in ipairs(SETS) do
     rows[#rows + 1] = { set.name, c.name, string.format("%.3f", lo), string.format("%.3f-%.3f", lo, hi),
       string.format("%.0f", N / lo),
       c.name:find("scatter") and string.format("%.3f", last_attempts / N) or "1",
-      string.format("%.2fx", lo / base) }
+      base < math.huge and string.format("%.2fx", lo / base) or "-" }
   end
-  summary[#summary + 1] = string.format("%s: scatter %.2fx of the faster baseline (target <= 1.10x)",
-    set.name, (best["scatter K=1"] or 0 / 0) / base)
+  if base < math.huge and best["scatter K=1"] then
+    summary[#summary + 1] = string.format("%s: scatter %.2fx of the faster baseline (target <= 1.10x)",
+      set.name, best["scatter K=1"] / base)
+  end
 end
 B.table(rows)
 for _, s in ipairs(summary) do print(s) end

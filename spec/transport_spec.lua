@@ -31,6 +31,29 @@ describe("transport", function()
     return scatter.pool(cfg)
   end
 
+  -- `threads` threads, each getting /small.txt `each` times (tag makes the
+  -- URLs unique); returns how many threads got every body intact.
+  local function crawl(pool, threads, each, tag, timeout)
+    local ok = 0
+    scatter.run(function()
+      local ths = {}
+      for i = 1, threads do
+        ths[i] = scatter.spawn(function()
+          for j = 1, each do
+            local resp, err = pool:get(ng.url("/small.txt?" .. tag .. i .. "-" .. j), { timeout = timeout })
+            assert(resp, err)
+            assert(resp.body == ng.small_text)
+          end
+          return true
+        end)
+      end
+      for _, r in ipairs(scatter.wait_all(unpack(ths))) do
+        if r[1] == true then ok = ok + 1 end
+      end
+    end)
+    return ok
+  end
+
   it("fetches through the farm's good proxies with the full response table", function()
     local pool = pool_of(good)
     local resp, err = pool:get(ng.url("/headers"), { timeout = 10 })
@@ -192,27 +215,7 @@ describe("transport", function()
     local function sockets() return (env.open_fds("socket:")) end
     local before = sockets()
     local pool = pool_of({ good[1] }, { rate_limit = { default_interval = 0 }, max_inflight = 8 })
-    local function burst(tag)
-      local ok = 0
-      scatter.run(function()
-        local ths = {}
-        for i = 1, 8 do
-          ths[i] = scatter.spawn(function()
-            for j = 1, 5 do
-              local resp, err = pool:get(ng.url("/small.txt?" .. tag .. i .. "-" .. j), { timeout = 10 })
-              assert(resp, err)
-              assert(resp.body == ng.small_text)
-            end
-            return true
-          end)
-        end
-        for _, r in ipairs(scatter.wait_all(unpack(ths))) do
-          if r[1] == true then ok = ok + 1 end
-        end
-      end)
-      return ok
-    end
-    assert.equal(8, burst("a"))
+    assert.equal(8, crawl(pool, 8, 5, "a", 10))
     assert.is_true(sockets() > before, "no connection kept alive, nothing tested")
     -- index 0 is good[1]: the farm lists its proxies in config order
     assert.truthy(farm.control("down 0"):match("^OK"))
@@ -220,7 +223,7 @@ describe("transport", function()
     local t0 = scatter.now()
     scatter.run(function() scatter.sleep(0.05) end) -- the closes arrive while idle
     assert.is_true(scatter.now() - t0 < 1, "idle sockets kept scatter.run waiting")
-    assert.equal(8, burst("b"))
+    assert.equal(8, crawl(pool, 8, 5, "b", 10))
     pool:close()
     assert.equal(before, sockets())
   end)
@@ -229,21 +232,7 @@ describe("transport", function()
     local pool = pool_of(good, {
       rate_limit = { default_interval = 0 }, max_inflight = 200, task_pool_capacity = 1000,
     })
-    local ok = 0
-    scatter.run(function()
-      local ths = {}
-      for i = 1, 1000 do
-        ths[i] = scatter.spawn(function()
-          local resp, err = pool:get(ng.url("/small.txt?i=" .. i), { timeout = 30 })
-          assert(resp, err)
-          assert(resp.body == ng.small_text)
-          return true
-        end)
-      end
-      for _, r in ipairs(scatter.wait_all(unpack(ths))) do
-        if r[1] == true then ok = ok + 1 end
-      end
-    end)
+    local ok = crawl(pool, 1000, 1, "i=", 30)
     assert.equal(1000, ok)
     local m = pool:metrics()
     assert.equal(1000, m.completed_tasks)
