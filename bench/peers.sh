@@ -12,5 +12,14 @@ if [ -f peers/node_modules/crawlee/package.json ] && [ -f peers/node_modules/pro
    && grep -q '"version": "3.18.1"' peers/node_modules/crawlee/package.json; then
   exit 0
 fi
-command -v npm >/dev/null || { echo "bench/peers.sh: npm (node 20) is needed for the Crawlee peer" >&2; exit 1; }
+if ! command -v npm >/dev/null; then
+  # Debian 12's node 18 runs Crawlee 3 too
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bench/peers.sh: installing node and npm (apt)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  else
+    echo "bench/peers.sh: npm is needed for the Crawlee peer (apt-get install nodejs npm)" >&2
+    exit 1
+  fi
+fi
 cd peers && npm install --no-audit --no-fund --omit=optional --loglevel=error

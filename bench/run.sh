@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# One command per benchmark, from the checkout's root after the build
-# (cmake -S . -B build && cmake --build build -j2):
+# One command per benchmark, from a fresh checkout: installs the packages
+# (.ci/deps, as root) and builds into build/ when they are missing.
 #   bash bench/run.sh overhead|faultmix|hedging|scale|memory|state|all [args...]
 # Extra args go to the benchmark (see each script's header).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${SCATTER_BUILD_DIR:-build}"
+for tool in cmake luajit nginx microsocks cc; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "bench/run.sh: $tool is missing: installing the packages (.ci/deps)" >&2
+    bash .ci/deps
+    break
+  fi
+done
 if [ ! -f "$build/lib/scatter/core.so" ] || [ ! -x "$build/spec/support/farm/scatter-farm" ]; then
-  echo "bench/run.sh: build first: cmake -S . -B $build && cmake --build $build -j2" >&2
-  exit 1
+  echo "bench/run.sh: building into $build" >&2
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$build" -j"$(nproc)" >/dev/null
 fi
 export LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$build/lib/?.so;;"
 name="${1:-}"
