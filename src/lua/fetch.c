@@ -58,7 +58,7 @@ int sc_lua_fetch(lua_State *L) {
   f->req.follow = 1;
   f->ca_file = ca ? strdup(ca) : NULL;
   f->id = sc_ops_new();
-  sc_xfer_opts_t o = {NULL, timeout, f->ca_file, 0};
+  sc_xfer_opts_t o = {.timeout = timeout, .ca_file = f->ca_file};
   if (!f->req.method || !f->req.url ||
       sc_xfer_start(&f->x, loop, &f->req, NULL, &o, on_done, f) < 0) {
     fetch_free(f);

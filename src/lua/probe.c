@@ -73,18 +73,15 @@ int sc_lua_probe(lua_State *L) {
   p->req.insecure = insecure;
   p->ca_file = ca ? strdup(ca) : NULL;
   p->id = sc_ops_new();
-  sc_xfer_opts_t o = {NULL, timeout, p->ca_file, remote_dns};
+  /* Each proxy is probed once: a connection kept for reuse would never be
+   * used again and thousands of them would exhaust the descriptors. */
+  sc_xfer_opts_t o = {.timeout = timeout, .ca_file = p->ca_file,
+                      .remote_dns = remote_dns, .no_reuse = 1};
   if (!p->req.method || !p->req.url ||
       sc_xfer_start(&p->x, loop, &p->req, key, &o, on_done, p) < 0) {
     probe_free(p);
     return luaL_error(L, "scatter: cannot start a probe of %s", url);
   }
-  /* Each proxy is probed once: a connection kept for reuse would never be
-   * used again and thousands of them would exhaust the descriptors. Set
-   * after start, before the loop runs the transfer; curl reads it when the
-   * transfer ends. */
-  curl_easy_setopt(p->x->easy, CURLOPT_FORBID_REUSE, 1L);
-  p->x->plain = 0; /* the next transfer must not inherit FORBID_REUSE */
   lua_pushnumber(L, p->id);
   return 1;
 }

@@ -96,7 +96,7 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
    * the ones that never change (reset and these cost ~5k instructions a
    * transfer, ~3% of bench/overhead). */
   x->plain = (head || strcmp(r->method, "GET") == 0) && !r->body &&
-             !r->insecure && !o->ca_file;
+             !r->insecure && !o->ca_file && !o->no_reuse;
   if (!kept) {
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
@@ -132,6 +132,7 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
   }
+  if (o->no_reuse) curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
   if (r->insecure) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);

@@ -26,6 +26,7 @@ typedef struct sc_xfer_opts {
   double timeout;      /* the whole attempt, seconds */
   const char *ca_file; /* NULL: the system bundle */
   int remote_dns;      /* socks5h (the proxy resolves) or socks5 */
+  int no_reuse;        /* close the connection after this transfer */
 } sc_xfer_opts_t;
 
 typedef struct sc_xfer sc_xfer_t;
