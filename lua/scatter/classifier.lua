@@ -39,9 +39,6 @@ end
 -- Returns verdict, err. Runs the classifier in its own coroutine so that a
 -- yield is caught instead of suspending whoever drives the loop.
 function M.call(fn, resp)
-  -- the default table neither waits nor fails on a response from C: no
-  -- coroutine (the hot path of every pool that keeps it)
-  if fn == M.default then return M.default(resp) end
   local co = coroutine.create(fn)
   runtime.no_wait = "a classifier"
   local ok, v = coroutine.resume(co, resp)

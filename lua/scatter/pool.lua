@@ -90,16 +90,6 @@ local function check(req, url)
     (req.follow_redirects and 1 or 0) + (req.insecure and 2 or 0) + (race and 0 or 4)
 end
 
--- The checked form of a request (for tools and specs), or nil, err.
-function M.prepare(req)
-  local host, method, headers, flags = check(req, req.url)
-  if not host then return nil, method end
-  return {
-    host = host, method = method, url = req.url, headers = headers, body = req.body,
-    max_body = req.max_body, follow = flags % 2 == 1, insecure = flags % 4 >= 2, norace = flags >= 4,
-  }
-end
-
 -- ---- pool ----
 
 local function metrics_line(self)
@@ -180,21 +170,24 @@ local function finish(self, rec, resp, err)
   wake_room(self)
 end
 
+-- A won task's response goes to its waiters.
+local function deliver(self, th, resp, attempts)
+  local rec = self.tasks[th]
+  if not rec then return end
+  resp.attempts = attempts
+  resp.elapsed = core.now() - rec.t0
+  finish(self, rec, resp, nil)
+end
+
 function Pool:_on_response(ah, th)
   if self.classify == classifier.default then
     -- classified in C, and a failed attempt never becomes a Lua table
     local resp, attempts = self.c:settle_default(ah)
-    local rec = self.tasks[th]
-    if resp and rec then
-      resp.attempts = attempts
-      resp.elapsed = core.now() - rec.t0
-      finish(self, rec, resp, nil)
-    end
+    if resp then deliver(self, th, resp, attempts) end
     return
   end
   local resp = self.c:response(ah)
   if not resp then return end -- its task ended meanwhile
-  local rec = self.tasks[th]
   local verdict, err = classifier.call(self.classify, resp)
   if err then
     self.classifier_errors = self.classifier_errors + 1
@@ -205,11 +198,7 @@ function Pool:_on_response(ah, th)
     end
   end
   local attempts = self.c:attempts(th)
-  if self.c:verdict(ah, verdict) and rec then
-    resp.attempts = attempts
-    resp.elapsed = core.now() - rec.t0
-    finish(self, rec, resp, nil)
-  end
+  if self.c:verdict(ah, verdict) then deliver(self, th, resp, attempts) end
 end
 
 local function check_open(self, fname)
