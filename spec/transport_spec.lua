@@ -217,12 +217,14 @@ describe("transport", function()
     local pool = pool_of({ good[1] }, { rate_limit = { default_interval = 0 }, max_inflight = 8 })
     assert.equal(8, crawl(pool, 8, 5, "a", 10))
     assert.is_true(sockets() > before, "no connection kept alive, nothing tested")
+    -- the kept sockets alone keep no loop alive (a wait on nothing is then
+    -- a deadlock error, not a hang)
+    local _, alive = require("scatter.core").poll(0, {})
+    assert.is_false(alive)
     -- index 0 is good[1]: the farm lists its proxies in config order
     assert.truthy(farm.control("down 0"):match("^OK"))
     assert.truthy(farm.control("up 0"):match("^OK"))
-    local t0 = scatter.now()
     scatter.run(function() scatter.sleep(0.05) end) -- the closes arrive while idle
-    assert.is_true(scatter.now() - t0 < 1, "idle sockets kept scatter.run waiting")
     assert.equal(8, crawl(pool, 8, 5, "b", 10))
     pool:close()
     assert.equal(before, sockets())
