@@ -10,18 +10,8 @@
 #include <string.h>
 
 #include "../../src/core/sched.h"
+#include "check.h"
 
-static int passed, failed, test_failed;
-
-#define CHECK(cond, ...)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      test_failed = 1;                                                         \
-      fprintf(stderr, "  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);        \
-      fprintf(stderr, __VA_ARGS__);                                            \
-      fputc('\n', stderr);                                                     \
-    }                                                                          \
-  } while (0)
 
 #define MAXLIVE 64
 
@@ -264,27 +254,10 @@ static void test_proxy_info_round_trip(void) {
 }
 
 int main(void) {
-  struct {
-    const char *name;
-    void (*fn)(void);
-  } tests[] = {
-      {"probe needs rest and gives one attempt",
-       test_probe_needs_rest_and_gives_one_attempt},
-      {"cancelled probe is armed again", test_cancelled_probe_is_armed_again},
-      {"retired probe stays out", test_retired_probe_stays_out},
-      {"hold defers the first dispatch", test_hold_defers_the_first_dispatch},
-      {"proxy info round trip", test_proxy_info_round_trip},
-  };
-  for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-    test_failed = 0;
-    tests[i].fn();
-    if (test_failed) {
-      failed++;
-      fprintf(stderr, "FAIL %s\n", tests[i].name);
-    } else {
-      passed++;
-    }
-  }
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+  RUN(test_probe_needs_rest_and_gives_one_attempt);
+  RUN(test_cancelled_probe_is_armed_again);
+  RUN(test_retired_probe_stays_out);
+  RUN(test_hold_defers_the_first_dispatch);
+  RUN(test_proxy_info_round_trip);
+  return CHECK_DONE();
 }

@@ -10,19 +10,9 @@
 #include <string.h>
 
 #include "../../src/core/sched.h"
+#include "check.h"
 #include "../../src/core/sim.h"
 
-static int passed, failed, test_failed;
-
-#define CHECK(cond, ...)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      test_failed = 1;                                                         \
-      fprintf(stderr, "  FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);        \
-      fprintf(stderr, __VA_ARGS__);                                            \
-      fputc('\n', stderr);                                                     \
-    }                                                                          \
-  } while (0)
 
 #define NEAR(a, b) (fabs((a) - (b)) < 1e-9)
 
@@ -830,19 +820,6 @@ static void test_sim_determinism(void) {
         "another seed, another run");
 }
 
-#define RUN(fn)                                                                \
-  do {                                                                         \
-    test_failed = 0;                                                           \
-    fn();                                                                      \
-    if (test_failed) {                                                         \
-      failed++;                                                                \
-      fprintf(stderr, "not ok - %s\n", #fn);                                   \
-    } else {                                                                   \
-      passed++;                                                                \
-      printf("ok - %s\n", #fn);                                                \
-    }                                                                          \
-  } while (0)
-
 int main(void) {
   RUN(test_config_defaults_and_validation);
   RUN(test_names);
@@ -861,6 +838,5 @@ int main(void) {
   RUN(test_retire);
   RUN(test_selection_prefers_health);
   RUN(test_sim_determinism);
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+  return CHECK_DONE();
 }
