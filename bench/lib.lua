@@ -98,12 +98,6 @@ function M.banner(title)
     (cpu:gsub("%s+$", "")), (n:gsub("%s+$", "")), (load:gsub("%s+$", ""))))
 end
 
--- RSS of this process in KiB (VmRSS).
-function M.rss_kib()
-  local f = io.open("/proc/self/status", "r")
-  local s = f:read("*a")
-  f:close()
-  return tonumber(s:match("VmRSS:%s*(%d+)"))
-end
+M.rss_kib = env.rss_kib
 
 return M

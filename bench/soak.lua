@@ -11,7 +11,6 @@
 -- task was lost or a body was wrong.
 local env = require("support.env")
 local scatter = require("scatter")
-local ffi = require("ffi")
 
 local TASKS = tonumber(arg[1]) or 200000
 local WORKERS = 1000
@@ -21,23 +20,8 @@ local function body_of(i)
   return ("soak %d\n"):format(i) .. ("abcdefgh"):rep(20 + i * 5) .. "\n"
 end
 
--- Open descriptors, found with fcntl: io.popen("ls") would add its own
--- pipe (for a moment both of its ends) to the count.
-pcall(ffi.cdef, "int fcntl(int fd, int cmd, ...);")
-local function fd_count()
-  local n = 0
-  for fd = 0, 65535 do
-    if ffi.C.fcntl(fd, 1 --[[F_GETFD]]) >= 0 then n = n + 1 end
-  end
-  return n
-end
-
-local function rss_kib()
-  local f = io.open("/proc/self/statm")
-  local _, res = f:read("*n", "*n")
-  f:close()
-  return res * 4
-end
+local function fd_count() return (env.open_fds()) end
+local rss_kib = env.rss_kib
 
 local files = {}
 for i = 1, FILES do files["s" .. i .. ".txt"] = body_of(i) end

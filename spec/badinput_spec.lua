@@ -118,12 +118,7 @@ local function logged(fn)
   return lines, unpack(res, 2, res.n)
 end
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local function slurp(path) return (assert(env.read_file(path), "missing " .. path)) end
 
 local function grep(lines, pat)
   for _, l in ipairs(lines) do

@@ -17,12 +17,7 @@ local function body_of(i)
   return ("file %d\n"):format(i) .. ("abcdefgh"):rep(40 + i * 7) .. "\n"
 end
 
-local function rss_kib()
-  local f = io.open("/proc/self/statm")
-  local _, res = f:read("*n", "*n")
-  f:close()
-  return res * 4
-end
+local rss_kib = env.rss_kib
 
 local function sanitized()
   local f = io.open("/proc/self/maps")

@@ -15,14 +15,7 @@ describe("scatter check", function()
   local ng, farm, dir, list, cred
 
   -- Runs the CLI; returns exit code, stdout, stderr.
-  local function check(args, stdin)
-    local cmd = q(env.build_dir() .. "/scatter") .. " check " .. args .. " >" .. q(dir .. "/out")
-      .. " 2>" .. q(dir .. "/err") .. " <" .. q(stdin or "/dev/null") .. "; echo $?"
-    local p = io.popen(cmd)
-    local rc = tonumber(p:read("*a"):match("(%d+)"))
-    p:close()
-    return rc, slurp(dir .. "/out"), slurp(dir .. "/err")
-  end
+  local function check(args, stdin) return env.cli("check " .. args, { stdin = stdin }) end
 
   local function stats()
     return cjson.decode(assert(farm.control("stats")):match("^OK (.*)$"))

@@ -3,24 +3,7 @@ local env = require("support.env")
 
 local q = env.shell_quote
 
-local dir
-local function script(name, text)
-  dir = dir or env.tmpdir()
-  local path = dir .. "/" .. name
-  env.write_file(path, text)
-  return path
-end
-
--- Runs the CLI; returns exit code, stdout, stderr.
-local function scatter(args)
-  dir = dir or env.tmpdir()
-  local bin = env.build_dir() .. "/scatter"
-  local cmd = q(bin) .. " " .. args .. " >" .. q(dir .. "/out") .. " 2>" .. q(dir .. "/err") .. " </dev/null; echo $?"
-  local p = io.popen(cmd)
-  local rc = tonumber(p:read("*a"):match("(%d+)"))
-  p:close()
-  return rc, env.read_file(dir .. "/out"), env.read_file(dir .. "/err")
-end
+local script, scatter = env.script, env.cli
 
 describe("scatter CLI", function()
   teardown(env.cleanup)

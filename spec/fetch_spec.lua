@@ -4,8 +4,6 @@ local env = require("support.env")
 
 local q = env.shell_quote
 
-local slurp = env.read_file
-
 local write = env.write_file
 
 local SECRET = "f3tchPW"
@@ -13,14 +11,7 @@ local SECRET = "f3tchPW"
 describe("scatter fetch", function()
   local ng, farm, dir, list
 
-  local function scatter(args)
-    local cmd = q(env.build_dir() .. "/scatter") .. " " .. args .. " >" .. q(dir .. "/out")
-      .. " 2>" .. q(dir .. "/err") .. " </dev/null; echo $?"
-    local p = io.popen(cmd)
-    local rc = tonumber(p:read("*a"):match("(%d+)"))
-    p:close()
-    return rc, slurp(dir .. "/out"), slurp(dir .. "/err")
-  end
+  local scatter = env.cli
 
   setup(function()
     ng = env.nginx()

@@ -8,31 +8,10 @@ local log = require("scatter.log")
 
 local q = env.shell_quote
 
-local dir
-local function script(name, text)
-  dir = dir or env.tmpdir()
-  local path = dir .. "/" .. name
-  env.write_file(path, text)
-  return path
-end
-
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local script = env.script
 
 -- Runs the CLI with an environment prefix; returns exit code, stdout, stderr.
-local function scatter_cli(envs, args)
-  dir = dir or env.tmpdir()
-  local cmd = envs .. " " .. q(env.build_dir() .. "/scatter") .. " " .. args .. " >" .. q(dir .. "/out")
-    .. " 2>" .. q(dir .. "/err") .. " </dev/null; echo $?"
-  local p = io.popen(cmd)
-  local rc = tonumber(p:read("*a"):match("(%d+)"))
-  p:close()
-  return rc, slurp(dir .. "/out"), slurp(dir .. "/err")
-end
+local function scatter_cli(envs, args) return env.cli(args, { env = envs }) end
 
 local function lines(s)
   local t = {}

@@ -7,13 +7,7 @@ local socket = require("socket")
 
 local q = env.shell_quote
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local function slurp(path) return env.read_file(path) or "" end
 
 local write = env.write_file
 

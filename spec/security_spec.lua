@@ -5,13 +5,7 @@ local scatter = require("scatter")
 
 local q = env.shell_quote
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local function slurp(path) return env.read_file(path) or "" end
 
 describe("security", function()
   local ng, farm, dir

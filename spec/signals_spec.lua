@@ -10,13 +10,7 @@ pcall(ffi.cdef, "int kill(int pid, int sig);")
 
 local SIGINT, SIGTERM = 2, 15
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = env.read_file
 
 describe("scatter run and signals", function()
   local ng, farm, dir, script

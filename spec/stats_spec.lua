@@ -6,7 +6,6 @@ local scatter = require("scatter")
 
 local q = env.shell_quote
 
-local slurp = env.read_file
 
 local write = env.write_file
 
@@ -51,14 +50,7 @@ describe("scatter stats", function()
     env.cleanup()
   end)
 
-  local function stats(args)
-    local cmd = q(env.build_dir() .. "/scatter") .. " stats " .. args .. " >" .. q(dir .. "/out")
-      .. " 2>" .. q(dir .. "/err") .. " </dev/null; echo $?"
-    local p = io.popen(cmd)
-    local rc = tonumber(p:read("*a"):match("(%d+)"))
-    p:close()
-    return rc, slurp(dir .. "/out"), slurp(dir .. "/err")
-  end
+  local function stats(args) return env.cli("stats " .. args) end
 
   local function snapshot_file()
     local path = dir .. "/state.json"

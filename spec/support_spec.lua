@@ -23,13 +23,7 @@ local function curl(args)
   local out = p:read("*a")
   p:close()
   local status, rc = out:match("(%d*) (%d+)%s*$")
-  local function slurp(path)
-    local f = io.open(path, "rb")
-    if not f then return "" end
-    local s = f:read("*a")
-    f:close()
-    return s
-  end
+  local function slurp(path) return env.read_file(path) or "" end
   return {
     rc = tonumber(rc), status = tonumber(status), body = slurp(body),
     headers = slurp(hdr), stderr = slurp(err),

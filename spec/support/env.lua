@@ -103,7 +103,7 @@ function env.open_fds(match)
   pcall(ffi.cdef, "int fcntl(int fd, int cmd, ...);")
   pcall(ffi.cdef, "long readlink(const char *path, char *buf, size_t n);")
   local n, what, buf = 0, {}, ffi.new("char[512]")
-  for fd = 0, 4095 do
+  for fd = 0, 65535 do
     if ffi.C.fcntl(fd, 1 --[[F_GETFD]]) >= 0 then
       local len = ffi.C.readlink("/proc/self/fd/" .. fd, buf, 512)
       local target = len > 0 and ffi.string(buf, len) or "?"
@@ -114,6 +114,12 @@ function env.open_fds(match)
     end
   end
   return n, table.concat(what, " ")
+end
+
+-- This process's resident set in KiB (VmRSS).
+function env.rss_kib()
+  local s = read_file("/proc/self/status") or ""
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
 end
 
 local function file_exists(path)
@@ -158,6 +164,32 @@ function env.build_dir()
   local d = os.getenv("SCATTER_BUILD_DIR")
   if d and d ~= "" then return d end
   return "./build"
+end
+
+local cli_dir -- a temp dir for the runs' output, made on first use
+
+-- Runs the scatter executable with `args` (already shell-quoted where it
+-- matters); opts.env is a prefix of VAR=value words, opts.stdin a file
+-- (default /dev/null). Returns exit code, stdout, stderr.
+function env.cli(args, opts)
+  opts = opts or {}
+  cli_dir = cli_dir or env.tmpdir()
+  local out, err = cli_dir .. "/out", cli_dir .. "/err"
+  local cmd = (opts.env and (opts.env .. " ") or "") .. shell_quote(env.build_dir() .. "/scatter") .. " " .. args
+    .. " >" .. shell_quote(out) .. " 2>" .. shell_quote(err) .. " <" .. shell_quote(opts.stdin or "/dev/null")
+    .. "; echo $?"
+  local p = io.popen(cmd)
+  local rc = tonumber(p:read("*a"):match("(%d+)"))
+  p:close()
+  return rc, read_file(out) or "", read_file(err) or ""
+end
+
+-- Writes a script file into a temp dir; returns its path.
+function env.script(name, text)
+  cli_dir = cli_dir or env.tmpdir()
+  local path = cli_dir .. "/" .. name
+  write_file(path, text)
+  return path
 end
 
 local tmpdirs = {}
@@ -775,7 +807,7 @@ function env.cleanup()
     run("rm -rf -- " .. shell_quote(tmpdirs[i]))
     tmpdirs[i] = nil
   end
-  fixtures, spawn_dir = nil, nil
+  fixtures, spawn_dir, cli_dir = nil, nil, nil
 end
 
 -- A spec file that errors out never reaches its teardown. This userdata is
