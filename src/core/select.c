@@ -157,6 +157,7 @@ int sc_select_fit(sc_sched_t *s, uint32_t need) {
   s->pair_cap = cap;
   return 0;
 }
+
 static int task_has_proxy(const sc_sched_t *s, const task *t, uint32_t id) {
   for (uint32_t i = t->first; i != NONE; i = s->attempts[i].next)
     if (s->attempts[i].pub.proxy == id) return 1;
