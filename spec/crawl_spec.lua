@@ -77,6 +77,24 @@ describe("scatter.crawl", function()
     end
   end)
 
+  it("puts the queue's counts and an ETA on `scatter run`'s progress line", function()
+    local line
+    scatter.run(function()
+      local pool = new_pool()
+      local q = assert(scatter.queue({}))
+      for i = 30, 39 do q:push(ng.url("/p" .. i .. ".html")) end
+      local render = require("scatter.progress").pools_renderer(require("scatter.pool"), scatter.now)
+      scatter.crawl({ queue = q, pool = pool, concurrency = 1, handle = function(_, item)
+        if item.url:find("p35") then line = render() end
+        scatter.sleep(0.12)
+      end })
+      assert.is_nil(render():match("queue ")) -- gone once the crawl is over
+      q:close()
+      pool:close()
+    end)
+    assert.matches("| queue 4 queued, 5 done, 0 failed | ETA 0:00:0%d$", line)
+  end)
+
   it("retries failed tries with backoff, fails an item after max_tries with its last error", function()
     scatter.run(function()
       local pool = new_pool()
