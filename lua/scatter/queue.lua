@@ -142,7 +142,8 @@ end
 
 -- Items as handlers and iterators see them: meta and headers decoded.
 function M.item(it)
-  it.meta = cjson().decode(it.meta or "{}") or {}
+  local meta = it.meta
+  it.meta = (meta == nil or meta == "{}") and {} or cjson().decode(meta) or {}
   if type(it.headers) == "string" then it.headers = cjson().decode(it.headers) end
   return it
 end
