@@ -275,8 +275,9 @@ describe("scatter.crawl", function()
     local n = 0
     for _ in pairs(seen) do n = n + 1 end
     assert.equal(PAGES, n)
-    -- at most `concurrency` tries lost with each killed process
-    assert.truthy(refetched <= 8 * kills, refetched .. " refetched after " .. kills .. " kills")
+    -- lost with each killed process: the 8 in flight and those done within
+    -- the open commit group (commit_ms = 20 here: a few dozen at most)
+    assert.truthy(refetched <= (8 + 40) * kills, refetched .. " refetched after " .. kills .. " kills")
     local q = assert(scatter.queue({ path = db, readonly = true }))
     assert.same({ queued = 0, leased = 0, done = PAGES, failed = 0, seen = PAGES }, q:stats())
     q:close()
