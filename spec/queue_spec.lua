@@ -280,4 +280,22 @@ describe("scatter.queue", function()
     assert.equal(0, rc)
     assert.matches("queue%s+show, list, requeue or export a crawl queue", out)
   end)
+
+  it("keeps the last pushes of a script that ends without close, under scatter run and plain luajit", function()
+    local path = dir .. "/q.db"
+    local script = env.script("noclose.lua", ([[
+      local scatter = require("scatter")
+      local q = assert(scatter.queue{ path = %q, commit_ms = 60000 })
+      for i = 1, 10 do q:push("http://a.test/" .. (... or "") .. i) end
+    ]]):format(path))
+    local rc, _, err = env.cli("run " .. script .. " run")
+    assert.equal(0, rc, err)
+    local p = io.popen("luajit " .. script .. " plain 2>&1; echo rc=$?")
+    local out = p:read("*a")
+    p:close()
+    assert.matches("rc=0", out)
+    local q = open(path)
+    assert.equal(20, q:stats().queued)
+    q:close()
+  end)
 end)

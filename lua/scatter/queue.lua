@@ -70,6 +70,7 @@ local Queue = {}
 Queue.__index = Queue
 
 M.Queue = Queue
+M.open = setmetatable({}, { __mode = "k" }) -- open queues, for scatter.close_all
 
 local function load_backend(opts)
   if opts.redis ~= nil then
@@ -157,7 +158,14 @@ function M.new(opts)
   if not mod then return nil, err end
   local b, berr = mod.open(opts)
   if not b then return nil, berr end
-  return setmetatable({ b = b, opts = opts }, Queue)
+  local q = setmetatable({ b = b, opts = opts }, Queue)
+  M.open[q] = true
+  -- a script that ends without q:close() must not lose its last group of
+  -- writes: finalisers run newest first, so this one before the database's
+  local sentinel = newproxy(true)
+  getmetatable(sentinel).__gc = function() pcall(b.close, b) end
+  q._sentinel = sentinel
+  return q
 end
 
 local function check(self, fname)
@@ -225,6 +233,7 @@ function Queue:close()
   if getmetatable(self) ~= Queue then error("queue:close: called on a non-queue (use q:close)", 2) end
   if self.closed then return true end
   self.closed = true
+  M.open[self] = nil
   return (must("queue:close", self.b:close()))
 end
 

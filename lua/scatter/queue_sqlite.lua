@@ -465,10 +465,10 @@ function B:close()
     ok, err = begin(self)
     if ok then
       -- a lease given back unused was no try (one lost with its process was)
-      local st = prep(self, "UPDATE items SET state = 0, tries = max(tries - 1, 0) WHERE state = 1")
-      st:exec()
-      st:finalize()
-      ok, err = self:flush()
+      -- (exec, not a statement: close may run from a finaliser at exit,
+      -- where a new userdata could outlive the module that knows it)
+      ok, err = self.db:exec("UPDATE items SET state = 0, tries = max(tries - 1, 0) WHERE state = 1")
+      if ok then ok, err = self:flush() end
     end
   end
   self.closed = true
