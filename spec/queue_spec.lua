@@ -96,7 +96,7 @@ describe("scatter.queue", function()
       while true do end
     ]]):format(path, dir .. "/leased"))
     q:close()
-    local child = env.spawn({ "luajit", script })
+    local child = env.spawn({ env.build_dir() .. "/scatter", "run", script })
     env.wait_file(dir .. "/leased", child)
     -- while it runs the file is held; readers still see its commits
     local busy, err = scatter.queue({ path = path })
@@ -290,7 +290,9 @@ describe("scatter.queue", function()
     ]]):format(path))
     local rc, _, err = env.cli("run " .. script .. " run")
     assert.equal(0, rc, err)
-    local p = io.popen("luajit " .. script .. " plain 2>&1; echo rc=$?")
+    -- the ASan build's module needs its runtime preloaded into luajit
+    local pre = env.asan_preload and ("LD_PRELOAD=" .. env.shell_quote(env.asan_preload) .. " ") or ""
+    local p = io.popen(pre .. "luajit " .. script .. " plain 2>&1; echo rc=$?")
     local out = p:read("*a")
     p:close()
     assert.matches("rc=0", out)
