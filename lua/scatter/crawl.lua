@@ -94,10 +94,23 @@ function M.crawl(cfg)
   M.running[st] = true
   local extra = cfg.request or {}
 
-  local function wake_idle()
+  -- Wakes n idle workers (all when n is nil): a completion that pushed 3
+  -- items needs 3 workers, not every idle one querying the queue.
+  local function wake_idle(n)
     local ws = st.idle
-    st.idle = {}
-    for _, w in ipairs(ws) do runtime.wake(w) end
+    if not n or n >= #ws then
+      st.idle = {}
+      for _, w in ipairs(ws) do runtime.wake(w) end
+    else
+      -- (a waiter its own timer woke is still listed: skip it)
+      while n > 0 and #ws > 0 do
+        local w = table.remove(ws)
+        if not w.woken then
+          runtime.wake(w)
+          n = n - 1
+        end
+      end
+    end
   end
 
   local function fatal(err)
@@ -138,6 +151,13 @@ function M.crawl(cfg)
         end
         -- otherwise items in flight here may push more: wait for them
         local w = runtime.waiter()
+        if #st.idle >= 2 * o.concurrency then -- drop those their timers woke
+          local keep = {}
+          for _, x in ipairs(st.idle) do
+            if not x.woken then keep[#keep + 1] = x end
+          end
+          st.idle = keep
+        end
         st.idle[#st.idle + 1] = w
         if wait then runtime.after(math.max(wait, 0.001), runtime.wake, w) end
         runtime.block(w)
@@ -163,7 +183,7 @@ function M.crawl(cfg)
         if not cok then runtime.report("scatter.crawl: error in on_failed: " .. tostring(cerr)) end
       end
     else
-      wake_idle() -- due later: an idle worker sets its timer by it
+      wake_idle(1) -- due later: an idle worker sets its timer by it
     end
   end
 
@@ -195,7 +215,7 @@ function M.crawl(cfg)
     if not n then return fatal(cerr) end
     st.done = st.done + 1
     st.pushed = st.pushed + n
-    if n > 0 then wake_idle() end
+    if n > 0 then wake_idle(n) end
   end
 
   local slots, live, all_done = {}, 0, runtime.waiter()
