@@ -66,6 +66,10 @@ function Item:push(url, o)
   local rec, err = queue.record(url, o, "item:push")
   if not rec then error(err, 2) end
   local keys = self._keys
+  if not keys then -- made on the first push: most items push nothing
+    keys = {}
+    self._keys, self._pushes = keys, {}
+  end
   if keys[rec.key] then return false end
   keys[rec.key] = true
   self._pushes[#self._pushes + 1] = rec
@@ -74,7 +78,6 @@ end
 
 local function decorate(it)
   queue.item(it)
-  it._pushes, it._keys = {}, {}
   return setmetatable(it, Item)
 end
 
