@@ -42,7 +42,6 @@ CREATE TABLE IF NOT EXISTS items(
   meta TEXT NOT NULL,
   err TEXT);
 CREATE INDEX IF NOT EXISTS items_queued ON items(priority DESC, id) WHERE state = 0;
-CREATE INDEX IF NOT EXISTS items_held ON items(state) WHERE state IN (1, 3);
 ]]
 
 local COLS = "id, key, url, method, headers, body, priority, meta, tries, err, state"
