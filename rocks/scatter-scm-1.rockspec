@@ -16,6 +16,10 @@ description = {
 }
 -- lua-cjson comes from the system (Debian's lua-cjson); no rock needed.
 dependencies = {}
+-- the Redis client of scale-out (DESIGN.md section 9): Debian's libhiredis-dev
+external_dependencies = {
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
+}
 build = {
   type = "cmake",
   variables = {
