@@ -16,8 +16,12 @@ description = {
 }
 -- lua-cjson comes from the system (Debian's lua-cjson); no rock needed.
 dependencies = {}
--- the Redis client of scale-out (DESIGN.md section 9): Debian's libhiredis-dev
+-- The embedded frontier (SQLite) and link extraction (Gumbo) link Debian's
+-- libsqlite3-dev and libgumbo-dev; CMake finds them with pkg-config.
 external_dependencies = {
+  SQLITE3 = { header = "sqlite3.h", library = "sqlite3" },
+  GUMBO = { header = "gumbo.h", library = "gumbo" },
+  -- the Redis client of scale-out (DESIGN.md section 9): Debian's libhiredis-dev
   HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
 }
 build = {
