@@ -102,7 +102,7 @@ function M.open(opts)
   end
   local self = setmetatable({
     c = c, name = opts.name, prefix = "scatter:{" .. opts.name .. "}:",
-    lease_ms = math.floor(lease * 1000), me = consumer_name(),
+    lease_ms = math.floor(lease * 1000), lease_secs = lease, me = consumer_name(),
     leased = {}, nleased = 0, s = {},
   }, B)
   for k, src in pairs(scripts) do self.s[k] = c:script(src) end
@@ -199,8 +199,10 @@ function B:fail(item, err, retry_at)
   return true
 end
 
+-- items nil (scatter.crawl's timer): this backend renews its own leases
+-- from a thread of its own (arm_renew), nothing to do here
 function B:renew(items)
-  if #items == 0 then return true end
+  if items == nil or #items == 0 then return true end
   local argv = { self.prefix, self.me }
   for _, it in ipairs(items) do
     argv[#argv + 1] = ("%d"):format(it.priority)
@@ -240,7 +242,16 @@ end
 
 function B.flush() return true end
 
-function B.output() return true end
+-- Output lines stay in Redis (exactly once, with each item's done mark);
+-- `scatter queue export` writes them. A path is not written here.
+function B:output(path)
+  if path and not self.output_noted then
+    self.output_noted = true
+    require("scatter.log").emit("info", nil, ("queue %q: output is kept in Redis, not in %s; "
+      .. "`scatter queue export %s --name %s` writes it"):format(self.name, path, self.c.url, self.name))
+  end
+  return true
+end
 
 function B:failed()
   local buf, i, from, done = {}, 1, 0, false

@@ -98,6 +98,14 @@ if redis.call("SET", P .. "rc", "1", "PX", period, "NX") then
       cursor = r[1]
       if cursor == "0-0" then break end
     end
+    -- consumers of killed workers, once they hold nothing and stay idle
+    -- for ten lease periods, leave the group
+    for _, c in ipairs(redis.call("XINFO", "CONSUMERS", q, "g")) do
+      local name, pending, idle = c[2], c[4], c[6]
+      if pending == 0 and idle > 10 * tonumber(lease) and name ~= me then
+        redis.call("XGROUP", "DELCONSUMER", q, "g", name)
+      end
+    end
   end
 end
 for _, prio in ipairs(levels) do
