@@ -3,19 +3,27 @@
 --   scatter run fleet_crawl.lua REDIS_URL NAME PROXIES BASE PAGES [HOLD]
 -- Crawls BASE?p=0 and, from page k, pages 3k+1..3k+3 below PAGES, through
 -- a pool on PROXIES (comma-separated), sharing the Redis queue NAME; each
--- handler takes HOLD seconds (default 0.02). Prints "done <n>".
+-- handler takes HOLD seconds (default 0.02). REDIS_URL may be a file path
+-- instead (the embedded queue, for comparisons). Prints "done <n> cpu <s>"
+-- (the process's CPU seconds, os.clock).
 local scatter = require("scatter")
 
 local url, name, proxies, base, pages, hold = ...
 pages, hold = tonumber(pages), tonumber(hold or "0.02")
 local list = {}
 for p in proxies:gmatch("[^,]+") do list[#list + 1] = p end
-local q = assert(scatter.queue({ redis = url, name = name, lease = tonumber(os.getenv("LEASE") or "2") }))
+local q
+if url:match("^redis://") then
+  q = assert(scatter.queue({ redis = url, name = name, lease = tonumber(os.getenv("LEASE") or "2") }))
+else
+  q = assert(scatter.queue({ path = url }))
+end
 local pool = scatter.pool({ proxies = list, rate_limit = { default_interval = 0 }, metrics_log_interval = 0,
   max_concurrent_per_request = 1 })
 q:push(base .. "?p=0")
 local summary = scatter.crawl({
-  queue = q, pool = pool, concurrency = 8, output = "unused.jsonl", max_tries = 50,
+  queue = q, pool = pool, concurrency = tonumber(os.getenv("CONCURRENCY") or "8"), max_tries = 50,
+  output = os.getenv("OUT") or (url:match("^redis://") and "unused.jsonl" or url .. ".jsonl"),
   handle = function(resp, item)
     local k = tonumber(item.url:match("p=(%d+)"))
     for j = 3 * k + 1, 3 * k + 3 do
@@ -27,4 +35,4 @@ local summary = scatter.crawl({
 })
 q:close()
 pool:close()
-print("done " .. summary.done)
+print(("done %d cpu %.3f"):format(summary.done, os.clock()))
