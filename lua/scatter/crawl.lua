@@ -253,7 +253,7 @@ function M.progress_part(clock)
     local ok, s = pcall(function() return st.queue:stats() end)
     if ok and s then
       local secs = core.now() - st.t0
-      local rate = secs > 1 and st.done / secs or 0
+      local rate = (st.done > 0 and secs > 0) and st.done / secs or 0
       local eta = rate > 0 and clock((s.queued + s.leased) / rate) or "?"
       return string.format("queue %d queued, %d done, %d failed | ETA %s", s.queued, s.done, s.failed, eta)
     end

@@ -458,7 +458,8 @@ function B:close()
   if not self.readonly and not self.broken then
     ok, err = begin(self)
     if ok then
-      local st = prep(self, "UPDATE items SET state = 0 WHERE state = 1")
+      -- a lease given back unused was no try (one lost with its process was)
+      local st = prep(self, "UPDATE items SET state = 0, tries = max(tries - 1, 0) WHERE state = 1")
       st:exec()
       st:finalize()
       ok, err = self:flush()

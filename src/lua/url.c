@@ -101,8 +101,12 @@ int sc_lua_url_join(lua_State *L) {
   CURLU *h = curl_url();
   if (!h) return luaL_error(L, "out of memory");
   CURLUcode rc = curl_url_set(h, CURLUPART_URL, base, 0);
-  /* curl resolves a relative URL against the one already set */
-  if (rc == CURLUE_OK) rc = curl_url_set(h, CURLUPART_URL, ref, 0);
+  /* curl resolves a relative URL against the one already set, except a
+   * bare fragment or an empty reference (7.88 drops the last segment):
+   * those are the base itself (RFC 3986 section 5.2.2) */
+  if (rc == CURLUE_OK && (rn == 0 || ref[0] == '#'))
+    rc = curl_url_set(h, CURLUPART_FRAGMENT, rn > 1 ? ref + 1 : NULL, 0);
+  else if (rc == CURLUE_OK) rc = curl_url_set(h, CURLUPART_URL, ref, 0);
   char *out = NULL;
   if (rc == CURLUE_OK) rc = curl_url_get(h, CURLUPART_URL, &out, 0);
   if (rc != CURLUE_OK) return curl_fail(L, h, rc);
