@@ -70,6 +70,29 @@ describe("a crawl on a shared Redis queue", function()
     q:close()
   end)
 
+  it("finishes across a Redis restart mid-crawl, every page once", function()
+    local base, pages = ng.url("/small.txt"), 200
+    local ws = { worker(srv, "restart", proxy, base, pages), worker(srv, "restart", proxy, base, pages) }
+    local q = assert(scatter.queue({ redis = srv.url, name = "restart" }))
+    env.wait_until(function() return q:stats().done >= 30 end, "progress", nil, 30)
+    assert.truthy(q:stats().done < pages - 20)
+    srv:restart(0.5) -- SIGTERM: Redis writes its AOF out and stops
+    for i = 1, 2 do assert.truthy(finish(ws[i]):find("done %d+")) end
+    assert.same({ queued = 0, leased = 0, done = pages, failed = 0, seen = pages }, q:stats())
+    local path = os.tmpname()
+    local fh = io.open(path, "w")
+    assert.equal(pages, q:export(fh))
+    fh:close()
+    local seen = {}
+    for line in io.lines(path) do
+      local k = tonumber(line:match('"k":(%d+)'))
+      assert.is_nil(seen[k], "page " .. tostring(k) .. " twice")
+      seen[k] = true
+    end
+    os.remove(path)
+    q:close()
+  end)
+
   it("is shown, retried and exported by `scatter queue` with a Redis URL and --name", function()
     local q = assert(scatter.queue({ redis = srv.url, name = "cli" }))
     q:push("http://a.test/1")
@@ -91,6 +114,7 @@ describe("a crawl on a shared Redis queue", function()
     assert.equal(0, rc, err)
     assert.equal("1 failed items queued again\n", out)
     assert.equal(1, q:stats().queued)
+    local _
     rc, _, err = env.cli("queue stats " .. srv.url)
     assert.equal(1, rc)
     assert.truthy(err:find("needs name", 1, true), err)

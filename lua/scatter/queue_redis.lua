@@ -238,6 +238,22 @@ function B:stats()
   return { queued = s.queued, leased = s.leased, done = s.done, failed = s.failed, seen = s.seen }
 end
 
+-- For callers inside the event loop that must not wait (the progress line
+-- of `scatter run`): the last counts known, refreshed by a thread of its
+-- own at most once a second; nil until the first refresh.
+function B:stats_nowait()
+  local now = core.now()
+  if not self.closed and not self.refreshing and now - (self.refreshed_at or -math.huge) >= 1 then
+    self.refreshing = true
+    runtime.spawn(function()
+      local s = self:stats()
+      if s then self.last_stats = s end
+      self.refreshed_at, self.refreshing = core.now(), false
+    end)
+  end
+  return self.last_stats
+end
+
 -- 0 when an item can be leased now; the seconds until the next retry is
 -- due; while only leases are out (here or on other workers, which may push
 -- or die) a short poll, since their outcome decides; nil when the whole
