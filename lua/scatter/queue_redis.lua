@@ -103,7 +103,7 @@ function M.open(opts)
   local self = setmetatable({
     c = c, name = opts.name, prefix = "scatter:{" .. opts.name .. "}:",
     lease_ms = math.floor(lease * 1000), lease_secs = lease, me = consumer_name(),
-    leased = {}, nleased = 0, s = {}, buf = {},
+    leased = {}, nleased = 0, s = {}, buf = {}, cq = {},
   }, B)
   for k, src in pairs(scripts) do self.s[k] = c:script(src) end
   -- the default level exists from the start, so stats and waits see it
@@ -190,12 +190,44 @@ function B:forget(item)
   end
 end
 
+-- The completions of one loop pass (a crawl's workers finishing together)
+-- go to Redis in one script call: each stays atomic on its own, and the
+-- worker spends one round trip on several items (bench/redis_cost.lua).
+function B:flush_completes()
+  local jobs = self.cq
+  self.cq, self.cq_armed = {}, false
+  local argv = { self.prefix, #jobs }
+  for _, j in ipairs(jobs) do
+    local it = j.item
+    argv[#argv + 1] = ("%d"):format(it.priority)
+    argv[#argv + 1] = it.id
+    argv[#argv + 1] = j.line or ""
+    argv[#argv + 1] = j.line and "1" or "0"
+    argv[#argv + 1] = #j.recs
+    push_args(argv, j.recs)
+  end
+  local ns, err = self:run("complete", argv)
+  for i, j in ipairs(jobs) do
+    if ns then
+      self:forget(j.item)
+      j.n = math.max(0, ns[i])
+    else
+      j.err = err
+    end
+    runtime.wake(j.w)
+  end
+end
+
 function B:complete(item, recs, line)
-  local argv = { self.prefix, ("%d"):format(item.priority), item.id, line or "", line and "1" or "0" }
-  local n, err = self:run("complete", push_args(argv, recs))
-  if not n then return nil, err end
-  self:forget(item)
-  return math.max(0, n)
+  local job = { item = item, recs = recs, line = line, w = runtime.waiter() }
+  self.cq[#self.cq + 1] = job
+  if not self.cq_armed then
+    self.cq_armed = true
+    runtime.after(0, function() runtime.spawn(self.flush_completes, self) end)
+  end
+  runtime.block(job.w)
+  if job.err then return nil, job.err end
+  return job.n
 end
 
 function B:fail(item, err, retry_at)

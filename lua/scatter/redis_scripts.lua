@@ -40,10 +40,10 @@ local function seen_add(key)
     tonumber(h:sub(13, 14), 16), tonumber(h:sub(15, 16), 16))
   return redis.call("HSETNX", P .. "s:" .. h:sub(1, 4), f, "") == 1
 end
--- ARGV[from..] as (key, prio, item) triples; returns new count, flags
-local function push_all(from)
+-- ARGV[from..to] as (key, prio, item) triples; returns new count, flags
+local function push_all(from, to)
   local flags, n = {}, 0
-  for i = from, #ARGV, 3 do
+  for i = from, to or #ARGV, 3 do
     if seen_add(ARGV[i]) then
       redis.call("XADD", level(ARGV[i + 1]), "*", "d", ARGV[i + 2])
       n = n + 1
@@ -119,17 +119,28 @@ end
 return out
 ]]
 
--- ARGV: prefix, prio, id, line ("" with has_line 0), has_line, then
--- (key, prio, item) triples -> new count, or -1 when the item was not
--- leased any more (another worker finished it: nothing is done twice)
+-- ARGV: prefix, count, then per item: prio, id, line ("" with has_line
+-- 0), has_line, npush, and npush (key, prio, item) triples -> for each
+-- item its new count, or -1 when it was not leased any more (another
+-- worker finished it: nothing is done twice). Each item is all or nothing.
 M.complete = COMMON .. [[
-local q = P .. "q:" .. ARGV[2]
-if not owner(q, ARGV[3]) then return -1 end
-redis.call("XACK", q, "g", ARGV[3])
-redis.call("XDEL", q, ARGV[3])
-if ARGV[5] == "1" then redis.call("XADD", P .. "o", "*", "l", ARGV[4]) end
-redis.call("HINCRBY", P .. "n", "done", 1)
-return (push_all(6))
+local out, i = {}, 3
+for j = 1, tonumber(ARGV[2]) do
+  local prio, id, line, has, npush = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
+  i = i + 5
+  local q = P .. "q:" .. prio
+  if not owner(q, id) then
+    out[j] = -1
+  else
+    redis.call("XACK", q, "g", id)
+    redis.call("XDEL", q, id)
+    if has == "1" then redis.call("XADD", P .. "o", "*", "l", line) end
+    redis.call("HINCRBY", P .. "n", "done", 1)
+    out[j] = (push_all(i, i + 3 * npush - 1))
+  end
+  i = i + 3 * npush
+end
+return out
 ]]
 
 -- ARGV: prefix, prio, id, consumer, delay_ms (-1: failed for good),
