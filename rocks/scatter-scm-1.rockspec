@@ -16,6 +16,10 @@ description = {
 }
 -- lua-cjson comes from the system (Debian's lua-cjson); no rock needed.
 dependencies = {}
+-- nodejs http-parser for `scatter serve` (Debian's libhttp-parser-dev)
+external_dependencies = {
+  HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
+}
 build = {
   type = "cmake",
   variables = {
@@ -25,5 +29,7 @@ build = {
     SCATTER_LIBDIR = "$(LIBDIR)",
     SCATTER_BINDIR = "$(BINDIR)",
     SCATTER_TESTS = "OFF",
+    HTTP_PARSER_INCDIR = "$(HTTP_PARSER_INCDIR)",
+    HTTP_PARSER_LIBDIR = "$(HTTP_PARSER_LIBDIR)",
   },
 }

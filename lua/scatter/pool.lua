@@ -180,6 +180,13 @@ local function deliver(self, th, resp, attempts)
 end
 
 function Pool:_on_response(ah, th)
+  local rec = self.tasks[th]
+  if rec and rec.tunnel then
+    -- an open tunnel has nothing to classify: it wins its task
+    local fd, proxy, attempts = self.c:tunnel(ah)
+    if fd then deliver(self, th, { status = 200, tunnel = fd, proxy = proxy }, attempts) end
+    return
+  end
   if self.classify == classifier.default then
     -- classified in C, and a failed attempt never becomes a Lua table
     local resp, attempts = self.c:settle_default(ah)
@@ -252,6 +259,32 @@ local function request(self, req, url)
   local resp, werr = h:wait(req.timeout)
   if werr == "timeout" then
     local last = h:cancel()
+    return nil, last and ("timeout: last error: " .. last) or "timeout"
+  end
+  return resp, werr
+end
+
+-- For `scatter serve`: opens a tunnel to host:port through the first
+-- proxy (of K raced) that can; the tunnel's socket is the caller's.
+-- Returns {tunnel = fd, proxy =, attempts =, elapsed =} or nil, err.
+function Pool:_tunnel(host, port, timeout)
+  if self.closed then return nil, "closed" end
+  local url = "http://" .. (host:find(":", 1, true) and ("[" .. host .. "]") or host) .. ":" .. port
+  local h, why = M.parse_url(url)
+  if not h then return bad(why) end
+  while not self.c:has_room() do
+    local w = runtime.waiter()
+    self.room[#self.room + 1] = w
+    runtime.block(w)
+    if self.closed then return nil, "closed" end
+  end
+  local th, serr = self.c:submit(h, "CONNECT", url, NO_HEADERS, nil, nil, 8)
+  if not th then return nil, serr end
+  local rec = setmetatable({ pool = self, th = th, t0 = core.now(), tunnel = true }, Handle)
+  self.tasks[th] = rec
+  local resp, werr = rec:wait(timeout)
+  if werr == "timeout" then
+    local last = rec:cancel()
     return nil, last and ("timeout: last error: " .. last) or "timeout"
   end
   return resp, werr

@@ -10,6 +10,7 @@
 #include <lua.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/proxyurl.h"
 #include "../core/sched.h"
@@ -353,7 +354,7 @@ static char *dup_mem(const char *s, size_t n) {
 /* pool:submit(host, method, url, headers, body, max_body, flags) -> task
  * | nil, "pool_full". headers: a list of "Name: value" lines or nil; body,
  * max_body: nil for none / the default; flags: 1 follow redirects, 2
- * insecure, 4 no race. Positional: lua_getfield would intern each field
+ * insecure, 4 no race, 8 a tunnel (url http://host:port; pool:tunnel). Positional: lua_getfield would intern each field
  * name again for every request. */
 static int l_pool_submit(lua_State *L) {
   lpool *p = check_pool(L, 1);
@@ -387,6 +388,7 @@ static int l_pool_submit(lua_State *L) {
   r->req.max_body = (size_t)max_body;
   r->req.follow = (f & 1) != 0;
   r->req.insecure = (f & 2) != 0;
+  r->req.tunnel = (f & 8) != 0;
   unsigned flags = (f & 4) ? SC_TASK_NORACE : 0;
   if (lua_istable(L, 5)) {
     int n = (int)lua_objlen(L, 5);
@@ -560,6 +562,29 @@ static int l_pool_settle_default(lua_State *L) {
   }
   lua_pushinteger(L, attempts);
   return 2;
+}
+
+/* pool:tunnel(attempt) -> fd, proxy, attempts: the open tunnel of a
+ * tunnel task's attempt, which wins the task; the caller owns the socket.
+ * nil when the attempt is gone. */
+static int l_pool_tunnel(lua_State *L) {
+  lpool *p = check_pool(L, 1);
+  sc_handle_t ah = check_handle(L, 2);
+  sc_attempt_t *a = (sc_attempt_t *)sc_sched_attempt(p->sched, ah);
+  if (!a || !a->tdata) return 0;
+  int fd = sc_xfer_take_socket(((latt *)a->tdata)->x);
+  if (fd < 0) return luaL_error(L, "scatter: pool:tunnel: not a tunnel");
+  char who[300];
+  sc_proxy_redact(sc_sched_proxy_key(p->sched, a->proxy), who, sizeof(who));
+  int attempts = sc_sched_task_attempts(p->sched, a->task);
+  if (!settle(p, ah, a, SC_V_SUCCESS)) {
+    close(fd);
+    return 0;
+  }
+  lua_pushinteger(L, fd);
+  lua_pushstring(L, who);
+  lua_pushinteger(L, attempts);
+  return 3;
 }
 
 static int l_pool_attempts(lua_State *L) {
@@ -785,6 +810,7 @@ static const luaL_Reg pool_methods[] = {
     {"last_error", l_pool_last_error},
     {"verdict", l_pool_verdict},
     {"attempts", l_pool_attempts},
+    {"tunnel", l_pool_tunnel},
     {"metrics", l_pool_metrics},
     {"pending", l_pool_pending},
     {"has_room", l_pool_has_room},
@@ -814,6 +840,12 @@ static const luaL_Reg funcs[] = {{"pool_new", l_pool_new},
                                  {"httpd_listen", sc_lua_httpd_listen},
                                  {"httpd_respond", sc_lua_httpd_respond},
                                  {"httpd_close", sc_lua_httpd_close},
+                                 {"proxyd_listen", sc_lua_proxyd_listen},
+                                 {"proxyd_request", sc_lua_proxyd_request},
+                                 {"proxyd_respond", sc_lua_proxyd_respond},
+                                 {"proxyd_tunnel", sc_lua_proxyd_tunnel},
+                                 {"proxyd_close", sc_lua_proxyd_close},
+                                 {"proxyd_count", sc_lua_proxyd_count},
                                  {"poll", l_poll},
                                  {"fd", l_fd},
                                  {"backend_timeout", l_backend_timeout},

@@ -23,5 +23,11 @@ int sc_lua_signal_watch(lua_State *L); /* signal.c */
 int sc_lua_httpd_listen(lua_State *L); /* httpd.c */
 int sc_lua_httpd_respond(lua_State *L);
 int sc_lua_httpd_close(lua_State *L);
+int sc_lua_proxyd_listen(lua_State *L); /* proxyd.c */
+int sc_lua_proxyd_request(lua_State *L);
+int sc_lua_proxyd_respond(lua_State *L);
+int sc_lua_proxyd_tunnel(lua_State *L);
+int sc_lua_proxyd_close(lua_State *L);
+int sc_lua_proxyd_count(lua_State *L);
 
 #endif

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int append(char **buf, size_t *len, size_t *cap, const char *p,
                   size_t n) {
@@ -96,7 +97,7 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
    * the ones that never change (reset and these cost ~5k instructions a
    * transfer, ~3% of bench/overhead). */
   x->plain = (head || strcmp(r->method, "GET") == 0) && !r->body &&
-             !r->insecure && !o->ca_file && !o->no_reuse;
+             !r->insecure && !o->ca_file && !o->no_reuse && !r->tunnel;
   if (!kept) {
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
@@ -133,6 +134,13 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
   }
   if (o->no_reuse) curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+  if (r->tunnel) {
+    /* the proxy handshake (SOCKS, or CONNECT to an HTTP proxy) and no
+     * more: url is http://host:port, so curl speaks no TLS to the target;
+     * the loop keeps the socket (detach) */
+    curl_easy_setopt(e, CURLOPT_CONNECT_ONLY, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, 1L);
+  }
   if (r->insecure) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -144,6 +152,8 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
   x->done.cb = on_done;
   x->done.ud = x;
   x->done.sock = CURL_SOCKET_BAD;
+  x->done.detach = r->tunnel;
+  x->done.detached = -1;
   if (sc_loop_add(l, e, &x->done) < 0) {
     sc_loop_easy_done(l, e);
     free(x);
@@ -158,13 +168,21 @@ void sc_xfer_free(sc_xfer_t *x) {
   if (x->running) sc_loop_remove(x->loop, x->easy);
   if (x->plain) sc_loop_easy_keep(x->loop, x->easy);
   else sc_loop_easy_done(x->loop, x->easy);
+  if (x->done.detached >= 0) close(x->done.detached);
   free(x->body);
   free(x->head);
   free(x);
 }
 
 int sc_xfer_ok(const sc_xfer_t *x) {
+  if (x->done.detach) return x->result == CURLE_OK && x->done.detached >= 0;
   return x->result == CURLE_OK && x->status > 0;
+}
+
+int sc_xfer_take_socket(sc_xfer_t *x) {
+  int fd = x->done.detached;
+  x->done.detached = -1;
+  return fd;
 }
 
 const char *sc_xfer_url(const sc_xfer_t *x) {
