@@ -117,6 +117,9 @@ local function response_head(resp, method)
       end
     end
   end
+  -- which path won, and how many were started for it
+  parts[#parts + 1] = "X-Scatter-Proxy: " .. clean(resp.proxy or "") .. "\r\n"
+  parts[#parts + 1] = "X-Scatter-Attempts: " .. (resp.attempts or 1) .. "\r\n"
   if not bodyless then parts[#parts + 1] = "Content-Length: " .. #resp.body .. "\r\n" end
   return table.concat(parts), bodyless and "" or resp.body
 end
