@@ -216,7 +216,7 @@ end
 
 -- Returns handle or nil, err; waits for room when `wait`. `url` is
 -- req.url, or pool:get's URL (then req holds only its options).
-local function submit(self, req, url, wait)
+local function submit(self, req, url, wait, cookies)
   if self.closed then return nil, "closed" end
   local host, method, headers, flags = check(req, url)
   if not host then return nil, method end
@@ -227,7 +227,7 @@ local function submit(self, req, url, wait)
     runtime.block(w)
     if self.closed then return nil, "closed" end
   end
-  local th, serr = self.c:submit(host, method, url, headers, req.body, req.max_body, flags)
+  local th, serr = self.c:submit(host, method, url, headers, req.body, req.max_body, flags, cookies)
   if not th then return nil, serr end
   -- the handle is the task's record: one table a task, waiters made on
   -- the first wait
@@ -253,8 +253,8 @@ function Pool:try_submit(req)
   return submit(self, req, req.url, false)
 end
 
-local function request(self, req, url)
-  local h, err = submit(self, req, url, true)
+local function request(self, req, url, cookies)
+  local h, err = submit(self, req, url, true, cookies)
   if not h then return nil, err end
   local resp, werr = h:wait(req.timeout)
   if werr == "timeout" then
@@ -290,6 +290,11 @@ function Pool:_tunnel(host, port, timeout)
   return resp, werr
 end
 
+-- for sessions (scatter.session): the request checks, and a raced
+-- request that carries a cookie jar
+M.check = check
+M.request = request
+
 function Pool:request(req)
   check_req(self, req, "request")
   return request(self, req, req.url)
@@ -309,6 +314,13 @@ function Pool:get(url, opts)
     return nil, "invalid_request: pool:get is GET only; use pool:request"
   end
   return request(self, opts, url)
+end
+
+-- One proxy and one cookie jar for a run of requests (scatter.session).
+function Pool:session(opts)
+  check_open(self, "session")
+  if self.closed then error("pool:session: the pool is closed", 2) end
+  return require("scatter.session").new(self, opts, "pool:session")
 end
 
 function Pool:metrics()

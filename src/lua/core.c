@@ -116,6 +116,7 @@ int luaopen_scatter_core(lua_State *L) {
     lua_newtable(L);
     luaL_register(L, NULL, sc_lua_pool_methods);
     sc_lua_response_register(L);
+    sc_lua_direct_register(L);
     lua_getfield(L, -1, "close");
     lua_setfield(L, -3, "__gc");
     lua_setfield(L, -2, "__index");

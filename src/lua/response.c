@@ -40,8 +40,24 @@ static void push_response(lua_State *L, lpool *p, const sc_attempt_t *a) {
   lua_pushstring(L, who);
   set_key(L, RK_PROXY);
   /* a classifier must know a HEAD's empty body is no block page */
-  lua_pushstring(L, ((lreq *)a->task_ud)->req.method);
+  const lreq *r = a->task_ud;
+  lua_pushstring(L, r->req.method);
   set_key(L, RK_METHOD);
+  if (r->req.cookie_engine) { /* a session's: what it keeps */
+    lua_pushnumber(L, a->proxy);
+    lua_setfield(L, -2, "proxy_id");
+    sc_lua_slist_push(L, x->cookies_out);
+    lua_setfield(L, -2, "cookies");
+  }
+}
+
+void sc_lua_slist_push(lua_State *L, const struct curl_slist *l) {
+  lua_newtable(L);
+  int n = 0;
+  for (; l; l = l->next) {
+    lua_pushstring(L, l->data);
+    lua_rawseti(L, -2, ++n);
+  }
 }
 
 /* Settles attempt ah (alive) with verdict v; returns 1 when that ended

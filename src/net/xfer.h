@@ -20,6 +20,12 @@ typedef struct sc_req {
   int follow;   /* follow up to 5 redirects through the same proxy */
   int insecure; /* skip TLS verification */
   int tunnel;   /* only open a tunnel to url's host:port (CONNECT_ONLY) */
+  /* A session's cookie jar (Netscape cookie-file lines, curl's own
+   * export format): with `cookie_engine` set, curl's cookie engine starts
+   * from these, and a finished transfer exports the jar again
+   * (sc_xfer_t.cookies_out). */
+  int cookie_engine;
+  struct curl_slist *cookies;
 } sc_req_t;
 
 typedef struct sc_xfer_opts {
@@ -43,12 +49,14 @@ struct sc_xfer {
   int too_large, running;
   int direct; /* no proxy: errors are not the proxy's */
   int plain;  /* its handle can be reused without a reset */
+  int cookie_engine;
   long status;
   CURLcode result;
   double started, elapsed;
   sc_xfer_cb cb;
   void *ud;
   sc_loop_xfer_t done; /* the loop's completion record */
+  struct curl_slist *cookies_out; /* cookie_engine: the jar afterwards */
   char errbuf[CURL_ERROR_SIZE];
 };
 
