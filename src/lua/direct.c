@@ -30,8 +30,10 @@ typedef struct direct {
 static direct *directs;
 
 static void direct_free(direct *d) {
-  if (d->prev) d->prev->next = d->next;
-  else directs = d->next;
+  if (d->prev)
+    d->prev->next = d->next;
+  else
+    directs = d->next;
   if (d->next) d->next->prev = d->prev;
   sc_xfer_free(d->x);
   free(d->req.method);
@@ -104,8 +106,8 @@ static int l_direct(lua_State *L) {
   d->req.cookie_engine = 1;
   if (lua_istable(L, 10)) sc_lua_slist_from(L, 10, &d->req.cookies);
   d->op = sc_ops_new();
-  int rc = sc_xfer_start(&d->x, sc_loop_default(), &d->req, key, &p->xo,
-                         on_done, d);
+  int rc =
+      sc_xfer_start(&d->x, sc_loop_default(), &d->req, key, &p->xo, on_done, d);
   if (rc < 0) {
     d->x = NULL;
     direct_free(d);

@@ -21,17 +21,16 @@
  * over HEAD_MAX (431), a body over BODY_MAX (413). Keep-alive clients are
  * served one request at a time (pipelined ones wait in the buffer). */
 #include <arpa/inet.h>
-#include <http_parser.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "../net/loop.h"
+#include "../net/reqparse.h"
 #include "../net/tunnel.h"
 #include "ops.h"
 
@@ -45,10 +44,6 @@
 
 typedef struct psrv psrv;
 
-typedef struct hdr {
-  size_t name, name_len, val, val_len; /* offsets into buf */
-} hdr;
-
 enum { C_READ, C_LUA, C_WRITE, C_TUNNEL };
 
 typedef struct pconn {
@@ -56,17 +51,9 @@ typedef struct pconn {
   uv_timer_t idle;
   uv_tcp_t up; /* a tunnel's upstream */
   sc_tunnel_t tun;
-  http_parser hp;
+  sc_reqparse_t rq;
   psrv *srv;
-  int id, slot, state, handles, closing, keep_alive, complete, too_big;
-  int last_was_value;
-  char *buf; /* target, then header names and values */
-  size_t len, cap;
-  size_t target_len;
-  hdr *hdrs;
-  size_t nhdrs, hcap;
-  char *body;
-  size_t body_len, body_cap;
+  int id, slot, state, handles, closing, keep_alive;
   char *rest; /* bytes read past the request: the next one, or a tunnel's */
   size_t rest_len;
 } pconn;
@@ -84,30 +71,10 @@ static int nslots, *free_slots, nfree;
 static unsigned gen;
 static char rbuf[64 * 1024]; /* every read lands here, then is parsed */
 
-static int grow(char **p, size_t *cap, size_t need) {
-  if (need <= *cap) return 0;
-  size_t c = *cap ? *cap : 256;
-  while (c < need) c *= 2;
-  char *n = realloc(*p, c);
-  if (!n) return -1;
-  *p = n;
-  *cap = c;
-  return 0;
-}
-
-static void request_reset(pconn *c) {
-  c->len = c->target_len = c->nhdrs = c->body_len = 0;
-  c->complete = c->too_big = c->last_was_value = 0;
-  http_parser_init(&c->hp, HTTP_REQUEST);
-  c->hp.data = c;
-}
-
 static void conn_free_cb(uv_handle_t *h) {
   pconn *c = h->data;
   if (--c->handles) return;
-  free(c->buf);
-  free(c->hdrs);
-  free(c->body);
+  sc_reqparse_free(&c->rq);
   free(c->rest);
   free(c);
 }
@@ -133,104 +100,7 @@ static pconn *conn_find(lua_Integer id) {
   return c && c->id == id ? c : NULL;
 }
 
-/* ---- parsing ---- */
-
-static int add_head(pconn *c, const char *p, size_t n) {
-  if (c->len + n > HEAD_MAX) {
-    c->too_big = 431;
-    return -1;
-  }
-  if (grow(&c->buf, &c->cap, c->len + n)) return -1;
-  memcpy(c->buf + c->len, p, n);
-  c->len += n;
-  return 0;
-}
-
-static int on_url(http_parser *hp, const char *p, size_t n) {
-  pconn *c = hp->data;
-  c->target_len += n;
-  return add_head(c, p, n);
-}
-
-static int on_field(http_parser *hp, const char *p, size_t n) {
-  pconn *c = hp->data;
-  if (c->last_was_value || c->nhdrs == 0 ||
-      c->hdrs[c->nhdrs - 1].val_len) {
-    if (c->nhdrs == c->hcap) {
-      size_t cap = c->hcap ? c->hcap * 2 : 16;
-      hdr *nh = realloc(c->hdrs, cap * sizeof(*nh));
-      if (!nh) return -1;
-      c->hdrs = nh;
-      c->hcap = cap;
-    }
-    c->hdrs[c->nhdrs++] = (hdr){c->len, 0, 0, 0};
-    c->last_was_value = 0;
-  }
-  c->hdrs[c->nhdrs - 1].name_len += n;
-  return add_head(c, p, n);
-}
-
-static int on_value(http_parser *hp, const char *p, size_t n) {
-  pconn *c = hp->data;
-  if (c->nhdrs == 0) return -1;
-  hdr *h = &c->hdrs[c->nhdrs - 1];
-  if (!c->last_was_value) {
-    h->val = c->len;
-    c->last_was_value = 1;
-  }
-  h->val_len += n;
-  return add_head(c, p, n);
-}
-
-static int name_is(const pconn *c, const hdr *h, const char *name) {
-  return h->name_len == strlen(name) &&
-         strncasecmp(c->buf + h->name, name, h->name_len) == 0;
-}
-
 static int send_copy(pconn *c, uv_stream_t *st, const char *p, size_t n);
-
-/* A client that asks to be told before it sends its body (curl does for
- * bodies over 1 KiB) would otherwise wait a second for nothing. */
-static int on_headers(http_parser *hp) {
-  static const char CONT[] = "HTTP/1.1 100 Continue\r\n\r\n";
-  pconn *c = hp->data;
-  for (size_t i = 0; i < c->nhdrs; i++) {
-    const hdr *h = &c->hdrs[i];
-    if (name_is(c, h, "expect") && h->val_len == 12 &&
-        strncasecmp(c->buf + h->val, "100-continue", 12) == 0 &&
-        send_copy(c, (uv_stream_t *)&c->tcp, CONT, sizeof(CONT) - 1) < 0)
-      return -1;
-  }
-  return 0;
-}
-
-static int on_body(http_parser *hp, const char *p, size_t n) {
-  pconn *c = hp->data;
-  if (c->body_len + n > BODY_MAX) {
-    c->too_big = 413;
-    return -1;
-  }
-  if (grow(&c->body, &c->body_cap, c->body_len + n + 1)) return -1;
-  memcpy(c->body + c->body_len, p, n);
-  c->body_len += n;
-  return 0;
-}
-
-static int on_complete(http_parser *hp) {
-  pconn *c = hp->data;
-  c->complete = 1;
-  http_parser_pause(hp, 1);
-  return 0;
-}
-
-static const http_parser_settings settings = {
-    .on_url = on_url,
-    .on_header_field = on_field,
-    .on_header_value = on_value,
-    .on_headers_complete = on_headers,
-    .on_body = on_body,
-    .on_message_complete = on_complete,
-};
 
 /* ---- writing ---- */
 
@@ -253,7 +123,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 
 static void read_next(pconn *c) {
   c->state = C_READ;
-  request_reset(c);
+  sc_reqparse_reset(&c->rq);
   uv_timer_again(&c->idle);
   if (c->rest_len) { /* a pipelined request */
     char *p = c->rest;
@@ -278,17 +148,19 @@ static void on_written(uv_write_t *w, int status) {
     if (status < 0) conn_close(c);
     return;
   }
-  if (status < 0 || close || (c->srv && c->srv->draining)) conn_close(c);
-  else read_next(c);
+  if (status < 0 || close || (c->srv && c->srv->draining))
+    conn_close(c);
+  else
+    read_next(c);
 }
 
 /* Writes head (+ Connection) and body; returns < 0 if it cannot. */
 static int conn_write(pconn *c, const char *head, size_t hl, const char *body,
                       size_t bl, int keep) {
-  const char *conn = keep ? (c->hp.http_minor == 0
-                                 ? "Connection: keep-alive\r\n\r\n"
-                                 : "\r\n")
-                          : "Connection: close\r\n\r\n";
+  const char *conn =
+      keep ? (c->rq.hp.http_minor == 0 ? "Connection: keep-alive\r\n\r\n"
+                                       : "\r\n")
+           : "Connection: close\r\n\r\n";
   size_t cl = strlen(conn);
   wreq *r = malloc(sizeof(*r) + hl + cl + bl);
   if (!r) return UV_ENOMEM;
@@ -326,16 +198,20 @@ static void reply_error(pconn *c, int status, const char *why) {
 /* ---- reading ---- */
 
 static void feed(pconn *c, const char *p, size_t n) {
-  size_t used = http_parser_execute(&c->hp, &settings, p, n);
-  enum http_errno e = HTTP_PARSER_ERRNO(&c->hp);
-  if (!c->complete) {
-    if (c->too_big == 431) reply_error(c, 431, "request header block over 64 KiB");
-    else if (c->too_big == 413) reply_error(c, 413, "request body over 16 MiB");
-    else if (e != HPE_OK) {
-      char why[160];
-      snprintf(why, sizeof(why), "malformed request: %s",
-               http_errno_description(e));
-      reply_error(c, 400, why);
+  static const char CONT[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  size_t used = sc_reqparse_feed(&c->rq, p, n);
+  http_parser *hp = &c->rq.hp;
+  if (!c->rq.complete) {
+    char why[160];
+    int status = sc_reqparse_error(&c->rq, why, sizeof(why));
+    if (status) {
+      reply_error(c, status, why);
+    } else if (c->rq.expect_continue == 1) {
+      /* a client that asks before it sends its body (curl does over
+       * 1 KiB) would otherwise wait a second for nothing */
+      c->rq.expect_continue = 2;
+      if (send_copy(c, (uv_stream_t *)&c->tcp, CONT, sizeof(CONT) - 1) < 0)
+        conn_close(c);
     }
     return;
   }
@@ -348,9 +224,8 @@ static void feed(pconn *c, const char *p, size_t n) {
     memcpy(c->rest, p + used, n - used);
     c->rest_len = n - used;
   }
-  http_parser_pause(&c->hp, 0);
-  c->keep_alive = http_should_keep_alive(&c->hp) && !c->hp.upgrade;
-  if (c->hp.method == HTTP_CONNECT) c->keep_alive = 0;
+  c->keep_alive =
+      http_should_keep_alive(hp) && !hp->upgrade && hp->method != HTTP_CONNECT;
   uv_read_stop((uv_stream_t *)&c->tcp);
   uv_timer_stop(&c->idle);
   c->state = C_LUA;
@@ -407,6 +282,7 @@ static void on_connection(uv_stream_t *st, int status) {
   c->tcp.data = c->idle.data = c;
   c->handles = 2;
   c->slot = slot;
+  sc_reqparse_init(&c->rq, HEAD_MAX, BODY_MAX);
   gen = (gen + 1) & 0x3ff;
   c->id = (int)((gen << SLOT_BITS) | (unsigned)slot);
   slots[slot] = c;
@@ -497,19 +373,21 @@ static int gone(lua_State *L) {
 int sc_lua_proxyd_request(lua_State *L) {
   pconn *c = check_waiting(L, 1);
   if (!c) return gone(L);
-  lua_pushstring(L, http_method_str(c->hp.method));
-  lua_pushlstring(L, c->buf, c->target_len);
-  lua_createtable(L, (int)c->nhdrs * 2, 0);
-  for (size_t i = 0; i < c->nhdrs; i++) {
-    hdr *h = &c->hdrs[i];
-    lua_pushlstring(L, c->buf + h->name, h->name_len);
+  const sc_reqparse_t *r = &c->rq;
+  lua_pushstring(L, http_method_str(r->hp.method));
+  lua_pushlstring(L, r->buf, r->target_len);
+  lua_createtable(L, (int)r->nhdrs * 2, 0);
+  for (size_t i = 0; i < r->nhdrs; i++) {
+    const sc_reqhdr_t *h = &r->hdrs[i];
+    lua_pushlstring(L, r->buf + h->name, h->name_len);
     lua_rawseti(L, -2, (int)(2 * i + 1));
-    lua_pushlstring(L, h->val_len ? c->buf + h->val : "", h->val_len);
+    lua_pushlstring(L, h->val_len ? r->buf + h->val : "", h->val_len);
     lua_rawseti(L, -2, (int)(2 * i + 2));
   }
-  if (c->body_len || c->hp.method == HTTP_POST || c->hp.method == HTTP_PUT)
-    lua_pushlstring(L, c->body ? c->body : "", c->body_len);
-  else lua_pushnil(L);
+  if (r->body_len || r->hp.method == HTTP_POST || r->hp.method == HTTP_PUT)
+    lua_pushlstring(L, r->body ? r->body : "", r->body_len);
+  else
+    lua_pushnil(L);
   return 4;
 }
 
@@ -571,8 +449,10 @@ int sc_lua_proxyd_tunnel(lua_State *L) {
   c->state = C_TUNNEL;
   c->tun.ended = 1; /* until it starts: conn_close must not stop it */
   int rc = uv_tcp_open(&c->up, fd);
-  if (rc < 0) close(fd);
-  else uv_tcp_nodelay(&c->up, 1);
+  if (rc < 0)
+    close(fd);
+  else
+    uv_tcp_nodelay(&c->up, 1);
   /* the answer first, then what the client sent ahead (a TLS hello) */
   if (rc == 0)
     rc = send_copy(c, (uv_stream_t *)&c->tcp, ESTABLISHED,
@@ -581,8 +461,8 @@ int sc_lua_proxyd_tunnel(lua_State *L) {
     rc = send_copy(c, (uv_stream_t *)&c->up, c->rest, c->rest_len);
   if (rc == 0) {
     c->tun.data = c;
-    rc = sc_tunnel_start(&c->tun, (uv_stream_t *)&c->tcp,
-                         (uv_stream_t *)&c->up, on_tunnel_end);
+    rc = sc_tunnel_start(&c->tun, (uv_stream_t *)&c->tcp, (uv_stream_t *)&c->up,
+                         on_tunnel_end);
   }
   if (rc < 0) {
     conn_close(c);

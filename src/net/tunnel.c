@@ -39,8 +39,10 @@ static void on_written(uv_write_t *w, int status) {
   }
   if (!d->reading && !d->eof && d->to->write_queue_size <= SC_TUNNEL_LOW) {
     int rc = uv_read_start(d->from, on_alloc, on_read);
-    if (rc < 0) end(t, rc);
-    else d->reading = 1;
+    if (rc < 0)
+      end(t, rc);
+    else
+      d->reading = 1;
   }
 }
 
@@ -51,8 +53,10 @@ static void on_shutdown(uv_shutdown_t *s, int status) {
   if (t->ended) return;
   d->shut = 1;
   /* a peer gone before our shutdown reached it is an end, not an error */
-  if (status < 0 && status != UV_ENOTCONN && status != UV_EPIPE) end(t, status);
-  else if (t->d[0].shut && t->d[1].shut) end(t, 0);
+  if (status < 0 && status != UV_ENOTCONN && status != UV_EPIPE)
+    end(t, status);
+  else if (t->d[0].shut && t->d[1].shut)
+    end(t, 0);
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
