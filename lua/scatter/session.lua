@@ -75,8 +75,9 @@ local function verdict_of(pool, resp)
   return v
 end
 
--- One try through the session's proxy. Returns resp, or nil and what
--- happened: "move", "retry" (a target_error), or an error string.
+-- One try through the session's proxy. Returns resp, or false and what
+-- to do next: "move", "again", "retry" (after a target_error: back off),
+-- "timeout".
 function Session:_pinned(req, url, host, method, headers, flags, deadline)
   local c = self.pool.c
   local op = c:direct(self.proxy_id, host, method, url, headers, req.body, req.max_body, flags, self.jar)
@@ -91,15 +92,15 @@ function Session:_pinned(req, url, host, method, headers, flags, deadline)
   if not res then -- the deadline
     runtime.on_op(op, nil)
     c:direct_cancel(op)
-    return nil, "timeout"
+    return false, "timeout"
   end
   if res.err then
     self.errors = self.errors + 1
     self.last_error = res.err
-    return nil, self.errors >= self.max_errors and "move" or "again"
+    return false, self.errors >= self.max_errors and "move" or "again"
   end
   local resp, latency = c:direct_response(op)
-  if not resp then return nil, "again" end
+  if not resp then return false, "again" end
   local v = verdict_of(self.pool, resp)
   c:record(self.proxy_id, host, v, latency)
   if v == "success" or v == "final" then
@@ -110,10 +111,10 @@ function Session:_pinned(req, url, host, method, headers, flags, deadline)
     return strip(resp)
   end
   self.last_error = v .. ": HTTP " .. tostring(resp.status) .. " (proxy " .. tostring(resp.proxy) .. ")"
-  if v == "proxy_blocked" then return nil, "move" end
-  if v == "target_error" then return nil, "retry" end
+  if v == "proxy_blocked" then return false, "move" end
+  if v == "target_error" then return false, "retry" end
   self.errors = self.errors + 1
-  return nil, self.errors >= self.max_errors and "move" or "again"
+  return false, self.errors >= self.max_errors and "move" or "again"
 end
 
 function Session:_request(req, url)
