@@ -38,18 +38,19 @@
 
 enum kind {
   K_GOOD, K_SLOW, K_REFUSE, K_BLACKHOLE, K_HANDSHAKE_FAIL,
-  K_FLAKY, K_BLOCK, K_TAMPER, K_DIE_AFTER, K_DROP_MID, K__COUNT
+  K_FLAKY, K_BLOCK, K_TAMPER, K_DIE_AFTER, K_DROP_MID, K_BLOCK_AFTER,
+  K__COUNT
 };
 static const char *const kind_names[K__COUNT] = {
   "good", "slow", "refuse", "blackhole", "handshake_fail",
-  "flaky", "block", "tamper", "die_after", "drop_mid"
+  "flaky", "block", "tamper", "die_after", "drop_mid", "block_after"
 };
 
 /* Profile-specific keys; user/pass/count are valid everywhere. */
 enum { KEY_LATENCY = 1, KEY_JITTER = 2, KEY_P = 4, KEY_N = 8, KEY_BYTES = 16 };
 static const unsigned kind_keys[K__COUNT] = {
   [K_SLOW] = KEY_LATENCY | KEY_JITTER, [K_FLAKY] = KEY_P,
-  [K_DIE_AFTER] = KEY_N, [K_DROP_MID] = KEY_BYTES,
+  [K_DIE_AFTER] = KEY_N, [K_DROP_MID] = KEY_BYTES, [K_BLOCK_AFTER] = KEY_N,
 };
 
 typedef struct profile_s {
@@ -1016,6 +1017,9 @@ static void on_connection(uv_stream_t *server, int status) {
     double d = c->prof.latency + c->prof.jitter * (2 * rng_unit() - 1);
     c->delay_ms = d > 0 ? (uint64_t)(d * 1000 + 0.5) : 0;
   }
+  /* block_after: good for n accepts, then each one is a block */
+  if (c->prof.kind == K_BLOCK_AFTER)
+    c->prof.kind = px->served > c->prof.n ? K_BLOCK : K_GOOD;
   /* die_after: the Nth accept is served, then the port starts refusing. */
   if (c->prof.kind == K_DIE_AFTER && px->served >= c->prof.n) proxy_sync(px);
   if (c->prof.kind == K_BLACKHOLE) {
