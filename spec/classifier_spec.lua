@@ -192,7 +192,7 @@ describe("classifiers", function()
     assert.equal("proxy_blocked", d(resp_of(302, "")))
   end)
 
-  -- A pool that keeps the default judges attempts in C (core.c
+  -- A pool that keeps the default judges attempts in C (response.c
   -- default_verdict, so a failed attempt never becomes a Lua table); a
   -- classifier that calls classifier.default runs the Lua table. Both must
   -- give every answer the same verdict.

@@ -6,7 +6,7 @@ local M = {}
 
 M.VERDICTS = { success = true, proxy_blocked = true, target_error = true, final = true }
 
--- src/lua/core.c default_verdict is the same table in C, used when a pool
+-- src/lua/response.c default_verdict is the same table in C, used when a pool
 -- keeps this classifier; spec/classifier_spec.lua holds the two together.
 function M.default(resp)
   local s = resp.status

@@ -5,6 +5,13 @@
 
 #include <lua.h>
 
+int sc_lua_pool_new(lua_State *L);    /* pool.c */
+int sc_lua_parse_proxy(lua_State *L);
+int sc_lua_now(lua_State *L);         /* events.c */
+int sc_lua_poll(lua_State *L);
+int sc_lua_fd(lua_State *L);
+int sc_lua_backend_timeout(lua_State *L);
+int sc_lua_op_take(lua_State *L);     /* ops.c */
 int sc_lua_simulate(lua_State *L); /* sim.c */
 int sc_lua_fetch(lua_State *L);    /* fetch.c */
 int sc_lua_probe(lua_State *L);    /* probe.c */

@@ -1,0 +1,19 @@
+/* Health: per-(proxy, host) outcome windows, latency estimates, cooldown,
+ * eviction, and the pool's recent success rate that sets adaptive K.
+ * DESIGN.md section 3.
+ */
+#ifndef SC_HEALTH_H
+#define SC_HEALTH_H
+
+#include "sched_int.h"
+
+/* Record an attempt's outcome for the pair (cooldown, eviction, latency,
+ * and a probing proxy's return) at time t. */
+void sc_health_record(sc_sched_t *s, uint32_t id, uint32_t hid,
+                      sc_verdict_t v, double latency, double t);
+/* Evict a proxy from this scheduler: out of every host's structures. */
+void sc_health_kill(sc_sched_t *s, uint32_t id);
+/* Adaptive K from the pool's recent success rate (also kept as k_current). */
+int sc_health_k(sc_sched_t *s);
+
+#endif
