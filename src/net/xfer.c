@@ -251,9 +251,10 @@ void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
     return;
   }
   if (x->http_proxy && cc >= 300) {
-    /* the CONNECT itself failed: the proxy's answer, not the target's */
+    /* the CONNECT itself failed: the proxy's answer, not the target's
+     * (tinyproxy says 401 to wrong credentials) */
     snprintf(buf, n, "%s: the proxy answered CONNECT with %ld",
-             cc == 407 ? "proxy_auth" : "proxy_error", cc);
+             cc == 407 || cc == 401 ? "proxy_auth" : "proxy_error", cc);
     return;
   }
   switch (x->result) {
