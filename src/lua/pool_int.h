@@ -38,6 +38,7 @@ struct lpool {
   sc_xfer_opts_t xo;
   char *ca_file;
   int id;
+  int no_tls_share; /* tls_session_sharing = false */
   lreq *reqs; /* every live request, to free them at close */
 };
 

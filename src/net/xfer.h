@@ -24,6 +24,9 @@ typedef struct sc_req {
 typedef struct sc_xfer_opts {
   CURLSH *share;       /* the pool's connection cache (NULL: the loop's) */
   double timeout;      /* the whole attempt, seconds */
+  /* connect + proxy handshake (+ TLS with the target), seconds; 0: none
+   * but timeout */
+  double connect_timeout;
   const char *ca_file; /* NULL: the system bundle */
   int remote_dns;      /* socks5h (the proxy resolves) or socks5 */
   int no_reuse;        /* close the connection after this transfer */
@@ -45,6 +48,9 @@ struct sc_xfer {
   long status;
   CURLcode result;
   double started, elapsed;
+  /* its new connection's connect + handshakes, seconds; < 0 when the
+   * connection was reused or never got that far */
+  double handshake;
   sc_xfer_cb cb;
   void *ud;
   sc_loop_xfer_t done; /* the loop's completion record */
