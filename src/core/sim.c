@@ -29,6 +29,7 @@ typedef struct ev {
 typedef struct att { /* one simulated attempt in flight */
   sc_handle_t handle;
   double latency;
+  double handshake; /* < 0: the connection never got through its handshake */
   uint32_t gen;
   uint32_t next; /* free list */
   uint32_t task; /* slot in sim->tasks */
@@ -201,8 +202,15 @@ static sc_verdict_t script_verdict(char c) {
   }
 }
 
-/* What happens to an attempt through proxy px, decided now. */
-static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double *latency) {
+/* The connect + proxy handshake takes this share of an answering proxy's
+ * latency (a SOCKS handshake is two of the three round trips of a small
+ * request); a blackhole never finishes it. */
+#define HANDSHAKE_SHARE 0.5
+
+/* What happens to an attempt through proxy px, decided now; ct is its
+ * connect deadline (0: none but proxy_timeout). */
+static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double ct, double *latency,
+                         double *handshake) {
   const sgroup *sg = &sim->groups[px->group];
   const sc_sim_group_t *g = &sg->g;
   sc_verdict_t v;
@@ -221,7 +229,7 @@ static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double *latency) {
     v = SC_V_TRANSPORT;
     break;
   case SC_SIM_BLACKHOLE:
-    lat = sim->cfg.proxy_timeout;
+    lat = ct > 0 ? ct : sim->cfg.proxy_timeout;
     v = SC_V_TRANSPORT;
     break;
   case SC_SIM_BLOCK:
@@ -233,11 +241,22 @@ static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double *latency) {
     v = script_verdict(g->script[px->script_pos++ % sg->script_len]);
     break;
   }
+  double hs = -1;
+  if (g->profile != SC_SIM_DEAD && g->profile != SC_SIM_BLACKHOLE) {
+    hs = HANDSHAKE_SHARE * lat;
+    if (ct > 0 && hs > ct) { /* the connect deadline cuts it */
+      lat = ct;
+      hs = -1;
+      v = SC_V_TRANSPORT;
+    }
+  }
   if (lat >= sim->cfg.proxy_timeout) { /* the transport gives up first */
     lat = sim->cfg.proxy_timeout;
     v = SC_V_TRANSPORT;
+    if (hs >= lat) hs = -1;
   }
   *latency = lat;
+  *handshake = hs;
   return v;
 }
 
@@ -258,12 +277,13 @@ static int env_start(void *ud, sc_attempt_t *a) {
   uint32_t slot = sim->att_free, tslot = (uint32_t)((uintptr_t)a->task_ud - 1);
   att *at = &sim->atts[slot];
   sproxy *px = &sim->proxies[a->proxy];
-  double lat;
-  sc_verdict_t v = draw(sim, px, &lat);
+  double lat, hs;
+  sc_verdict_t v = draw(sim, px, a->connect_timeout, &lat, &hs);
   if (heap_push(sim, sim->clock + lat, slot, at->gen) < 0) return SC_ENOMEM;
   sim->att_free = at->next;
   at->handle = a->handle;
   at->latency = lat;
+  at->handshake = hs;
   at->task = tslot;
   at->proxy = a->proxy;
   at->host = a->host;
@@ -352,6 +372,9 @@ static int outcome(sc_sim_t *sim, uint32_t slot) {
   trace(sim, SC_SIM_EV_DONE, a.proxy, a.host, tslot, a.verdict);
   att_release(sim, slot);
   sim->r.verdicts[a.verdict]++;
+  if (a.handshake >= 0 &&
+      sc_sched_attempt_handshake(sim->s, a.handle, a.handshake) < 0)
+    return SC_EINVAL; /* the scheduler lost track of its attempt */
   int won = sc_sched_attempt_done(sim->s, a.handle, (sc_verdict_t)a.verdict,
                                   a.latency);
   if (won < 0) return won; /* the scheduler lost track of its attempt */
