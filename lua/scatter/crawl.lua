@@ -295,7 +295,10 @@ end
 -- The progress line's part: "queue 1200 queued, 300 done, 2 failed | ETA 0:01:10"
 function M.progress_part(clock)
   for st in pairs(M.running) do
-    local ok, s = pcall(function() return st.queue:stats() end)
+    -- (this runs in a timer: a backend that would wait on the network says
+    -- what it knew last instead)
+    local b = st.queue.b
+    local ok, s = pcall(function() return b.stats_nowait and b:stats_nowait() or st.queue:stats() end)
     if ok and s then
       local secs = core.now() - st.t0
       local rate = (st.done > 0 and secs > 0) and st.done / secs or 0
