@@ -149,6 +149,7 @@ void sc_lua_pool_req_free(lpool *p, lreq *r) {
   free(r->req.method);
   free(r->req.url);
   curl_slist_free_all(r->req.headers);
+  curl_slist_free_all(r->req.cookies);
   free(r->req.body);
   free(r->last_error);
   free(r);
@@ -156,6 +157,7 @@ void sc_lua_pool_req_free(lpool *p, lreq *r) {
 
 static void pool_close(lpool *p) {
   if (!p->sched) return;
+  sc_lua_direct_close_pool(p);
   sc_sched_free(p->sched); /* cancels every attempt through env_cancel */
   p->sched = NULL;
   while (p->reqs) sc_lua_pool_req_free(p, p->reqs);
@@ -307,11 +309,25 @@ static char *dup_mem(const char *s, size_t n) {
   return r;
 }
 
-/* pool:submit(host, method, url, headers, body, max_body, flags) -> task
+/* Appends the strings of the list at index i to *l. */
+void sc_lua_slist_from(lua_State *L, int i, struct curl_slist **l) {
+  int n = (int)lua_objlen(L, i);
+  for (int k = 1; k <= n; k++) {
+    lua_rawgeti(L, i, k);
+    struct curl_slist *nl = curl_slist_append(*l, luaL_checkstring(L, -1));
+    if (nl) *l = nl;
+    lua_pop(L, 1);
+  }
+}
+
+/* pool:submit(host, method, url, headers, body, max_body, flags, cookies)
+ * -> task
  * | nil, "pool_full". headers: a list of "Name: value" lines or nil; body,
  * max_body: nil for none / the default; flags: 1 follow redirects, 2
- * insecure, 4 no race. Positional: lua_getfield would intern each field
- * name again for every request. */
+ * insecure, 4 no race, 8 a tunnel (url http://host:port; pool:tunnel);
+ * cookies: a session's jar (lines, xfer.h), its response then carries
+ * proxy_id and the jar after it. Positional: lua_getfield would intern
+ * each field name again for every request. */
 static int l_pool_submit(lua_State *L) {
   lpool *p = sc_lua_pool_check(L, 1);
   size_t hlen, mlen, ulen, blen = 0;
@@ -344,7 +360,12 @@ static int l_pool_submit(lua_State *L) {
   r->req.max_body = (size_t)max_body;
   r->req.follow = (f & 1) != 0;
   r->req.insecure = (f & 2) != 0;
+  r->req.tunnel = (f & 8) != 0;
   unsigned flags = (f & 4) ? SC_TASK_NORACE : 0;
+  if (lua_istable(L, 9)) { /* a session's jar */
+    r->req.cookie_engine = 1;
+    sc_lua_slist_from(L, 9, &r->req.cookies);
+  }
   if (lua_istable(L, 5)) {
     int n = (int)lua_objlen(L, 5);
     for (int i = 1; i <= n; i++) {

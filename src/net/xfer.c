@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/proxyurl.h"
 
@@ -65,6 +66,8 @@ static void on_done(CURL *easy, CURLcode res, void *ud) {
   x->running = 0;
   x->result = res;
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &x->status);
+  if (x->cookie_engine && res == CURLE_OK)
+    curl_easy_getinfo(easy, CURLINFO_COOKIELIST, &x->cookies_out);
   x->elapsed = sc_loop_now() - x->started;
   x->cb(x, x->ud);
 }
@@ -105,7 +108,8 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
    * the ones that never change (reset and these cost ~5k instructions a
    * transfer, ~3% of bench/overhead). */
   x->plain = (head || strcmp(r->method, "GET") == 0) && !r->body &&
-             !r->insecure && !o->ca_file && !o->proxy_ca_file && !o->no_reuse;
+             !r->insecure && !o->ca_file && !o->proxy_ca_file && !o->no_reuse &&
+             !r->tunnel && !r->cookie_engine;
   if (!kept) {
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
@@ -142,6 +146,20 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
   }
   if (o->no_reuse) curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+  if (r->cookie_engine) {
+    /* "" turns the engine on without reading a file */
+    x->cookie_engine = 1;
+    curl_easy_setopt(e, CURLOPT_COOKIEFILE, "");
+    for (const struct curl_slist *c = r->cookies; c; c = c->next)
+      curl_easy_setopt(e, CURLOPT_COOKIELIST, c->data);
+  }
+  if (r->tunnel) {
+    /* the proxy handshake (SOCKS, or CONNECT to an HTTP proxy) and no
+     * more: url is http://host:port, so curl speaks no TLS to the target;
+     * the loop keeps the socket (detach) */
+    curl_easy_setopt(e, CURLOPT_CONNECT_ONLY, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, 1L);
+  }
   if (r->insecure) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -156,6 +174,8 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
   x->done.cb = on_done;
   x->done.ud = x;
   x->done.sock = CURL_SOCKET_BAD;
+  x->done.detach = r->tunnel;
+  x->done.detached = -1;
   if (sc_loop_add(l, e, &x->done) < 0) {
     sc_loop_easy_done(l, e);
     free(x);
@@ -168,14 +188,20 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
 void sc_xfer_free(sc_xfer_t *x) {
   if (!x) return;
   if (x->running) sc_loop_remove(x->loop, x->easy);
+  /* the handle goes back to the loop's cache: no session's cookie may
+   * stay in it for the next transfer */
+  if (x->cookie_engine) curl_easy_setopt(x->easy, CURLOPT_COOKIELIST, "ALL");
+  curl_slist_free_all(x->cookies_out);
   if (x->plain) sc_loop_easy_keep(x->loop, x->easy);
   else sc_loop_easy_done(x->loop, x->easy);
+  if (x->done.detached >= 0) close(x->done.detached);
   free(x->body);
   free(x->head);
   free(x);
 }
 
 int sc_xfer_ok(const sc_xfer_t *x) {
+  if (x->done.detach) return x->result == CURLE_OK && x->done.detached >= 0;
   /* 407 comes from a proxy only (RFC 9110 15.5.8): never the target's
    * answer, so never the classifier's to judge */
   return x->result == CURLE_OK && x->status > 0 &&
@@ -203,6 +229,12 @@ int sc_xfer_route_check(const char *proxy_key, const char *host,
     return -22;
   }
   return 0;
+}
+
+int sc_xfer_take_socket(sc_xfer_t *x) {
+  int fd = x->done.detached;
+  x->done.detached = -1;
+  return fd;
 }
 
 const char *sc_xfer_url(const sc_xfer_t *x) {
@@ -306,6 +338,7 @@ void sc_req_free(sc_req_t *r) {
   free(r->method);
   free(r->url);
   curl_slist_free_all(r->headers);
+  curl_slist_free_all(r->cookies);
   free(r->body);
   free(r);
 }

@@ -20,6 +20,13 @@ typedef struct sc_req {
   size_t max_body;
   int follow;   /* follow up to 5 redirects through the same proxy */
   int insecure; /* skip TLS verification */
+  int tunnel;   /* only open a tunnel to url's host:port (CONNECT_ONLY) */
+  /* A session's cookie jar (Netscape cookie-file lines, curl's own
+   * export format): with `cookie_engine` set, curl's cookie engine starts
+   * from these, and a finished transfer exports the jar again
+   * (sc_xfer_t.cookies_out). */
+  int cookie_engine;
+  struct curl_slist *cookies;
 } sc_req_t;
 
 typedef struct sc_xfer_opts {
@@ -44,6 +51,7 @@ struct sc_xfer {
   int too_large, running;
   int direct; /* no proxy: errors are not the proxy's */
   int plain;  /* its handle can be reused without a reset */
+  int cookie_engine;
   int http_proxy; /* an http:// or https:// proxy */
   long status;
   CURLcode result;
@@ -51,6 +59,7 @@ struct sc_xfer {
   sc_xfer_cb cb;
   void *ud;
   sc_loop_xfer_t done; /* the loop's completion record */
+  struct curl_slist *cookies_out; /* cookie_engine: the jar afterwards */
   char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -62,8 +71,12 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
                   void *ud);
 /* Stops it if running (closing its connection) and frees it. */
 void sc_xfer_free(sc_xfer_t *x);
-/* 1 when the transfer produced an HTTP response to classify. */
+/* 1 when the transfer produced an HTTP response to classify, or (a
+ * tunnel) an open connection to the target through the proxy. */
 int sc_xfer_ok(const sc_xfer_t *x);
+/* A tunnel's socket, now the caller's (-1 when there is none); otherwise
+ * sc_xfer_free closes it. */
+int sc_xfer_take_socket(sc_xfer_t *x);
 /* "<kind>: <detail>" for a failed transfer; kinds: proxy_refused,
  * proxy_timeout, socks_error, proxy_auth (407, SOCKS credentials
  * refused), proxy_protocol (garbage, not the protocol of the proxy URL),

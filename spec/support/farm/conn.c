@@ -502,6 +502,10 @@ conn_t *conn_new(proxy_t *px, uv_stream_t *server, int inner) {
     double d = c->prof.latency + c->prof.jitter * (2 * rng_unit() - 1);
     c->delay_ms = d > 0 ? (uint64_t)(d * 1000 + 0.5) : 0;
   }
+  /* block_after: good for n accepts, then each one is a block (an inner
+   * https side was counted by its TLS front) */
+  if (c->prof.kind == K_BLOCK_AFTER)
+    c->prof.kind = px->served > c->prof.n ? K_BLOCK : K_GOOD;
   if (c->prof.kind == K_BLACKHOLE) {
     c->st = S_BLACKHOLE;
     uv_read_start((uv_stream_t *)&c->cli.tcp, on_discard_alloc, on_discard_read);

@@ -28,7 +28,8 @@
 
 const char *const kind_names[K__COUNT] = {
   "good", "slow", "refuse", "blackhole", "handshake_fail",
-  "flaky", "block", "tamper", "die_after", "drop_mid", "ratelimit"
+  "flaky", "block", "tamper", "die_after", "drop_mid", "ratelimit",
+  "block_after"
 };
 const char *const proto_names[P__COUNT] = { "socks5", "socks4", "http", "https" };
 static const char *const anon_names[] = { "elite", "anonymous", "transparent" };
@@ -38,6 +39,7 @@ enum { KEY_LATENCY = 1, KEY_JITTER = 2, KEY_P = 4, KEY_N = 8, KEY_BYTES = 16, KE
 static const unsigned kind_keys[K__COUNT] = {
   [K_SLOW] = KEY_LATENCY | KEY_JITTER, [K_FLAKY] = KEY_P,
   [K_DIE_AFTER] = KEY_N, [K_DROP_MID] = KEY_BYTES, [K_RATELIMIT] = KEY_WAIT | KEY_N,
+  [K_BLOCK_AFTER] = KEY_N,
 };
 
 typedef struct map_s {
