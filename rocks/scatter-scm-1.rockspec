@@ -16,8 +16,11 @@ description = {
 }
 -- lua-cjson comes from the system (Debian's lua-cjson); no rock needed.
 dependencies = {}
--- nodejs http-parser for `scatter serve` (Debian's libhttp-parser-dev)
+-- Debian's libraries the module links: the embedded frontier (SQLite), link
+-- extraction (Gumbo), `scatter serve`'s request parser (nodejs http-parser).
 external_dependencies = {
+  SQLITE3 = { header = "sqlite3.h", library = "sqlite3" },
+  GUMBO = { header = "gumbo.h", library = "gumbo" },
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
 }
 build = {
