@@ -213,8 +213,11 @@ describe("scatter serve errors and shutdown", function()
 
   it("SIGTERM drains: the request in flight is answered, then exit 143", function()
     local farm = env.farm({ "slow latency=1" })
+    local mport = env.free_port()
     local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. " }",
-      { "--metrics", "127.0.0.1:0" })
+      { "--metrics", "127.0.0.1:" .. mport })
+    -- the metrics endpoint works as for `scatter run`
+    assert.matches("scatter_tasks_completed_total", sh("curl -sS http://127.0.0.1:" .. mport .. "/metrics"))
     local pending = io.popen("curl -sS -i --max-time 20 -x http://127.0.0.1:" .. port .. " "
       .. q(ng.url("/small.txt")) .. " 2>&1")
     env.wait_until(function()
