@@ -133,6 +133,27 @@ describe("sessions", function()
     assert.equals("closed", err)
   end)
 
+  it("scatter serve keeps at most MAX_SESSIONS named sessions, dropping the least recently used", function()
+    local serve = require("scatter.serve")
+    local pool = scatter.pool{ proxies = { "127.0.0.1:9" }, metrics_log_interval = 0 }
+    local srv = assert(serve.start(pool, "127.0.0.1", 0, {}))
+    local saved = serve.MAX_SESSIONS
+    serve.MAX_SESSIONS = 2
+    local a, b = srv:_via("a"), srv:_via("b")
+    scatter.sleep(0.01)
+    assert.equals(a, srv:_via("a")) -- a is now the more recent
+    scatter.sleep(0.01)
+    local c = srv:_via("c")
+    serve.MAX_SESSIONS = saved
+    assert.is_true(b.closed)
+    assert.is_nil(srv.sessions.b)
+    assert.equals(a, srv.sessions.a)
+    assert.equals(c, srv.sessions.c)
+    assert.equals(2, srv.nsessions)
+    srv:close(0)
+    pool:close()
+  end)
+
   it("scatter serve maps X-Scatter-Session to a session", function()
     local farm = env.farm({ "good count=3" })
     local cfgf = env.script("sess_pool.lua", "return { proxies = { '"
