@@ -88,6 +88,22 @@ describe("sessions", function()
     end)
   end)
 
+  it("max_age moves it once its proxy has served that long", function()
+    local farm = env.farm({ "good count=3" })
+    local pool = pool_for(farm, { max_concurrent_per_request = 2 })
+    scatter.run(function()
+      local s = pool:session{ max_age = 0.3 }
+      assert(s:get(ng.url("/cookie/set?v=age")))
+      assert.equals(1, assert(s:get(ng.url("/cookie/echo"))).attempts)
+      scatter.sleep(0.4)
+      local r = assert(s:get(ng.url("/cookie/echo")))
+      assert.is_true(r.attempts >= 2) -- raced again
+      assert.equals("cookie=sid=age\n", r.body) -- the jar kept
+      assert.equals(1, s.moves)
+      pool:close()
+    end)
+  end)
+
   it("max_errors transport failures move it", function()
     local farm = env.farm({ "good count=2" })
     local pool = pool_for(farm, { max_concurrent_per_request = 1, cooldown_consecutive_fails = 100 })
