@@ -22,6 +22,8 @@ external_dependencies = {
   SQLITE3 = { header = "sqlite3.h", library = "sqlite3" },
   GUMBO = { header = "gumbo.h", library = "gumbo" },
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
+  -- the Redis client of scale-out (DESIGN.md section 9): Debian's libhiredis-dev
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
 }
 build = {
   type = "cmake",

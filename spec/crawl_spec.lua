@@ -206,6 +206,32 @@ describe("scatter.crawl", function()
     pool:close()
   end)
 
+  it("runs examples/crawl.lua, and a second run resumes with nothing left to do", function()
+    local function abs(path) return path:match("^/") and path or (os.getenv("PWD") .. "/" .. path) end
+    local example = abs(debug.getinfo(1, "S").source:match("^@(.*/)") .. "../examples/crawl.lua")
+    env.write_file(dir .. "/proxies.txt", ms.url .. "\n")
+    -- the example keeps crawl.db and crawl.jsonl in the current directory
+    local cmd = "cd " .. env.shell_quote(dir) .. " && " .. env.shell_quote(abs(env.build_dir()) .. "/scatter")
+      .. " run " .. env.shell_quote(example) .. " proxies.txt " .. ng.url("/p0.html") .. " 2 4 2>&1"
+    local p = io.popen(cmd)
+    local first = p:read("*a")
+    p:close()
+    assert.matches("crawled 7 pages %(0 failed, 6 new links%)", first)
+    local depths = {}
+    for _, l in ipairs(lines_of(dir .. "/crawl.jsonl")) do
+      local r = cjson.decode(l)
+      depths[#depths + 1] = r.depth
+      assert.matches("^page %d+$", r.title)
+    end
+    table.sort(depths)
+    assert.same({ 0, 1, 1, 2, 2, 2, 2 }, depths)
+    p = io.popen(cmd)
+    local second = p:read("*a")
+    p:close()
+    assert.matches("crawled 0 pages %(0 failed, 0 new links%) in [%d.]+s; 7 done in all", second)
+    assert.equal(7, #lines_of(dir .. "/crawl.jsonl"))
+  end)
+
   it("resumes after kill -9 of `scatter run`: every page done once, its line exactly once", function()
     local db, out = dir .. "/q.db", dir .. "/out.jsonl"
     local script = env.script("crawl_kill.lua", [[

@@ -167,26 +167,8 @@ function M.crawl(cfg)
     end
   end
 
-  local function run_handle(it, resp)
-    -- a handler that waits forever must not hold the crawl forever: past
-    -- its deadline its thread is ended and the try fails
-    local th = runtime.spawn(function() return handle(resp, it) end)
-    th.on_error = false
-    local w = runtime.waiter()
-    table.insert(th.waiters, w)
-    local timer = runtime.after(o.handle_timeout, runtime.wake, w)
-    runtime.block(w)
-    timer.cancelled = true
-    if th.status ~= "dead" then
-      runtime.kill(th, "deadline")
-      return false, string.format("handle did not return within %gs (handle_timeout)", o.handle_timeout)
-    end
-    local r = th.result
-    if not r[1] then return false, "handle raised: " .. tostring(r[2]) end
-    return true, r[2]
-  end
-
-  local function process(it)
+  -- slot: the worker's { th =, since = } (since: when its handle began)
+  local function process(it, slot)
     decorate(it)
     st.tries = st.tries + 1
     local req = { url = it.url, method = it.method, headers = it.headers, body = it.body, timeout = o.timeout }
@@ -196,8 +178,10 @@ function M.crawl(cfg)
     local rok, resp, rerr = pcall(pool.request, pool, req)
     if not rok then return failed_try(it, "request: " .. tostring(resp)) end
     if not resp then return failed_try(it, rerr) end
-    local ok, v = run_handle(it, resp)
-    if not ok then return failed_try(it, v) end
+    slot.since = core.now()
+    local ok, v = pcall(handle, resp, it)
+    slot.since = nil
+    if not ok then return failed_try(it, "handle raised: " .. tostring(v)) end
     local line
     if cfg.output and v ~= nil then
       local lerr
@@ -214,13 +198,54 @@ function M.crawl(cfg)
     if n > 0 then wake_idle() end
   end
 
-  local function worker()
-    while true do
-      local it = take()
-      if not it then return end
-      process(it)
-    end
+  local slots, live, all_done = {}, 0, runtime.waiter()
+  local spawn_worker
+
+  local function worker(slot)
+    local ok, err = pcall(function()
+      while true do
+        local it = take()
+        if not it then return end
+        slot.item = it
+        process(it, slot)
+        slot.item = nil
+      end
+    end)
+    if not ok then fatal("a crawl worker failed: " .. tostring(err)) end
+    slots[slot] = nil
+    live = live - 1
+    if live == 0 then runtime.wake(all_done) end
   end
+
+  spawn_worker = function()
+    local slot = {}
+    slots[slot] = true
+    live = live + 1
+    slot.th = runtime.spawn(worker, slot)
+  end
+
+  -- A handle that waits forever must not hold the crawl forever: past its
+  -- deadline its worker is ended, the try fails, a new worker takes over.
+  -- One timer for all (no timer per item on the hot path).
+  local watch_every = math.min(1, o.handle_timeout / 4)
+  local watch_timer
+  local function watch()
+    local now, late = core.now(), {}
+    for slot in pairs(slots) do
+      if slot.since and now - slot.since > o.handle_timeout then late[#late + 1] = slot end
+    end
+    for _, slot in ipairs(late) do
+      if runtime.kill(slot.th, "deadline") then
+        slots[slot] = nil
+        live = live - 1
+        failed_try(slot.item, string.format("handle did not return within %gs (handle_timeout)", o.handle_timeout))
+        if not st.finished and not st.fatal then spawn_worker() end
+      end
+    end
+    if live == 0 then runtime.wake(all_done) end
+    watch_timer = runtime.after(watch_every, watch)
+  end
+  watch_timer = runtime.after(watch_every, watch)
 
   -- Redis leases expire unless renewed while their items are in flight
   local renew_every = (b.lease_secs or 60) / 3
@@ -233,14 +258,11 @@ function M.crawl(cfg)
   end
   renew_timer = runtime.after(renew_every, renew)
 
-  local ths = {}
-  for i = 1, o.concurrency do ths[i] = runtime.spawn(worker) end
-  local results = runtime.wait_all(unpack(ths))
+  for _ = 1, o.concurrency do spawn_worker() end
+  runtime.block(all_done)
+  watch_timer.cancelled = true
   renew_timer.cancelled = true
   M.running[st] = nil
-  for _, r in ipairs(results) do
-    if not r[1] then fatal("a crawl worker failed: " .. tostring(r[2])) end
-  end
   local fok, ferr = b:flush()
   if not fok then fatal(ferr) end
   if st.fatal then error("scatter.crawl: " .. st.fatal, 2) end
@@ -250,7 +272,10 @@ end
 -- The progress line's part: "queue 1200 queued, 300 done, 2 failed | ETA 0:01:10"
 function M.progress_part(clock)
   for st in pairs(M.running) do
-    local ok, s = pcall(function() return st.queue:stats() end)
+    -- (this runs in a timer: a backend that would wait on the network says
+    -- what it knew last instead)
+    local b = st.queue.b
+    local ok, s = pcall(function() return b.stats_nowait and b:stats_nowait() or st.queue:stats() end)
     if ok and s then
       local secs = core.now() - st.t0
       local rate = (st.done > 0 and secs > 0) and st.done / secs or 0

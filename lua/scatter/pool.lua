@@ -116,6 +116,7 @@ function M.new(cfg, where)
   local cc = config.to_core(cfg)
   cc.remote_dns = cfg.prefer_remote_dns
   cc.ca_file = cfg.ca_file
+  cc.proxy_ca_file = cfg.proxy_ca_file
   local c = core.pool_new(cc)
   local self = setmetatable({
     c = c, cfg = cfg, name = cfg.name, tasks = {}, room = {},
@@ -143,6 +144,7 @@ function M.new(cfg, where)
     local restored
     self.state, restored = state.attach(self, where)
     self.feed = feed.start(self, restored)
+    if cfg.share then self.share = require("scatter.share").start(self, where) end
   end)
   if not ok then
     self:close()
@@ -350,6 +352,7 @@ function Pool:close()
   local recs = {}
   for _, rec in pairs(self.tasks) do recs[#recs + 1] = rec end
   if self.feed then self.feed:stop() end
+  if self.share then pcall(self.share.stop, self.share) end
   -- in-flight attempts stop before the final snapshot is taken
   for _, rec in ipairs(recs) do self.c:cancel(rec.th) end
   local write = self.state and self.state:freeze()

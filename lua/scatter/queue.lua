@@ -91,6 +91,8 @@ local function load_backend(opts)
   return require("scatter.queue_sqlite")
 end
 
+local NO_OPTS = {} -- only read
+
 -- Normalises one push: url string plus options -> rec, or nil, err.
 function M.record(url, o, where)
   if type(url) == "table" and o == nil then
@@ -99,11 +101,11 @@ function M.record(url, o, where)
   end
   if type(url) ~= "string" then return nil, where .. ": URL string expected, got " .. type(url) end
   if o ~= nil and type(o) ~= "table" then return nil, where .. ": options table expected, got " .. type(o) end
-  o = o or {}
+  o = o or NO_OPTS
   local canon, cerr = core.url_canonical(url)
   if not canon then return nil, where .. ": " .. ("%q"):format(url) .. ": " .. cerr end
   local method = o.method or "GET"
-  if type(method) ~= "string" or not method:match("^%u+$") then
+  if method ~= "GET" and (type(method) ~= "string" or not method:match("^%u+$")) then
     return nil, where .. ": method must be an upper-case string, got " .. tostring(method)
   end
   local headers
@@ -140,7 +142,8 @@ end
 
 -- Items as handlers and iterators see them: meta and headers decoded.
 function M.item(it)
-  it.meta = cjson().decode(it.meta or "{}") or {}
+  local meta = it.meta
+  it.meta = (meta == nil or meta == "{}") and {} or cjson().decode(meta) or {}
   if type(it.headers) == "string" then it.headers = cjson().decode(it.headers) end
   return it
 end

@@ -6,8 +6,8 @@
 -- it is commit_ms old (checked at each write and by a runtime timer), holds
 -- commit_items writes, or at flush/close/read. A commit first writes the
 -- output lines it covers, fdatasyncs the file, stores the file's new length
--- in the same transaction, then COMMITs (synchronous=FULL: the WAL is
--- fsynced). So after kill -9 or power loss the file's committed length
+-- in the same transaction, then COMMITs (WAL, synchronous=NORMAL: see
+-- setup). So after kill -9 or power loss the file's committed length
 -- matches the done marks exactly, and open cuts any longer tail.
 --
 -- One process writes a queue file at a time (an flock on FILE-lock, which
@@ -55,6 +55,11 @@ local function row_item(r)
     id = r[1], key = r[2], url = r[3], method = r[4], headers = r[5], body = r[6],
     priority = r[7], meta = r[8], tries = r[9], err = r[10], state = M.STATES[r[11]],
   }
+end
+
+local function by_rank(a, b)
+  if a.priority ~= b.priority then return a.priority > b.priority end
+  return a.id < b.id
 end
 
 local function wall_offset()
@@ -116,7 +121,12 @@ local function setup(self, opts)
       local ok, mode = db:prepare("PRAGMA journal_mode = WAL"):one()
       if not ok or mode ~= "wal" then error("cannot switch to WAL mode (" .. tostring(mode) .. ")", 0) end
     end
-    run("PRAGMA synchronous = FULL")
+    -- WAL + NORMAL: a commit is durable against a crashed process at once
+    -- and against power loss from the next checkpoint (which syncs the
+    -- WAL). The output file is fdatasynced before every commit, so any
+    -- commit that survives covers lines on disk; one that is lost leaves a
+    -- longer file, cut at the next open.
+    run("PRAGMA synchronous = NORMAL")
     local st = prep(self, "SELECT count(*) FROM sqlite_master")
     local _, n = st:one()
     st:finalize()
@@ -144,9 +154,9 @@ local function setup(self, opts)
   if not self.readonly then
     s.insert = prep(self, "INSERT OR IGNORE INTO items(key, state, priority, due, tries, url, method, headers, "
       .. "body, meta) VALUES(?, 0, ?, 0, 0, ?, ?, ?, ?, ?)")
-    s.take = prep(self, "SELECT " .. COLS .. " FROM items WHERE state = 0 AND due <= ? "
-      .. "ORDER BY priority DESC, id LIMIT ?")
-    s.lease = prep(self, "UPDATE items SET state = 1, tries = tries + 1 WHERE id = ?")
+    -- one statement takes and marks; RETURNING gives no order, lease sorts
+    s.take = prep(self, "UPDATE items SET state = 1, tries = tries + 1 WHERE id IN (SELECT id FROM items "
+      .. "WHERE state = 0 AND due <= ? ORDER BY priority DESC, id LIMIT ?) RETURNING " .. COLS)
     s.done = prep(self, "UPDATE items SET state = 2 WHERE id = ? AND state = 1")
     s.fail = prep(self, "UPDATE items SET state = ?, due = ?, err = ? WHERE id = ? AND state = 1")
   end
@@ -298,11 +308,7 @@ function B:lease(n, now)
     if not r then break end
     out[#out + 1] = row_item(r)
   end
-  for _, it in ipairs(out) do
-    local c, lerr = s.lease:exec(it.id)
-    if not c then return rollback(self, lerr) end
-    it.tries, it.state = it.tries + 1, "leased"
-  end
+  if #out > 1 then table.sort(out, by_rank) end
   self.counts[QUEUED] = self.counts[QUEUED] - #out
   self.counts[LEASED] = self.counts[LEASED] + #out
   ok, err = wrote(self, #out)

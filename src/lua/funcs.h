@@ -30,6 +30,8 @@ int sc_lua_signal_watch(lua_State *L); /* signal.c */
 int sc_lua_httpd_listen(lua_State *L); /* httpd.c */
 int sc_lua_httpd_respond(lua_State *L);
 int sc_lua_httpd_close(lua_State *L);
+int sc_lua_redis_open(lua_State *L); /* redis.c */
+int sc_lua_redis_decode(lua_State *L);
 int sc_lua_sqlite_open(lua_State *L); /* sqlite.c */
 int sc_lua_url_canonical(lua_State *L); /* url.c */
 int sc_lua_url_join(lua_State *L);

@@ -85,6 +85,17 @@ static int env_start(void *ud, sc_attempt_t *a) {
   if (!la) return SC_ENOMEM;
   la->pool = p;
   la->handle = a->handle;
+  const char *key = sc_sched_proxy_key(p->sched, a->proxy);
+  char why[256];
+  if (sc_xfer_route_check(key, sc_sched_host_name(p->sched, a->host),
+                          p->xo.remote_dns, why, sizeof(why)) < 0) {
+    /* a failure of this pair, without a connection (DESIGN.md 11) */
+    char *eb = sc_lua_pool_error_buf(r), who[300];
+    sc_proxy_redact(key, who, sizeof(who));
+    if (eb) snprintf(eb, LAST_ERROR_SIZE, "%s (proxy %s)", why, who);
+    free(la);
+    return SC_EINVAL;
+  }
   int rc = sc_xfer_start(&la->x, sc_loop_default(), &r->req,
                          sc_sched_proxy_key(p->sched, a->proxy), &p->xo,
                          on_xfer, la);
@@ -159,6 +170,8 @@ static void pool_close(lpool *p) {
   pools[p->id] = NULL;
   free(p->ca_file);
   p->ca_file = NULL;
+  free(p->proxy_ca_file);
+  p->proxy_ca_file = NULL;
 }
 
 /* core.pool_new(cfg) -> pool; cfg already validated by lua/scatter/config */
@@ -202,11 +215,19 @@ int sc_lua_pool_new(lua_State *L) {
     p->xo.ca_file = p->ca_file;
   }
   lua_pop(L, 1);
+  lua_getfield(L, 1, "proxy_ca_file");
+  if (!lua_isnil(L, -1)) {
+    p->proxy_ca_file = strdup(luaL_checkstring(L, -1));
+    p->xo.proxy_ca_file = p->proxy_ca_file;
+  }
+  lua_pop(L, 1);
   p->wake = malloc(sizeof(*p->wake));
   p->xo.share = curl_share_init();
   if (!p->wake || !p->xo.share) {
     free(p->wake);
     curl_share_cleanup(p->xo.share);
+    free(p->ca_file);
+    free(p->proxy_ca_file);
     return luaL_error(L, "scatter: out of memory");
   }
   /* a pool's own connection cache, so that closing the pool closes them */
@@ -219,6 +240,7 @@ int sc_lua_pool_new(lua_State *L) {
     uv_close((uv_handle_t *)p->wake, free_timer);
     curl_share_cleanup(p->xo.share);
     free(p->ca_file);
+    free(p->proxy_ca_file);
     return luaL_error(L, "scatter: invalid pool configuration (%d)", rc);
   }
   pools[id] = p;
@@ -234,10 +256,10 @@ static int l_pool_id(lua_State *L) {
 
 /* Parses one proxy line into key. Returns 0 when key holds a proxy, else
  * the number of Lua results pushed: false (blank or comment) or nil, why. */
-static int parse_line(lua_State *L, const char *line, size_t len, char *key,
-                      size_t cap) {
+static int parse_line(lua_State *L, const char *line, size_t len,
+                      sc_proxy_scheme_t dflt, char *key, size_t cap) {
   const char *why = NULL;
-  int rc = sc_proxy_parse(line, len, key, cap, &why);
+  int rc = sc_proxy_parse_as(line, len, dflt, key, cap, &why);
   if (rc == 1) {
     lua_pushboolean(L, 0);
     return 1;
@@ -256,7 +278,7 @@ static int l_pool_add_proxy(lua_State *L) {
   size_t len;
   const char *line = luaL_checklstring(L, 2, &len);
   char key[512];
-  int nres = parse_line(L, line, len, key, sizeof(key));
+  int nres = parse_line(L, line, len, SC_PX_SOCKS5, key, sizeof(key));
   if (nres) return nres;
   uint32_t before = sc_sched_proxy_count(p->sched), id;
   if (sc_sched_proxy_add(p->sched, key, &id) < 0)
@@ -487,12 +509,17 @@ static int l_pool_close(lua_State *L) {
   return 0;
 }
 
-/* core.parse_proxy(line) -> key | false (blank/comment) | nil, why */
+/* core.parse_proxy(line[, scheme]) -> key | false (blank/comment) | nil,
+ * why; scheme: the protocol of a bare host:port line (default socks5) */
 int sc_lua_parse_proxy(lua_State *L) {
-  size_t len;
+  size_t len, sl;
   const char *line = luaL_checklstring(L, 1, &len);
+  const char *sn = luaL_optlstring(L, 2, "socks5", &sl);
+  sc_proxy_scheme_t dflt;
+  if (sc_proxy_scheme_parse(sn, sl, &dflt) != 0)
+    return luaL_argerror(L, 2, "unknown proxy scheme");
   char key[512];
-  int nres = parse_line(L, line, len, key, sizeof(key));
+  int nres = parse_line(L, line, len, dflt, key, sizeof(key));
   if (nres) return nres;
   lua_pushstring(L, key);
   return 1;

@@ -37,6 +37,7 @@ struct lpool {
   uv_timer_t *wake;
   sc_xfer_opts_t xo;
   char *ca_file;
+  char *proxy_ca_file;
   int id;
   lreq *reqs; /* every live request, to free them at close */
 };

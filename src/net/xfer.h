@@ -1,4 +1,5 @@
-/* One attempt: one HTTP request through one SOCKS5 proxy, on a curl easy
+/* One attempt: one HTTP request through one proxy (every protocol libcurl
+ * speaks: SOCKS5, SOCKS4/4a, HTTP, HTTPS), on a curl easy
  * handle driven by the process loop. The body is buffered whole (bounded by
  * max_body) because the classifier judges the complete response. */
 #ifndef SC_XFER_H
@@ -32,7 +33,8 @@ typedef struct sc_xfer_opts {
   CURLSH *share;       /* the pool's connection cache (NULL: the loop's) */
   double timeout;      /* the whole attempt, seconds */
   const char *ca_file; /* NULL: the system bundle */
-  int remote_dns;      /* socks5h (the proxy resolves) or socks5 */
+  const char *proxy_ca_file; /* https:// proxies' CAs; NULL: the system's */
+  int remote_dns;      /* socks5h/socks4a (the proxy resolves) or local */
   int no_reuse;        /* close the connection after this transfer */
 } sc_xfer_opts_t;
 
@@ -50,6 +52,7 @@ struct sc_xfer {
   int direct; /* no proxy: errors are not the proxy's */
   int plain;  /* its handle can be reused without a reset */
   int cookie_engine;
+  int http_proxy; /* an http:// or https:// proxy */
   long status;
   CURLcode result;
   double started, elapsed;
@@ -75,10 +78,19 @@ int sc_xfer_ok(const sc_xfer_t *x);
  * sc_xfer_free closes it. */
 int sc_xfer_take_socket(sc_xfer_t *x);
 /* "<kind>: <detail>" for a failed transfer; kinds: proxy_refused,
- * proxy_timeout, socks_error, dropped, tls_error, too_large,
+ * proxy_timeout, socks_error, proxy_auth (407, SOCKS credentials
+ * refused), proxy_protocol (garbage, not the protocol of the proxy URL),
+ * proxy_error (an HTTP proxy refused the CONNECT), dropped, tls_error
+ * (the target's or an https proxy's certificate), too_large,
  * too_many_redirects, transport. */
 void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n);
 const char *sc_xfer_url(const sc_xfer_t *x);
+/* Whether the proxy of proxy_key can carry a request to host (a URL's
+ * host, IPv6 in brackets): socks4 carries IPv4 addresses only, so it takes
+ * no IPv6 target, and no name unless names are resolved locally
+ * (remote_dns = 0). 0, or -22 with "<kind>: <detail>" in why. */
+int sc_xfer_route_check(const char *proxy_key, const char *host,
+                        int remote_dns, char *why, size_t n);
 
 void sc_req_free(sc_req_t *r);
 
