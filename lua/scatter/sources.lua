@@ -33,6 +33,14 @@ local function read_file(path)
   return data
 end
 
+-- The path of a local list: "file://PATH", or a bare path (no
+-- "scheme://"), as the CLI has always taken them; else nil.
+function M.file_path(url)
+  local path = url:match("^[Ff][Ii][Ll][Ee]://(.+)$")
+  if path then return path end
+  if url ~= "" and not url:match("^%a[%w+.-]*://") then return url end
+end
+
 -- Calls done(body) or done(nil, err) from the loop when the GET ends.
 local function download(url, done)
   local id = core.fetch({ url = url, timeout = M.FETCH_TIMEOUT, max_body = MAX_BYTES })
@@ -112,14 +120,14 @@ function M.fetch(url, opts, cb)
     end
     if failed then error(failed, 0) end
   end
-  local path = url:match("^[Ff][Ii][Ll][Ee]://(.+)$")
+  local path = M.file_path(url)
   if path then
     done(read_file(path))
   elseif url:match("^[Hh][Tt][Tt][Pp][Ss]?://") then
     download(url, done)
   else
     inflight[url] = nil
-    cb(nil, "unsupported source URL " .. ("%q"):format(M.redact(url)) .. " (file://, http:// or https://)")
+    cb(nil, "unsupported source URL " .. ("%q"):format(M.redact(url)) .. " (a path, file://, http:// or https://)")
   end
 end
 
