@@ -81,8 +81,9 @@ local function error_strings()
   local body = assert(xfer:match("void sc_xfer_error%(.-\n}\n"), "sc_xfer_error not found in src/net/xfer.c")
   for word in body:gmatch('"([%l_]+)"') do found[word] = true end
   for word in body:gmatch('"([%l_]+): ') do found[word] = true end
-  local core = read("src/lua/core.c")
-  for word in core:gmatch('lua_pushliteral%(L, "([%l_]+)"%)') do found[word] = true end
+  for _, file in ipairs({ "src/lua/core.c", "src/lua/pool.c", "src/lua/response.c" }) do
+    for word in read(file):gmatch('lua_pushliteral%(L, "([%l_]+)"%)') do found[word] = true end
+  end
   return sorted_keys(found)
 end
 

@@ -188,11 +188,14 @@ describe("classifiers", function()
     assert.equal("proxy_blocked", d(resp_of(403, "x")))
     assert.equal("proxy_blocked", d(resp_of(429, "x")))
     assert.equal("target_error", d(resp_of(503, "x")))
+    assert.equal("proxy_blocked", d(resp_of(503, "x", { ["retry-after"] = "120" })))
+    assert.equal("proxy_blocked", d(resp_of(503, "x", { ["retry-after"] = "Wed, 21 Oct 2015 07:28:00 GMT" })))
+    assert.equal("target_error", d(resp_of(503, "x", { ["retry-after"] = "soon" })))
     assert.equal("proxy_blocked", d(resp_of(404, "x")))
     assert.equal("proxy_blocked", d(resp_of(302, "")))
   end)
 
-  -- A pool that keeps the default judges attempts in C (core.c
+  -- A pool that keeps the default judges attempts in C (response.c
   -- default_verdict, so a failed attempt never becomes a Lua table); a
   -- classifier that calls classifier.default runs the Lua table. Both must
   -- give every answer the same verdict.

@@ -2,12 +2,13 @@
 -- turns a classifier's error, yield or bad return into target_error.
 local runtime = require("scatter.runtime")
 local log = require("scatter.log")
+local core = require("scatter.core")
 
 local M = {}
 
 M.VERDICTS = { success = true, proxy_blocked = true, target_error = true, final = true }
 
--- src/lua/core.c default_verdict is the same table in C, used when a pool
+-- src/lua/response.c default_verdict is the same table in C, used when a pool
 -- keeps this classifier; spec/classifier_spec.lua holds the two together.
 function M.default(resp)
   local s = resp.status
@@ -17,6 +18,9 @@ function M.default(resp)
     if #resp.body > 0 or s == 204 or resp.method == "HEAD" then return "success" end
     return "proxy_blocked"
   elseif s == 403 or s == 429 then
+    return "proxy_blocked"
+  elseif s == 503 and resp.headers["retry-after"] and core.retry_after(resp.headers["retry-after"]) then
+    -- "come back later" to this client: the pair rests (DESIGN.md 11)
     return "proxy_blocked"
   elseif s >= 500 and s < 600 then
     return "target_error"

@@ -130,6 +130,8 @@ function M.new(cfg, where)
   local cc = config.to_core(cfg)
   cc.remote_dns = cfg.prefer_remote_dns
   cc.ca_file = cfg.ca_file
+  cc.proxy_ca_file = cfg.proxy_ca_file
+  cc.tls_session_sharing = cfg.tls_session_sharing
   local c = core.pool_new(cc)
   local self = setmetatable({
     c = c, cfg = cfg, name = cfg.name, tasks = {}, room = {},
@@ -157,6 +159,7 @@ function M.new(cfg, where)
     local restored
     self.state, restored = state.attach(self, where)
     self.feed = feed.start(self, restored)
+    if cfg.share then self.share = require("scatter.share").start(self, where) end
   end)
   if not ok then
     self:close()
@@ -194,6 +197,13 @@ local function deliver(self, th, resp, attempts)
 end
 
 function Pool:_on_response(ah, th)
+  local rec = self.tasks[th]
+  if rec and rec.tunnel then
+    -- an open tunnel has nothing to classify: it wins its task
+    local fd, proxy, attempts = self.c:tunnel(ah)
+    if fd then deliver(self, th, { status = 200, tunnel = fd, proxy = proxy }, attempts) end
+    return
+  end
   if self.classify == classifier.default then
     -- classified in C, and a failed attempt never becomes a Lua table
     local resp, attempts = self.c:settle_default(ah)
@@ -234,7 +244,7 @@ end
 -- Returns handle or nil, err; waits for room when `wait`, until
 -- `deadline` (scatter.now() time) if given. `url` is req.url, or
 -- pool:get's URL (then req holds only its options).
-local function submit(self, req, url, wait, deadline)
+local function submit(self, req, url, wait, deadline, cookies)
   if self.closed then return nil, "closed" end
   local host, method, headers, flags = check(req, url)
   if not host then return nil, method end
@@ -255,7 +265,7 @@ local function submit(self, req, url, wait, deadline)
         .. self.cfg.task_pool_capacity .. ")"
     end
   end
-  local th, serr = self.c:submit(host, method, url, headers, req.body, req.max_body, flags)
+  local th, serr = self.c:submit(host, method, url, headers, req.body, req.max_body, flags, cookies)
   if not th then return nil, serr end
   -- the handle is the task's record: one table a task, waiters made on
   -- the first wait
@@ -293,7 +303,7 @@ local function no_proxies(self)
 end
 M.no_proxies = no_proxies
 
-local function request(self, req, url)
+local function request(self, req, url, cookies)
   -- refused before anything is submitted: an inner task left behind by
   -- the refusal would have no timeout and hold a slot for good
   if runtime.no_wait then
@@ -301,7 +311,7 @@ local function request(self, req, url)
       .. " must not wait (it runs inside the event loop)", 3)
   end
   local deadline = req.timeout and core.now() + req.timeout
-  local h, err = submit(self, req, url, true, deadline)
+  local h, err = submit(self, req, url, true, deadline, cookies)
   if not h then return nil, err end
   local resp, werr = h:wait(deadline and math.max(0, deadline - core.now()))
   if werr == "timeout" then
@@ -312,6 +322,37 @@ local function request(self, req, url)
   end
   return resp, werr
 end
+
+-- For `scatter serve`: opens a tunnel to host:port through the first
+-- proxy (of K raced) that can; the tunnel's socket is the caller's.
+-- Returns {tunnel = fd, proxy =, attempts =, elapsed =} or nil, err.
+function Pool:_tunnel(host, port, timeout)
+  if self.closed then return nil, "closed" end
+  local url = "http://" .. (host:find(":", 1, true) and ("[" .. host .. "]") or host) .. ":" .. port
+  local h, why = M.parse_url(url)
+  if not h then return bad(why) end
+  while not self.c:has_room() do
+    local w = runtime.waiter()
+    self.room[#self.room + 1] = w
+    runtime.block(w)
+    if self.closed then return nil, "closed" end
+  end
+  local th, serr = self.c:submit(h, "CONNECT", url, NO_HEADERS, nil, nil, 8)
+  if not th then return nil, serr end
+  local rec = setmetatable({ pool = self, th = th, t0 = core.now(), tunnel = true }, Handle)
+  self.tasks[th] = rec
+  local resp, werr = rec:wait(timeout)
+  if werr == "timeout" then
+    local last = rec:cancel()
+    return nil, last and ("timeout: last error: " .. last) or "timeout"
+  end
+  return resp, werr
+end
+
+-- for sessions (scatter.session): the request checks, and a raced
+-- request that carries a cookie jar
+M.check = check
+M.request = request
 
 function Pool:request(req)
   check_req(self, req, "request")
@@ -332,6 +373,13 @@ function Pool:get(url, opts)
     return nil, "invalid_request: pool:get is GET only; use pool:request"
   end
   return request(self, opts, url)
+end
+
+-- One proxy and one cookie jar for a run of requests (scatter.session).
+function Pool:session(opts)
+  check_open(self, "session")
+  if self.closed then error("pool:session: the pool is closed", 2) end
+  return require("scatter.session").new(self, opts, "pool:session")
 end
 
 function Pool:metrics()
@@ -360,6 +408,7 @@ function Pool:close()
   local recs = {}
   for _, rec in pairs(self.tasks) do recs[#recs + 1] = rec end
   if self.feed then self.feed:stop() end
+  if self.share then pcall(self.share.stop, self.share) end
   -- in-flight attempts stop before the final snapshot is taken
   for _, rec in ipairs(recs) do self.c:cancel(rec.th) end
   -- taken once its tasks have ended: pending 0, each of them failed

@@ -5,6 +5,13 @@
 
 #include <lua.h>
 
+int sc_lua_pool_new(lua_State *L);    /* pool.c */
+int sc_lua_parse_proxy(lua_State *L);
+int sc_lua_now(lua_State *L);         /* events.c */
+int sc_lua_poll(lua_State *L);
+int sc_lua_fd(lua_State *L);
+int sc_lua_backend_timeout(lua_State *L);
+int sc_lua_op_take(lua_State *L);     /* ops.c */
 int sc_lua_simulate(lua_State *L); /* sim.c */
 int sc_lua_fetch(lua_State *L);    /* fetch.c */
 int sc_lua_probe(lua_State *L);    /* probe.c */
@@ -23,5 +30,18 @@ int sc_lua_signal_watch(lua_State *L); /* signal.c */
 int sc_lua_httpd_listen(lua_State *L); /* httpd.c */
 int sc_lua_httpd_respond(lua_State *L);
 int sc_lua_httpd_close(lua_State *L);
+int sc_lua_redis_open(lua_State *L); /* redis.c */
+int sc_lua_redis_decode(lua_State *L);
+int sc_lua_sqlite_open(lua_State *L); /* sqlite.c */
+int sc_lua_url_canonical(lua_State *L); /* url.c */
+int sc_lua_url_join(lua_State *L);
+int sc_lua_hash(lua_State *L);
+int sc_lua_html_links(lua_State *L); /* links.c */
+int sc_lua_proxyd_listen(lua_State *L); /* proxyd.c */
+int sc_lua_proxyd_request(lua_State *L);
+int sc_lua_proxyd_respond(lua_State *L);
+int sc_lua_proxyd_tunnel(lua_State *L);
+int sc_lua_proxyd_close(lua_State *L);
+int sc_lua_proxyd_count(lua_State *L);
 
 #endif

@@ -1,7 +1,11 @@
 #include "ops.h"
 
+#include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "events.h"
+#include "funcs.h"
 
 typedef struct result {
   uint32_t id;
@@ -68,4 +72,8 @@ int sc_ops_push(lua_State *L, uint32_t id) {
   }
   lua_pushnil(L);
   return 1;
+}
+
+int sc_lua_op_take(lua_State *L) {
+  return sc_ops_push(L, (uint32_t)luaL_checknumber(L, 1));
 }

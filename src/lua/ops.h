@@ -13,8 +13,6 @@ uint32_t sc_ops_new(void); /* a fresh id, never 0 */
 /* Queues a result (copied). An op may complete more than once (signals). */
 void sc_ops_done(uint32_t id, int status, const char *body, size_t len,
                  const char *err);
-/* Queues an event for core.poll; pool 0 means an op. */
-void sc_events_push(int pool, uint64_t a, uint64_t t);
 /* Pushes {status=, body=, err=} for the oldest result of id, or nil. */
 int sc_ops_push(lua_State *L, uint32_t id);
 

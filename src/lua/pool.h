@@ -1,4 +1,4 @@
-/* The pool userdata (src/lua/core.c) as seen by the other binding files. */
+/* The pool userdata (src/lua/pool.c, pool_int.h) as seen by the other binding files. */
 #ifndef SC_LUA_POOL_H
 #define SC_LUA_POOL_H
 
