@@ -15,6 +15,9 @@
 -- | a pool with no proxies                         | warn "no proxies" at once; timeout detail "no_proxies"    |
 -- | sources = { "/bare/path.txt" }                 | read like file://                                         |
 -- | a URL with a NUL byte                          | "url contains a NUL byte"                                 |
+-- | D10 a FIFO as state_file or source, /dev/zero  | refused at once with a warning (never blocks or eats RAM) |
+-- | a temp file that cannot be made at save        | "cannot save: create temp file <path>.<pid>-<n>.tmp: ..."  |
+-- | a local curl failure (missing ca_file)         | local_error, retried; no pair is charged                  |
 local env = require("support.env")
 local scatter = require("scatter")
 local log = require("scatter.log")
@@ -220,6 +223,45 @@ describe("hardening", function()
     local resp, err = pool:get(ng.url("/small.txt"), { timeout = 10 })
     assert.truthy(resp, err)
     assert.equal(farm.proxies[1], resp.proxy)
+    pool:close()
+  end)
+
+  it("D10: a FIFO as state file or source is refused at once, /dev/zero too", function()
+    local fifo = dir .. "/fifo"
+    assert.is_true(os.execute("mkfifo " .. fifo) == 0)
+    local lines, pool = logged(function()
+      return scatter.pool({ proxies = { farm.proxies[1] }, state_file = fifo, sources = { fifo },
+        metrics_log_interval = 0, name = "fifo" })
+    end)
+    assert.truthy(grep(lines, "state file .*fifo: not a regular file"), table.concat(lines, "\n"))
+    assert.truthy(grep(lines, "source 1 skipped: .*not a regular file"), table.concat(lines, "\n"))
+    pool:close() -- the save fails (rename over a FIFO works: it replaces it)
+    lines, pool = logged(function()
+      return scatter.pool({ proxies = { farm.proxies[1] }, state_file = "/dev/zero",
+        metrics_log_interval = 0, name = "zero" })
+    end)
+    assert.truthy(grep(lines, "/dev/zero: not a regular file"), table.concat(lines, "\n"))
+    pool.state = nil -- never try to replace /dev/zero
+    pool:close()
+  end)
+
+  it("a save that cannot make its temp file names the temp file", function()
+    local lines = logged(function()
+      local pool = pool_of({ state_file = "/etc/hostname/state.json" })
+      pool:close()
+    end)
+    assert.truthy(grep(lines, "cannot save: create temp file /etc/hostname/state%.json%.%d+%-%d+%.tmp"),
+      table.concat(lines, "\n"))
+  end)
+
+  it("a local curl failure (a missing ca_file) is local_error and charges no pair", function()
+    local pool = pool_of({ ca_file = dir .. "/no-such-ca.pem" })
+    local resp, err = pool:get(ng.tls_url("/small.txt"), { timeout = 1.5, race = false })
+    assert.is_nil(resp)
+    assert.truthy(err:find("local_error", 1, true), err)
+    local p = pool:proxies()[1]
+    assert.is_false(p.dead)
+    assert.equal(0, pool:metrics().cooldown_proxies)
     pool:close()
   end)
 end)

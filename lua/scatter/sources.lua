@@ -22,14 +22,10 @@ function M.redact(url)
   return (url:gsub("^(%a[%w+.-]*://)[^/?#]*@", "%1***@"))
 end
 
+-- non-blocking and regular files only (a FIFO hung open() for good)
 local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, "cannot read: " .. tostring(err) end
-  local data, rerr = f:read(MAX_BYTES + 1)
-  f:close()
-  if not data and rerr then return nil, "cannot read: " .. tostring(rerr) end
-  data = data or ""
-  if #data > MAX_BYTES then return nil, "larger than 64 MiB" end
+  local data, err = core.read_file(path, MAX_BYTES)
+  if not data then return nil, "cannot read: " .. err end
   return data
 end
 

@@ -37,6 +37,7 @@ M.PAIR_FIELDS = {
 M.CHUNK = 1000    -- rows read and encoded at a time (about 2 ms)
 M.SLICE = 0.004   -- seconds of encoding before a thread yields to the loop
 M.MODE = 384      -- 0600: keys can hold proxy credentials
+M.MAX_BYTES = 512 * 1024 * 1024 -- a state file larger than this is refused
 
 local files = {} -- path -> File, while a pool uses it
 local File = {}
@@ -77,14 +78,13 @@ end
 -- Returns the decoded sections (name -> section), {} for a missing file,
 -- or nil, why for a file that cannot be used.
 local function read_sections(path)
-  local f, err, code = io.open(path, "rb")
-  if not f then
+  -- a FIFO or a device is refused, not read (open() hung on a FIFO, and
+  -- /dev/zero was read until memory ran out); size capped like sources
+  local data, err, code = core.read_file(path, M.MAX_BYTES)
+  if not data then
     if code == 2 then return {} end -- ENOENT: a cold start, nothing to say
-    return nil, tostring(err)
+    return nil, err
   end
-  local data, rerr = f:read("*a")
-  f:close()
-  if not data then return nil, tostring(rerr) end
   local doc, derr = jsafe.decode(data)
   if doc == nil then return nil, "not JSON (" .. tostring(derr) .. "; truncated?)" end
   if type(doc) ~= "table" or doc.format ~= M.FORMAT then return nil, "not a scatter state file" end
