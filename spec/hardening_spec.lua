@@ -18,6 +18,8 @@
 -- | D10 a FIFO as state_file or source, /dev/zero  | refused at once with a warning (never blocks or eats RAM) |
 -- | a temp file that cannot be made at save        | "cannot save: create temp file <path>.<pid>-<n>.tmp: ..."  |
 -- | a local curl failure (missing ca_file)         | local_error, retried; no pair is charged                  |
+-- | a kill -9 within state_save_interval           | saved FIRST_SAVE (10 s) after the first outcomes          |
+-- | two processes naming one state_file            | the second warns "in use by another process", never saves |
 local env = require("support.env")
 local scatter = require("scatter")
 local log = require("scatter.log")
@@ -263,5 +265,41 @@ describe("hardening", function()
     assert.is_false(p.dead)
     assert.equal(0, pool:metrics().cooldown_proxies)
     pool:close()
+  end)
+
+  it("the first save comes soon after the first outcomes, not a whole interval later", function()
+    local state = require("scatter.state")
+    local path = dir .. "/early.json"
+    local first = state.FIRST_SAVE
+    state.FIRST_SAVE = 0.3
+    local ok, err = pcall(function()
+      local pool = pool_of({ state_file = path })
+      assert(pool:get(ng.url("/small.txt"), { timeout = 10 }))
+      local t0 = scatter.now()
+      while not env.read_file(path) and scatter.now() - t0 < 3 do scatter.sleep(0.05) end
+      assert.truthy(env.read_file(path), "not saved within 3 s (state_save_interval is 300)")
+      pool:close()
+    end)
+    state.FIRST_SAVE = first
+    assert(ok, err)
+  end)
+
+  it("a second process naming the same state_file starts warm, read-only, and says so", function()
+    local path = dir .. "/owned.json"
+    local pool = pool_of({ state_file = path })
+    assert(pool:get(ng.url("/small.txt"), { timeout = 10 }))
+    assert(require("scatter.state").read(path)) -- (nothing saved yet is fine too)
+    local script = env.script("second.lua", ([[
+      local scatter = require("scatter")
+      local pool = scatter.pool({ proxies = { %q }, state_file = %q, metrics_log_interval = 0 })
+      pool:get(%q, { timeout = 10 })
+      pool:close()
+    ]]):format(farm.proxies[1], path, ng.url("/small.txt")))
+    local rc, _, err = env.cli("run " .. script)
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("in use by another process (pid " .. require("ffi").C.getpid() .. ")", 1, true), err)
+    assert.is_nil(env.read_file(path), "the second process wrote the file")
+    pool:close()
+    assert(require("scatter.state").read(path).default)
   end)
 end)

@@ -10,7 +10,10 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -77,4 +80,37 @@ int sc_lua_read_file(lua_State *L) {
   close(fd);
   luaL_pushresult(&b);
   return 1;
+}
+
+/* core.lock_file(path) -> fd | nil, why, pid: an exclusive flock on path
+ * (created 0600), held until core.unlock_file(fd) or exit. Two processes
+ * naming one state_file overwrote each other's learning; the second now
+ * learns who holds it (the pid the owner wrote into the lock file). */
+int sc_lua_lock_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return fail(L, strerror(errno), errno);
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    int e = errno;
+    char buf[32] = "";
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    close(fd);
+    lua_pushnil(L);
+    lua_pushstring(L, e == EWOULDBLOCK ? "locked" : strerror(e));
+    lua_pushinteger(L, n > 0 ? atoi(buf) : 0);
+    return 3;
+  }
+  char pid[32];
+  int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+  if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) < 0) {
+    /* the pid is only for the other process's message */
+  }
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+int sc_lua_unlock_file(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  if (fd >= 0) close(fd);
+  return 0;
 }
