@@ -38,8 +38,10 @@ typedef struct sc_sim_group {
   double success;      /* good, slow: P(success), else proxy_blocked */
   double target_error; /* good, slow: P(target_error), drawn first */
   /* script: one letter per attempt through the proxy, cycled:
-   * s success, f final, b proxy_blocked, e target_error, t transport */
+   * s success, f final, b proxy_blocked, e target_error, t transport,
+   * r proxy_blocked by a 429 with Retry-After: retry_after seconds */
   const char *script;
+  double retry_after;
 } sc_sim_group_t;
 
 enum { SC_SIM_EV_START = 0, SC_SIM_EV_DONE, SC_SIM_EV_CANCEL };
@@ -114,14 +116,5 @@ int sc_sim_proxy_info(const sc_sim_t *sim, uint32_t id,
 
 const char *sc_sim_profile_name(sc_sim_profile_t p);
 int sc_sim_profile_parse(const char *name, sc_sim_profile_t *p);
-
-/* Memory of the scheduler's records, measured through the allocator on a
- * private scheduler (glibc mallinfo2): what one more queued task, one more
- * in-flight attempt and one more (proxy, host) health record cost,
- * including the index structures that point at them. */
-typedef struct sc_sim_sizes {
-  double bytes_per_task, bytes_per_attempt, bytes_per_pair;
-} sc_sim_sizes_t;
-int sc_sim_measure(sc_sim_sizes_t *out);
 
 #endif
