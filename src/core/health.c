@@ -74,8 +74,16 @@ void sc_health_kill(sc_sched_t *s, uint32_t id) {
   }
 }
 
+/* rest >= 0: a blocked answer that asked the pair to wait (Retry-After,
+ * DESIGN.md section 11): the pair rests that long (at most cooldown_max)
+ * and the attempt never counts towards eviction, since the proxy did its
+ * job: the site answered, through it, "later". The rest is the pair's
+ * rate-limit gate (rate_next), not its cooldown: the site's word holds
+ * even when an attempt already in flight through the pair succeeds (a
+ * success ends a cooldown), and the state file keeps it. */
 static void record_outcome(sc_sched_t *s, uint32_t id, uint32_t hid,
-                           sc_verdict_t v, double latency, double t) {
+                           sc_verdict_t v, double latency, double t,
+                           double rest) {
   host *h = &s->hosts[hid];
   pair *p = &h->pairs[id];
   proxy *px = &s->proxies[id];
@@ -87,7 +95,7 @@ static void record_outcome(sc_sched_t *s, uint32_t id, uint32_t hid,
   int win = s->cfg.health_window;
   p->window = (p->window << 1) | (uint64_t)ok;
   if (p->nwin < win) p->nwin++;
-  px->attempts++;
+  if (rest < 0) px->attempts++;
   s->att_ring[s->ring_sec % RING]++;
   recent_push(s, ok);
   if (ok) {
@@ -120,7 +128,11 @@ static void record_outcome(sc_sched_t *s, uint32_t id, uint32_t hid,
         h->ncool++;
       }
     }
-    if (px->successes == 0 &&
+    if (rest >= 0) {
+      double r = rest < s->cfg.cooldown_max ? rest : s->cfg.cooldown_max;
+      if (t + r > p->rate_next) p->rate_next = t + r;
+    }
+    if (rest < 0 && px->successes == 0 &&
         px->attempts >= (uint32_t)s->cfg.eviction_min_samples) {
       sc_health_kill(s, id);
       return;
@@ -131,10 +143,16 @@ static void record_outcome(sc_sched_t *s, uint32_t id, uint32_t hid,
 
 void sc_health_record(sc_sched_t *s, uint32_t id, uint32_t hid, sc_verdict_t v,
                    double latency, double t) {
+  sc_health_record_rest(s, id, hid, v, latency, t, -1);
+}
+
+void sc_health_record_rest(sc_sched_t *s, uint32_t id, uint32_t hid,
+                           sc_verdict_t v, double latency, double t,
+                           double rest) {
   proxy *px = &s->proxies[id];
   int probing = px->probe == PROBE_FLYING;
   if (probing) px->probe = PROBE_NONE;
-  record_outcome(s, id, hid, v, latency, t);
+  record_outcome(s, id, hid, v, latency, t, rest);
   /* a probe that did not get it evicted again puts it back everywhere */
   if (probing && !px->dead) sc_select_place_proxy(s, id, t);
 }
@@ -187,4 +205,43 @@ int sc_sched_pair_restore(sc_sched_t *s, uint32_t id, uint32_t hid,
   }
   if (p->where != WHERE_OUT) sc_select_replace(s, h, id, tn);
   return 0;
+}
+
+/* Handshakes learnt from before the deadline is trusted: a few keep one
+ * slow first connection from setting it, and until then proxy_timeout
+ * holds, as before. */
+#define HS_MIN_SAMPLES 20
+#define HS_FLOOR 0.3 /* seconds: a loaded loop must not cut good proxies */
+#define HS_EVERY 8   /* samples between two p95 computations */
+
+static int cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+void sc_health_handshake(sc_sched_t *s, double secs) {
+  if (!(secs >= 0)) return;
+  s->hs_ring[s->hs_n % HS_RING] = (float)secs;
+  s->hs_n++;
+  s->m.handshakes++;
+  /* exact over the window, not a running estimate: an estimate that
+   * starts low would cut good proxies while it climbs */
+  if (s->hs_n >= HS_MIN_SAMPLES && s->hs_n % HS_EVERY == 0) {
+    uint32_t n = s->hs_n < HS_RING ? s->hs_n : HS_RING;
+    float v[HS_RING];
+    memcpy(v, s->hs_ring, n * sizeof(*v));
+    qsort(v, n, sizeof(*v), cmp_float);
+    s->hs_p95 = v[(uint32_t)ceil(0.95 * n) - 1];
+  }
+}
+
+double sc_health_connect_timeout(const sc_sched_t *s) {
+  double cap = s->cfg.proxy_timeout;
+  if (s->cfg.rounds) return 0;
+  if (s->cfg.connect_timeout > 0)
+    return s->cfg.connect_timeout < cap ? s->cfg.connect_timeout : cap;
+  if (s->hs_p95 < 0) return 0; /* not learnt yet */
+  double d = 3.0 * s->hs_p95;
+  if (d < HS_FLOOR) d = HS_FLOOR;
+  return d < cap ? d : 0;
 }

@@ -51,6 +51,8 @@ static void read_config(lua_State *L, int t, sc_config_t *c) {
   c->eviction_min_samples =
       INT_FIELD(t, "eviction_min_samples", c->eviction_min_samples);
   c->hedge_delay = opt_num(L, t, "hedge_delay", c->hedge_delay);
+  c->connect_timeout = opt_num(L, t, "connect_timeout", c->connect_timeout);
+  c->rounds = (int)opt_num(L, t, "rounds", c->rounds);
   c->seed = U64_FIELD(t, "seed", (double)c->seed);
 }
 
@@ -115,6 +117,12 @@ static void push_metrics(lua_State *L, const sc_metrics_t *m) {
   SETN("attempts_cancelled", m->attempts_cancelled);
   SETN("attempts_finished", m->attempts_finished);
   SETN("attempts_succeeded", m->attempts_succeeded);
+  SETN("attempts_replaced", m->attempts_replaced);
+  SETN("attempts_hedged", m->attempts_hedged);
+  SETN("handshakes", m->handshakes);
+  SETN("connect_timeout_ms", m->connect_timeout * 1000.0);
+  SETN("handshake_p95_ms",
+       m->handshake_p95 < 0 ? -1 : m->handshake_p95 * 1000.0);
   push_verdicts(L, m->verdicts);
   lua_setfield(L, -2, "verdicts");
 }
@@ -208,7 +216,7 @@ static void push_report(lua_State *L, sc_sim_t *sim, const sc_sim_report_t *r,
 /* core.simulate{seed=, tasks=, norace=, time_limit=, event_limit=,
  *   config={<as core.pool_new>}, hosts={names}, intervals={per host, <0 none},
  *   groups={{count=, profile=, latency=, jitter=, success=, target_error=,
- *            script=}}, trace=nil|{limit=, proxy=<1-based>, host=<index>},
+ *            script=, retry_after=}}, trace=nil|{limit=, proxy=<1-based>, host=<index>},
  *   proxy_stats=, memory=} -> report */
 int sc_lua_simulate(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -290,6 +298,7 @@ int sc_lua_simulate(lua_State *L) {
     g.jitter = opt_num(L, t, "jitter", -1);
     g.success = opt_num(L, t, "success", 1);
     g.target_error = opt_num(L, t, "target_error", 0);
+    g.retry_after = opt_num(L, t, "retry_after", 1.5);
     lua_getfield(L, t, "script");
     g.script = lua_tostring(L, -1); /* copied by add_group */
     rc = sc_sim_add_group(sim, &g);
