@@ -86,7 +86,6 @@ local function curl_speed(args)
   return tonumber(speed) / (1024 * 1024)
 end
 
--- the relay pair uses the first proxy only, as curl does directly
 local sp, sport = start_serve()
 local rows = { { "measure", "pool:get", "through serve", "difference / ratio" } }
 local lat_rows, p50_diffs = {}, {}
