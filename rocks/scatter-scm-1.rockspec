@@ -16,6 +16,15 @@ description = {
 }
 -- lua-cjson comes from the system (Debian's lua-cjson); no rock needed.
 dependencies = {}
+-- Debian's libraries the module links: the embedded frontier (SQLite), link
+-- extraction (Gumbo), `scatter serve`'s request parser (nodejs http-parser).
+external_dependencies = {
+  SQLITE3 = { header = "sqlite3.h", library = "sqlite3" },
+  GUMBO = { header = "gumbo.h", library = "gumbo" },
+  HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
+  -- the Redis client of scale-out (DESIGN.md section 9): Debian's libhiredis-dev
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
+}
 build = {
   type = "cmake",
   variables = {
@@ -25,5 +34,7 @@ build = {
     SCATTER_LIBDIR = "$(LIBDIR)",
     SCATTER_BINDIR = "$(BINDIR)",
     SCATTER_TESTS = "OFF",
+    HTTP_PARSER_INCDIR = "$(HTTP_PARSER_INCDIR)",
+    HTTP_PARSER_LIBDIR = "$(HTTP_PARSER_LIBDIR)",
   },
 }

@@ -171,7 +171,13 @@ describe("bad input", function()
         local bads = { {}, "not-a-value", -7, true }
         if name == "rate_limit" then bads = { 5, { default_interval = "x" } } end
         if name == "sources" or name == "proxies" then bads = { "127.0.0.1:1", { 5 }, 5 } end
-        if name == "name" or name == "state_file" or name == "ca_file" then bads = { 5, {}, true } end
+        if name == "sources" then
+          bads = { "127.0.0.1:1", { 5 }, 5, { { url = 5 } }, { { url = "file:///x", scheme = "ftp" } },
+                   { { url = "file:///x", schema = "http" } } }
+        end
+        if name == "name" or name == "state_file" or name == "ca_file" or name == "proxy_ca_file" then
+          bads = { 5, {}, true }
+        end
         if name == "prefer_remote_dns" or name == "tls_session_sharing" then bads = { "yes", 1, {} } end
         for _, bad in ipairs(bads) do
           local cfg = { proxies = { farm.proxies[1] }, metrics_log_interval = 0 }
@@ -337,7 +343,7 @@ describe("bad input", function()
       local pool = scatter.pool({ proxies = { bad }, metrics_log_interval = 0, proxy_timeout = 2 })
       local resp, err = pool:get(ng.url("/small.txt"), { timeout = 1.5 })
       assert.is_nil(resp)
-      assert.truthy(err:find("^timeout: last error: ") and err:find("socks", 1, true), err)
+      assert.truthy(err:find("^timeout: last error: proxy_protocol: "), err)
       pool:close()
       pool = scatter.pool({ proxies = { bad, farm.proxies[1] }, metrics_log_interval = 0 })
       for _ = 1, 5 do
@@ -348,12 +354,12 @@ describe("bad input", function()
       pool:close()
     end)
 
-    it("a proxy sending a garbage CONNECT reply gives socks_error", function()
+    it("a proxy sending a garbage CONNECT reply gives proxy_protocol", function()
       local bad = "127.0.0.1:" .. server("socks_reply")
       local pool = scatter.pool({ proxies = { bad }, metrics_log_interval = 0, proxy_timeout = 2 })
       local resp, err = pool:get(ng.url("/small.txt"), { timeout = 1.5 })
       assert.is_nil(resp)
-      assert.truthy(err:find("^timeout: last error: ") and err:find("socks", 1, true), err)
+      assert.truthy(err:find("^timeout: last error: proxy_protocol: "), err)
       pool:close()
     end)
 

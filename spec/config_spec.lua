@@ -59,8 +59,8 @@ describe("pool configuration", function()
   it("rejects a bad inline proxy, naming it", function()
     assert.equal('scatter.pool: proxies[2]: bad port: "127.0.0.1:99999"',
       err_of({ proxies = { "127.0.0.1:1080", "127.0.0.1:99999" } }))
-    assert.equal('scatter.pool: proxies[1]: scheme is not socks5:// or socks5h://: "http://127.0.0.1:8080"',
-      err_of({ proxies = { "http://127.0.0.1:8080" } }))
+    assert.equal('scatter.pool: proxies[1]: unknown scheme (socks5, socks5h, socks4, socks4a, http, https): "socks6://127.0.0.1:8080"',
+      err_of({ proxies = { "socks6://127.0.0.1:8080" } }))
   end)
 
   it("falls back to the built-in free lists when given neither sources nor proxies", function()
@@ -104,7 +104,7 @@ describe("pool configuration", function()
   it("reads file:// sources, merging duplicates and counting bad lines", function()
     local path = os.tmpname()
     local f = assert(io.open(path, "w"))
-    f:write("# a list\r\n127.0.0.1:1080\r\n  socks5://127.0.0.1:1080  \n\nsocks5h://u:p@[::1]:1081\nnot a proxy\nhttp://x:1\n")
+    f:write("# a list\r\n127.0.0.1:1080\r\n  socks5://127.0.0.1:1080  \n\nsocks5h://u:p@[::1]:1081\nnot a proxy\nftp://x:1\n")
     f:close()
     local logged = {}
     local log = require("scatter.log")

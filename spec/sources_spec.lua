@@ -127,7 +127,7 @@ describe("proxy sources", function()
   it("merges duplicates and warns once per fetch about bad lines", function()
     write(ng.root .. "/dups.txt", table.concat({
       "# comment", farm.proxies[1], "socks5h://" .. farm.proxies[1], " " .. farm.proxies[2] .. " \r",
-      "not a proxy", "http://1.2.3.4:8080", "",
+      "not a proxy", "ftp://1.2.3.4:8080", "",
     }, "\n"))
     local pool = scatter.pool({ sources = { ng.url("/dups.txt") }, metrics_log_interval = 0 })
     scatter.run(function()

@@ -143,7 +143,7 @@ describe("state files", function()
                           "pools[default]: proxies[1][2] (attempts) is not a count" },
       successes_over = { variant(function(d) d.pools.default.proxies[1][3] = 99 end),
                          "proxies[1][3] (successes) is not a count <= attempts" },
-      bad_key = { variant(function(d) d.pools.default.proxies[2][1] = "http://x:1" end),
+      bad_key = { variant(function(d) d.pools.default.proxies[2][1] = "socks6://x:1" end),
                   "proxies[2][1] is not a proxy key" },
       short_row = { variant(function(d) d.pools.default.proxies[1][4] = nil end),
                     "proxies[1] is not an array of 4 fields" },

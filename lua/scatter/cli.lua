@@ -6,7 +6,7 @@
 local M = {}
 
 -- The order `scatter help` lists them in.
-M.COMMANDS = { "run", "check", "fetch", "stats", "version", "help" }
+M.COMMANDS = { "run", "serve", "check", "fetch", "stats", "queue", "version", "help" }
 
 local function load_cmd(name)
   if not name:match("^[%w_-]+$") then return nil end

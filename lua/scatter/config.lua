@@ -31,12 +31,39 @@ local function strings(v)
   end
 end
 
+-- sources: URL strings, or { url = URL, scheme = S } where S is the
+-- protocol of the list's bare host:port lines (DESIGN.md section 11)
+local SCHEMES = { socks5 = true, socks5h = true, socks4 = true, socks4a = true, http = true, https = true }
+M.SCHEMES = SCHEMES
+local function source_list(v)
+  if type(v) ~= "table" then return "a list of URL strings or { url =, scheme = } tables" end
+  for i, s in ipairs(v) do
+    if type(s) == "table" then
+      for k in pairs(s) do
+        if k ~= "url" and k ~= "scheme" then
+          return "a list of sources (item " .. i .. " has an unknown field " .. tostring(k) .. "; url, scheme)"
+        end
+      end
+      if type(s.url) ~= "string" then return "a list of sources (item " .. i .. " needs url = a string)" end
+      if s.scheme ~= nil and not SCHEMES[s.scheme] then
+        return "a list of sources (item " .. i .. ": scheme " .. ("%q"):format(tostring(s.scheme))
+          .. " is not socks5, socks5h, socks4, socks4a, http or https)"
+      end
+    elseif type(s) ~= "string" then
+      return "a list of URL strings or { url =, scheme = } tables (item " .. i .. " is a " .. type(s) .. ")"
+    end
+  end
+  for k in pairs(v) do
+    if not is_int(k) or k < 1 or k > #v then return "a list of sources (it has a key " .. tostring(k) .. ")" end
+  end
+end
+
 local function typed(t)
   return function(v) if type(v) ~= t then return "a " .. t end end
 end
 
 local FIELDS = {
-  sources = { strings, {} },
+  sources = { source_list, {} },
   proxies = { strings, {} },
   source_refresh_interval = { dur(true), 600 },
   rate_limit = { typed("table"), nil },
@@ -51,6 +78,8 @@ local FIELDS = {
   eviction_min_samples = { int(1), 30 },
   state_file = { typed("string"), nil },
   state_save_interval = { dur(true), 300 },
+  share = { typed("string"), nil }, -- a Redis URL (scatter.share)
+  share_interval = { dur(true), 2 },
   metrics_log_interval = { dur(false), 30 },
   metrics_listen = { function(v)
     if type(v) ~= "string" or not require("scatter.metrics").parse_addr(v) then
@@ -72,6 +101,7 @@ local FIELDS = {
     end
   end, 0 },
   ca_file = { typed("string"), nil },
+  proxy_ca_file = { typed("string"), nil },
   seed = { int(0), 1 },
   -- DESIGN.md section 10: nil learns it from the pool's handshakes
   connect_timeout = { dur(true), nil },

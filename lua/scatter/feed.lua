@@ -33,19 +33,24 @@ function M.start(pool, restored)
   end
   local ids = core.pool_add_keys(self.c, self.inline)
   for i, key in ipairs(self.inline) do self.ids[key] = ids[i] end
+  self:warn_socks4(self.inline)
   if restored then
     for key, id in pairs(restored.ids) do self.ids[key] = id end
-    for _, url in ipairs(self.cfg.sources) do self.lists[url] = restored.lists[url] end
+    for _, src in ipairs(self.cfg.sources) do
+      local _, _, id = sources.source(src)
+      self.lists[id] = restored.lists[id]
+    end
   end
 
   local remote, read = {}, {}
-  for i, url in ipairs(self.cfg.sources) do
+  for i, src in ipairs(self.cfg.sources) do
+    local url, _, id = sources.source(src)
     if is_file(url) then
-      self:fetch(i, url, function(got) -- local: read now
-        if got then read[#read + 1] = url end
+      self:fetch(i, src, function(got) -- local: read now
+        if got then read[#read + 1] = id end
       end)
     else
-      remote[#remote + 1] = { i, url }
+      remote[#remote + 1] = { i, src }
     end
   end
   self:apply(false)
@@ -77,17 +82,35 @@ end
 -- Fetches one source into self.lists (a failure keeps its last list),
 -- then calls done(true when it got a list). Fetches are ops, not threads:
 -- one in progress never keeps scatter.run (or a closed pool) waiting.
-function Feed:fetch(i, url, done)
-  sources.fetch(url, { max_age = self.cfg.source_refresh_interval, name = self.name }, function(list, err)
+function Feed:fetch(i, src, done)
+  local url, scheme, id = sources.source(src)
+  local opts = { max_age = self.cfg.source_refresh_interval, name = self.name, scheme = scheme }
+  sources.fetch(url, opts, function(list, err)
     if self.stopped then return done(false) end
     if not list then
       log.emit("warn", self.name, "source " .. i .. " skipped: " .. err
-        .. (self.lists[url] and " (keeping its last list)" or ""))
+        .. (self.lists[id] and " (keeping its last list)" or ""))
       return done(false)
     end
-    self.lists[url] = list.keys
+    self.lists[id] = list.keys
+    self:warn_socks4(list.keys)
     done(true)
   end)
+end
+
+-- socks4 carries addresses only (DESIGN.md section 11): with remote DNS
+-- on, such a proxy can serve IP-literal targets only. Said once a pool.
+function Feed:warn_socks4(keys)
+  if self.warned_socks4 or not self.cfg.prefer_remote_dns then return end
+  local n = 0
+  for _, key in ipairs(keys) do
+    if key:sub(1, 9) == "socks4://" then n = n + 1 end
+  end
+  if n == 0 then return end
+  self.warned_socks4 = true
+  log.emit("warn", self.name, string.format("%d socks4 prox%s resolve no names and prefer_remote_dns is on: "
+    .. "they serve IP-literal targets only (socks4a:// or prefer_remote_dns = false resolve names)",
+    n, n == 1 and "y" or "ies"))
 end
 
 -- Fetches the sources in parallel, applies the result, then done().
@@ -95,7 +118,7 @@ function Feed:fetch_all(which, done)
   local left, fetched = #which, {}
   for _, s in ipairs(which) do
     self:fetch(s[1], s[2], function(got)
-      if got then fetched[#fetched + 1] = s[2] end
+      if got then fetched[#fetched + 1] = select(3, sources.source(s[2])) end
       left = left - 1
       if left > 0 then return end
       if not self.stopped then
@@ -118,8 +141,8 @@ function Feed:apply(verbose)
     end
   end
   for _, key in ipairs(self.inline) do take(key) end
-  for _, url in ipairs(self.cfg.sources) do
-    for _, key in ipairs(self.lists[url] or {}) do take(key) end
+  for _, src in ipairs(self.cfg.sources) do
+    for _, key in ipairs(self.lists[select(3, sources.source(src))] or {}) do take(key) end
   end
   local new = {}
   for _, key in ipairs(order) do
@@ -164,7 +187,7 @@ function Feed:arm()
   self.timer = runtime.after(self.cfg.source_refresh_interval, function()
     if self.stopped then return end
     local all = {}
-    for i, url in ipairs(self.cfg.sources) do all[i] = { i, url } end
+    for i, src in ipairs(self.cfg.sources) do all[i] = { i, src } end
     self:fetch_all(all, function() self:arm() end)
   end)
 end

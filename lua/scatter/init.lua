@@ -76,6 +76,17 @@ function M.close_all()
   for _, p in ipairs(ps) do p:close() end
 end
 
+-- The crawl frontier (DESIGN.md section 8).
+function M.queue(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("scatter.queue: bad argument #1 (options table expected, got " .. type(opts) .. ")", 2)
+  end
+  return require("scatter.queue").new(opts)
+end
+M.crawl = require("scatter.crawl").crawl
+M.links = require("scatter.links").links
+M.url = require("scatter.links").url
+
 M.simulate = require("scatter.simulate").run
 M.parse_url = pool.parse_url
 M.versions = core.versions

@@ -117,6 +117,7 @@ function M.new(cfg, where)
   cc.remote_dns = cfg.prefer_remote_dns
   cc.ca_file = cfg.ca_file
   cc.tls_session_sharing = cfg.tls_session_sharing
+  cc.proxy_ca_file = cfg.proxy_ca_file
   local c = core.pool_new(cc)
   local self = setmetatable({
     c = c, cfg = cfg, name = cfg.name, tasks = {}, room = {},
@@ -144,6 +145,7 @@ function M.new(cfg, where)
     local restored
     self.state, restored = state.attach(self, where)
     self.feed = feed.start(self, restored)
+    if cfg.share then self.share = require("scatter.share").start(self, where) end
   end)
   if not ok then
     self:close()
@@ -181,6 +183,13 @@ local function deliver(self, th, resp, attempts)
 end
 
 function Pool:_on_response(ah, th)
+  local rec = self.tasks[th]
+  if rec and rec.tunnel then
+    -- an open tunnel has nothing to classify: it wins its task
+    local fd, proxy, attempts = self.c:tunnel(ah)
+    if fd then deliver(self, th, { status = 200, tunnel = fd, proxy = proxy }, attempts) end
+    return
+  end
   if self.classify == classifier.default then
     -- classified in C, and a failed attempt never becomes a Lua table
     local resp, attempts = self.c:settle_default(ah)
@@ -210,7 +219,7 @@ end
 
 -- Returns handle or nil, err; waits for room when `wait`. `url` is
 -- req.url, or pool:get's URL (then req holds only its options).
-local function submit(self, req, url, wait)
+local function submit(self, req, url, wait, cookies)
   if self.closed then return nil, "closed" end
   local host, method, headers, flags = check(req, url)
   if not host then return nil, method end
@@ -221,7 +230,7 @@ local function submit(self, req, url, wait)
     runtime.block(w)
     if self.closed then return nil, "closed" end
   end
-  local th, serr = self.c:submit(host, method, url, headers, req.body, req.max_body, flags)
+  local th, serr = self.c:submit(host, method, url, headers, req.body, req.max_body, flags, cookies)
   if not th then return nil, serr end
   -- the handle is the task's record: one table a task, waiters made on
   -- the first wait
@@ -247,8 +256,8 @@ function Pool:try_submit(req)
   return submit(self, req, req.url, false)
 end
 
-local function request(self, req, url)
-  local h, err = submit(self, req, url, true)
+local function request(self, req, url, cookies)
+  local h, err = submit(self, req, url, true, cookies)
   if not h then return nil, err end
   local resp, werr = h:wait(req.timeout)
   if werr == "timeout" then
@@ -257,6 +266,37 @@ local function request(self, req, url)
   end
   return resp, werr
 end
+
+-- For `scatter serve`: opens a tunnel to host:port through the first
+-- proxy (of K raced) that can; the tunnel's socket is the caller's.
+-- Returns {tunnel = fd, proxy =, attempts =, elapsed =} or nil, err.
+function Pool:_tunnel(host, port, timeout)
+  if self.closed then return nil, "closed" end
+  local url = "http://" .. (host:find(":", 1, true) and ("[" .. host .. "]") or host) .. ":" .. port
+  local h, why = M.parse_url(url)
+  if not h then return bad(why) end
+  while not self.c:has_room() do
+    local w = runtime.waiter()
+    self.room[#self.room + 1] = w
+    runtime.block(w)
+    if self.closed then return nil, "closed" end
+  end
+  local th, serr = self.c:submit(h, "CONNECT", url, NO_HEADERS, nil, nil, 8)
+  if not th then return nil, serr end
+  local rec = setmetatable({ pool = self, th = th, t0 = core.now(), tunnel = true }, Handle)
+  self.tasks[th] = rec
+  local resp, werr = rec:wait(timeout)
+  if werr == "timeout" then
+    local last = rec:cancel()
+    return nil, last and ("timeout: last error: " .. last) or "timeout"
+  end
+  return resp, werr
+end
+
+-- for sessions (scatter.session): the request checks, and a raced
+-- request that carries a cookie jar
+M.check = check
+M.request = request
 
 function Pool:request(req)
   check_req(self, req, "request")
@@ -277,6 +317,13 @@ function Pool:get(url, opts)
     return nil, "invalid_request: pool:get is GET only; use pool:request"
   end
   return request(self, opts, url)
+end
+
+-- One proxy and one cookie jar for a run of requests (scatter.session).
+function Pool:session(opts)
+  check_open(self, "session")
+  if self.closed then error("pool:session: the pool is closed", 2) end
+  return require("scatter.session").new(self, opts, "pool:session")
 end
 
 function Pool:metrics()
@@ -306,6 +353,7 @@ function Pool:close()
   local recs = {}
   for _, rec in pairs(self.tasks) do recs[#recs + 1] = rec end
   if self.feed then self.feed:stop() end
+  if self.share then pcall(self.share.stop, self.share) end
   -- in-flight attempts stop before the final snapshot is taken
   for _, rec in ipairs(recs) do self.c:cancel(rec.th) end
   local write = self.state and self.state:freeze()

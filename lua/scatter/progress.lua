@@ -171,6 +171,10 @@ function M.pools_renderer(pool_mod, now)
       parts[#parts + 1] = string.format("proxies %d healthy, %d cooldown, %d dead", healthy, cool, dead)
       parts[#parts + 1] = kmin == kmax and ("K=" .. kmin) or ("K=" .. kmin .. "-" .. kmax)
     end
+    -- a running scatter.crawl: its queue's counts and an ETA
+    local crawl = package.loaded["scatter.crawl"]
+    local cpart = crawl and crawl.progress_part(clock)
+    if cpart then parts[#parts + 1] = cpart end
     return table.concat(parts, " | ")
   end
 end

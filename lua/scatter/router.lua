@@ -136,6 +136,12 @@ function Router:get(url, opts)
   return p:get(url, opts)
 end
 
+-- Sessions per host: each host's pool keeps its own (scatter.session).
+function Router:session(opts)
+  check(self, "session")
+  return require("scatter.session").for_router(self, opts)
+end
+
 -- The pool serving `host` (a host name, any case, no port), or nil, err.
 function Router:pool(host)
   check(self, "pool")

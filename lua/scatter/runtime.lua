@@ -222,6 +222,16 @@ function R.spawn(fn, ...)
   return th
 end
 
+-- Ends a thread that is waiting (a crawl handler past its deadline): it is
+-- never resumed again, its waiters see false, err. Whatever it waited on
+-- may still wake it later; a dead thread ignores that.
+function R.kill(th, err)
+  if th.status ~= "suspended" then return false end
+  th.on_error = false
+  finish(th, false, err or "killed")
+  return true
+end
+
 -- ---- waiters ----
 
 function R.waiter()

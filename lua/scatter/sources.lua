@@ -44,13 +44,14 @@ local function download(url, done)
   end)
 end
 
--- Parses a list body (DESIGN.md section 4). Returns keys (canonical,
--- duplicates merged, in list order), the number of bad lines and the
--- first bad line.
-function M.parse(body)
+-- Parses a list body (DESIGN.md sections 4 and 11). Returns keys
+-- (canonical, duplicates merged, in list order), the number of bad lines
+-- and the first bad line. scheme: the protocol of bare host:port lines
+-- (default socks5); a line's own scheme wins.
+function M.parse(body, scheme)
   local keys, seen, bad, first = {}, {}, 0, nil
   for line in body:gmatch("[^\n]+") do
-    local key = core.parse_proxy(line)
+    local key = core.parse_proxy(line, scheme)
     if key then
       if not seen[key] then
         seen[key] = true
@@ -65,10 +66,10 @@ function M.parse(body)
 end
 
 -- The list in a body, or nil, why the body is no list.
-local function digest(url, name, body, err)
+local function digest(url, name, body, err, scheme)
   local shown = M.redact(url)
   if not body then return nil, shown .. ": " .. err end
-  local keys, bad, first = M.parse(body)
+  local keys, bad, first = M.parse(body, scheme)
   if #keys == 0 then
     -- an error page or a broken list: keeping the current list is better
     -- than retiring every proxy
@@ -87,23 +88,25 @@ end
 -- reason): at once for a file:// list or a reused one, else from the loop
 -- when the fetch ends. opts: max_age (seconds a fetched list is reused,
 -- default 0) and name (the log prefix of the warning about bad lines,
--- written once per fetch).
+-- written once per fetch) and scheme (of the list's bare lines).
 function M.fetch(url, opts, cb)
   if type(url) ~= "string" then return cb(nil, "source must be a URL string") end
   opts = opts or {}
-  local c = cache[url]
+  -- one URL read under two schemes is two lists
+  local ck = opts.scheme and opts.scheme ~= "socks5" and (url .. "#" .. opts.scheme) or url
+  local c = cache[ck]
   if c and core.now() - c.at < (opts.max_age or 0) then return cb(c.list) end
-  if inflight[url] then
-    table.insert(inflight[url], cb)
+  if inflight[ck] then
+    table.insert(inflight[ck], cb)
     return
   end
   local waiting = { cb }
-  inflight[url] = waiting
+  inflight[ck] = waiting
   local function done(body, err)
-    inflight[url] = nil
-    local ok, list, why = pcall(digest, url, opts.name, body, err)
+    inflight[ck] = nil
+    local ok, list, why = pcall(digest, url, opts.name, body, err, opts.scheme)
     if not ok then list, why = nil, tostring(list) end
-    if list then cache[url] = { list = list, at = core.now() } end
+    if list then cache[ck] = { list = list, at = core.now() } end
     -- every waiter hears the result, even if one of them fails
     local failed
     for _, f in ipairs(waiting) do
@@ -118,7 +121,7 @@ function M.fetch(url, opts, cb)
   elseif url:match("^[Hh][Tt][Tt][Pp][Ss]?://") then
     download(url, done)
   else
-    inflight[url] = nil
+    inflight[ck] = nil
     cb(nil, "unsupported source URL " .. ("%q"):format(M.redact(url)) .. " (file://, http:// or https://)")
   end
 end
@@ -132,7 +135,21 @@ end
 
 -- Forgets cached lists (specs; a pool that must see a change at once).
 function M.forget(url)
-  if url then cache[url] = nil else cache = {} end
+  if not url then cache = {} return end
+  for ck in pairs(cache) do
+    if ck == url or ck:sub(1, #url + 1) == url .. "#" then cache[ck] = nil end
+  end
+end
+
+-- A pool's source (a URL, or { url =, scheme = }): its URL, the scheme of
+-- its bare lines, and the name its list goes by in a pool and its state
+-- file (the URL, with "#scheme" for a scheme other than socks5).
+function M.source(src)
+  local url, scheme = src, "socks5"
+  if type(src) == "table" then url, scheme = src.url, src.scheme or "socks5" end
+  if scheme == "socks5h" then scheme = "socks5" end
+  local id = scheme == "socks5" and url or (url .. "#" .. scheme)
+  return url, scheme, id
 end
 
 return M

@@ -184,6 +184,9 @@ local function encode_loaded(sec, pause)
   return out
 end
 
+-- A live pool's section as JSON parts (scatter.share publishes it).
+M.encode_section = encode_pool
+
 -- ---- one file ----
 
 local function open_file(path)

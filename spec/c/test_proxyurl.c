@@ -145,12 +145,69 @@ int main(void) {
   rejected("h:abc", "port");
   rejected("h:-1", "port");
 
+  /* every protocol of the free lists (DESIGN.md section 11): socks5 and
+   * socks5h merge, the others are keys of their own */
+  key_is("http://h:1080", "http://h:1080");
+  key_is("HTTP://H:3128", "http://h:3128");
+  key_is("https://alice:secret@h:8443", "https://alice:secret@h:8443");
+  key_is("socks4://1.2.3.4:1080", "socks4://1.2.3.4:1080");
+  key_is("socks4a://h:1080", "socks4a://h:1080");
+  key_is("SOCKS4A://alice:secret@[::1]:1080", "socks4a://alice:secret@[::1]:1080");
+  key_is("http://alice:a://b@h:1", "http://alice:a%3A%2F%2Fb@h:1");
+  {
+    /* a source's scheme applies to bare lines only */
+    char key[128];
+    int rc = sc_proxy_parse_as("h:3128", 6, SC_PX_HTTP, key, sizeof(key), NULL);
+    report(rc == 0 && strcmp(key, "http://h:3128") == 0, "default http", "h:3128");
+    rc = sc_proxy_parse_as("socks5h://h:1", 13, SC_PX_HTTP, key, sizeof(key), NULL);
+    report(rc == 0 && strcmp(key, "h:1") == 0, "own scheme wins", "socks5h://h:1");
+    rc = sc_proxy_parse_as("socks4://h:1", 12, SC_PX_HTTPS, key, sizeof(key), NULL);
+    report(rc == 0 && strcmp(key, "socks4://h:1") == 0, "own scheme wins",
+           "socks4://h:1");
+    rc = sc_proxy_parse_as("# c", 3, SC_PX_SOCKS4, key, sizeof(key), NULL);
+    report(rc == 1, "comment with a default", "# c");
+    rc = sc_proxy_parse_as("h:1", 3, SC_PX__COUNT, key, sizeof(key), NULL);
+    report(rc == SC_EINVAL, "bad default scheme", "h:1");
+  }
+  {
+    /* the scheme names, and the URL libcurl gets */
+    static const struct {
+      const char *key;
+      int remote;
+      const char *url;
+    } urls[] = {{"h:1", 1, "socks5h://h:1"},
+                {"h:1", 0, "socks5://h:1"},
+                {"socks4://h:1", 1, "socks4://h:1"},
+                {"socks4://h:1", 0, "socks4://h:1"},
+                {"socks4a://u:p@h:1", 1, "socks4a://u:p@h:1"},
+                {"socks4a://h:1", 0, "socks4://h:1"},
+                {"http://h:1", 1, "http://h:1"},
+                {"https://h:1", 0, "https://h:1"}};
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+      char out[64];
+      int rc = sc_proxy_curl_url(urls[i].key, urls[i].remote, out, sizeof(out));
+      report(rc == 0 && strcmp(out, urls[i].url) == 0, "curl url", urls[i].key);
+    }
+    char tiny[8];
+    report(sc_proxy_curl_url("http://h:1", 1, tiny, sizeof(tiny)) == SC_EINVAL,
+           "curl url too long", "http://h:1");
+    sc_proxy_scheme_t sch;
+    report(sc_proxy_scheme_parse("socks5h", 7, &sch) == 0 && sch == SC_PX_SOCKS5,
+           "scheme socks5h", "socks5h");
+    report(sc_proxy_scheme_parse("HTTPS", 5, &sch) == 0 && sch == SC_PX_HTTPS,
+           "scheme HTTPS", "HTTPS");
+    report(sc_proxy_scheme_parse("socks", 5, &sch) == SC_EINVAL, "scheme socks",
+           "socks");
+    report(strcmp(sc_proxy_scheme_name(SC_PX_SOCKS4A), "socks4a") == 0 &&
+               strcmp(sc_proxy_scheme_name(SC_PX__COUNT), "?") == 0,
+           "scheme names", "socks4a");
+  }
+
   /* bad schemes */
-  rejected("http://h:1080", "scheme");
-  rejected("https://h:1080", "scheme");
-  rejected("socks4://h:1080", "scheme");
-  rejected("socks4a://h:1080", "scheme");
-  rejected("socks://h:1080", "scheme");
+  rejected("socks://h:1080", "unknown scheme");
+  rejected("socks6://h:1080", "unknown scheme");
+  rejected("ftp://h:1080", "unknown scheme");
+  rejected("http://h:3128/", "trailing");
   rejected("://h:1080", "scheme");
 
   /* trailing junk and other garbage */
@@ -191,17 +248,24 @@ int main(void) {
   redacts("alice:secret@h:1080", "***@h:1080", 512);
   redacts("alice:p%40secret@[::1]:1080", "***@[::1]:1080", 512);
   redacts("h:1080", "h:1080", 512);
+  redacts("http://alice:secret@h:1080", "http://***@h:1080", 512);
+  redacts("socks4a://alice:secret@h:1", "socks4a://***@h:1", 512);
+  redacts("https://h:1", "https://h:1", 512);
+  redacts("http://alice:secret@h:1080", "http:", 6);
   redacts("alice:secret@h:1080", "***@", 5); /* truncated, still safe */
   {
     /* whatever the line, the redacted key holds no credential */
     const char *lines[] = {"socks5h://alice:secret@h:1", "alice:se@cret@h:1",
-                           "alice:secret:x@[::1]:1", "ALICE:SECRET@h:1"};
+                           "alice:secret:x@[::1]:1", "ALICE:SECRET@h:1",
+                           "http://alice:secret@h:1", "socks4://alice:secret@h:1"};
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
       char key[256], out[256];
       int rc =
           sc_proxy_parse(lines[i], strlen(lines[i]), key, sizeof(key), NULL);
       sc_proxy_redact(key, out, sizeof(out));
-      int ok = rc == 0 && strncmp(out, "***@", 4) == 0 &&
+      const char *rest;
+      sc_proxy_scheme(key, &rest);
+      int ok = rc == 0 && strncmp(out + (rest - key), "***@", 4) == 0 &&
                strstr(out, "secret") == NULL && strstr(out, "SECRET") == NULL &&
                strstr(out, "cret") == NULL && strstr(out, "alice") == NULL &&
                strstr(out, "ALICE") == NULL;

@@ -33,8 +33,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (sc_proxy_parse(key, kl, again, sizeof(again), NULL) != 0) abort();
     if (strcmp(key, again) != 0) abort();
     sc_proxy_redact(key, red, sizeof(red));
-    const char *at = strrchr(key, '@');
-    if (at && (strncmp(red, "***@", 4) != 0 || strcmp(red + 4, at + 1) != 0))
+    const char *rest;
+    sc_proxy_scheme_t sch = sc_proxy_scheme(key, &rest);
+    size_t pl = (size_t)(rest - key);
+    const char *at = strrchr(rest, '@');
+    if (at && (strncmp(red, key, pl) != 0 || strncmp(red + pl, "***@", 4) != 0 ||
+               strcmp(red + pl + 4, at + 1) != 0))
+      abort();
+    /* the key names its protocol: parsing it with any default keeps it */
+    for (int d = 0; d < SC_PX__COUNT; d++) {
+      if (sc_proxy_parse_as(key, kl, (sc_proxy_scheme_t)d, again, sizeof(again),
+                            NULL) != 0 ||
+          (strcmp(key, again) != 0 && !(sch == SC_PX_SOCKS5 && d != 0)))
+        abort();
+    }
+    char curl[1100];
+    if (sc_proxy_curl_url(key, 1, curl, sizeof(curl)) != 0 || !strstr(curl, "://"))
       abort();
   }
   char tiny[7];

@@ -728,6 +728,14 @@ function env.farm(lines, opts)
     end
   end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  -- https proxies present the nginx fixtures' certificate (CA: ng.ca)
+  for _, l in ipairs(lines) do
+    if l:find("proto=https", 1, true) then
+      local fx = get_fixtures()
+      for _, a in ipairs({ "--tls-cert", fx.cert, "--tls-key", fx.key }) do argv[#argv + 1] = a end
+      break
+    end
+  end
 
   local proc = env.spawn(argv, { name = "scatter-farm", log = out, logs = { log } })
   local ok, entries, control_port = pcall(function()
@@ -754,7 +762,8 @@ function env.farm(lines, opts)
     entries = entries, proxies = {}, ports = {}, profiles = {}, by_profile = {},
   }
   for i, e in ipairs(entries) do
-    local addr = "127.0.0.1:" .. e.port
+    -- SOCKS5 proxies are bare host:port; the others carry their scheme
+    local addr = (e.proto and e.proto ~= "socks5" and (e.proto .. "://") or "") .. "127.0.0.1:" .. e.port
     farm.proxies[i], farm.ports[i], farm.profiles[i] = addr, e.port, e.profile
     local list = farm.by_profile[e.profile] or {}
     list[#list + 1] = addr

@@ -45,6 +45,52 @@ static int put_enc(out *o, const char *s, size_t n) {
   return 0;
 }
 
+/* key prefixes, by sc_proxy_scheme_t; SOCKS5 keys have none */
+static const char *const prefixes[SC_PX__COUNT] = {"", "socks4://", "socks4a://",
+                                                   "http://", "https://"};
+static const char *const names[SC_PX__COUNT] = {"socks5", "socks4", "socks4a",
+                                                "http", "https"};
+
+int sc_proxy_scheme_parse(const char *name, size_t n, sc_proxy_scheme_t *out) {
+  if (n == 7 && strncasecmp(name, "socks5h", 7) == 0) {
+    *out = SC_PX_SOCKS5;
+    return 0;
+  }
+  for (int i = 0; i < SC_PX__COUNT; i++) {
+    if (strlen(names[i]) == n && strncasecmp(name, names[i], n) == 0) {
+      *out = (sc_proxy_scheme_t)i;
+      return 0;
+    }
+  }
+  return SC_EINVAL;
+}
+
+const char *sc_proxy_scheme_name(sc_proxy_scheme_t s) {
+  return (unsigned)s < SC_PX__COUNT ? names[s] : "?";
+}
+
+sc_proxy_scheme_t sc_proxy_scheme(const char *key, const char **rest) {
+  for (int i = 1; i < SC_PX__COUNT; i++) {
+    size_t n = strlen(prefixes[i]);
+    if (strncmp(key, prefixes[i], n) == 0) {
+      if (rest) *rest = key + n;
+      return (sc_proxy_scheme_t)i;
+    }
+  }
+  if (rest) *rest = key;
+  return SC_PX_SOCKS5;
+}
+
+int sc_proxy_curl_url(const char *key, int remote_dns, char *out, size_t cap) {
+  const char *rest;
+  static const char *const curl[SC_PX__COUNT][2] = {
+      {"socks5", "socks5h"}, {"socks4", "socks4"}, {"socks4", "socks4a"},
+      {"http", "http"},     {"https", "https"}};
+  sc_proxy_scheme_t s = sc_proxy_scheme(key, &rest);
+  int n = snprintf(out, cap, "%s://%s", curl[s][remote_dns ? 1 : 0], rest);
+  return n < 0 || (size_t)n >= cap ? SC_EINVAL : 0;
+}
+
 #define FAIL(msg)                                                              \
   do {                                                                         \
     if (why) *why = msg;                                                       \
@@ -53,6 +99,11 @@ static int put_enc(out *o, const char *s, size_t n) {
 
 int sc_proxy_parse(const char *line, size_t len, char *key, size_t keycap,
                    const char **why) {
+  return sc_proxy_parse_as(line, len, SC_PX_SOCKS5, key, keycap, why);
+}
+
+int sc_proxy_parse_as(const char *line, size_t len, sc_proxy_scheme_t dflt,
+                      char *key, size_t keycap, const char **why) {
   const char *p = line, *e = line + len;
   while (p < e && is_space(*p)) p++;
   while (e > p && is_space(e[-1])) e--;
@@ -64,15 +115,17 @@ int sc_proxy_parse(const char *line, size_t len, char *key, size_t keycap,
   const char *sep = NULL, *q = p;
   while (q < e && (is_hostc(*q) || *q == '+') && *q != '_') q++;
   if (q + 2 < e && q[0] == ':' && q[1] == '/' && q[2] == '/') sep = q;
+  sc_proxy_scheme_t scheme = dflt;
   if (sep) {
-    size_t n = (size_t)(sep - p);
-    if (!((n == 6 && strncasecmp(p, "socks5", 6) == 0) ||
-          (n == 7 && strncasecmp(p, "socks5h", 7) == 0)))
-      FAIL("scheme is not socks5:// or socks5h://");
+    if (sc_proxy_scheme_parse(p, (size_t)(sep - p), &scheme) != 0)
+      FAIL("unknown scheme (socks5, socks5h, socks4, socks4a, http, https)");
     p = sep + 3;
   }
+  if ((unsigned)scheme >= SC_PX__COUNT) FAIL("unknown scheme");
   out o = {key, 0, keycap};
   if (keycap) key[0] = '\0';
+  for (const char *q = prefixes[scheme]; *q; q++)
+    if (put(&o, *q)) FAIL("too long");
   const char *at = NULL;
   for (const char *q = p; q < e; q++)
     if (*q == '@') at = q;
@@ -121,7 +174,10 @@ int sc_proxy_parse(const char *line, size_t len, char *key, size_t keycap,
 }
 
 void sc_proxy_redact(const char *key, char *out, size_t cap) {
-  const char *at = strrchr(key, '@');
-  if (at) snprintf(out, cap, "***@%s", at + 1);
+  const char *rest;
+  sc_proxy_scheme(key, &rest);
+  const char *at = strrchr(rest, '@');
+  if (at)
+    snprintf(out, cap, "%.*s***@%s", (int)(rest - key), key, at + 1);
   else snprintf(out, cap, "%s", key);
 }

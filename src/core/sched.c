@@ -31,6 +31,17 @@ int sc_sched_attempt_done(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
   return won;
 }
 
+int sc_sched_record(sc_sched_t *s, uint32_t proxy, uint32_t host,
+                    sc_verdict_t v, double latency) {
+  if (proxy >= sc_sched_proxy_count(s) || host >= s->host_names.count ||
+      (unsigned)v >= SC_V__COUNT)
+    return SC_EINVAL;
+  sc_health_record(s, proxy, host, v, latency, sc_core_now(s));
+  s->need_run = 1;
+  if (!s->in_run) sc_sched_run(s);
+  return 0;
+}
+
 /* ---- the run loop ---- */
 
 /* Starved tasks go first, oldest first, as their host's proxies become

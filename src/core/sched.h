@@ -184,6 +184,11 @@ int sc_sched_attempt_done(sc_sched_t *s, sc_handle_t attempt, sc_verdict_t v,
  * it sets the learnt connect deadline. */
 int sc_sched_attempt_handshake(sc_sched_t *s, sc_handle_t attempt,
                                double secs);
+/* The outcome of a request the scheduler did not start (a session's
+ * request pinned to its proxy, lua/scatter/session.lua): recorded for the
+ * pair as an attempt's would be (health, cooldown, eviction, latency). */
+int sc_sched_record(sc_sched_t *s, uint32_t proxy, uint32_t host,
+                    sc_verdict_t v, double latency);
 /* Per-task attempts started so far (the response's `attempts`). */
 int sc_sched_task_attempts(const sc_sched_t *s, sc_handle_t task);
 void *sc_sched_task_ud(const sc_sched_t *s, sc_handle_t task);

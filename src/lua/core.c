@@ -98,6 +98,19 @@ static const luaL_Reg funcs[] = {{"pool_new", sc_lua_pool_new},
                                  {"httpd_listen", sc_lua_httpd_listen},
                                  {"httpd_respond", sc_lua_httpd_respond},
                                  {"httpd_close", sc_lua_httpd_close},
+                                 {"redis_open", sc_lua_redis_open},
+                                 {"redis_decode", sc_lua_redis_decode},
+                                 {"sqlite_open", sc_lua_sqlite_open},
+                                 {"url_canonical", sc_lua_url_canonical},
+                                 {"url_join", sc_lua_url_join},
+                                 {"hash", sc_lua_hash},
+                                 {"html_links", sc_lua_html_links},
+                                 {"proxyd_listen", sc_lua_proxyd_listen},
+                                 {"proxyd_request", sc_lua_proxyd_request},
+                                 {"proxyd_respond", sc_lua_proxyd_respond},
+                                 {"proxyd_tunnel", sc_lua_proxyd_tunnel},
+                                 {"proxyd_close", sc_lua_proxyd_close},
+                                 {"proxyd_count", sc_lua_proxyd_count},
                                  {"poll", sc_lua_poll},
                                  {"fd", sc_lua_fd},
                                  {"backend_timeout", sc_lua_backend_timeout},
@@ -110,6 +123,7 @@ int luaopen_scatter_core(lua_State *L) {
     lua_newtable(L);
     luaL_register(L, NULL, sc_lua_pool_methods);
     sc_lua_response_register(L);
+    sc_lua_direct_register(L);
     lua_getfield(L, -1, "close");
     lua_setfield(L, -3, "__gc");
     lua_setfield(L, -2, "__index");

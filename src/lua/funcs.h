@@ -30,5 +30,18 @@ int sc_lua_signal_watch(lua_State *L); /* signal.c */
 int sc_lua_httpd_listen(lua_State *L); /* httpd.c */
 int sc_lua_httpd_respond(lua_State *L);
 int sc_lua_httpd_close(lua_State *L);
+int sc_lua_redis_open(lua_State *L); /* redis.c */
+int sc_lua_redis_decode(lua_State *L);
+int sc_lua_sqlite_open(lua_State *L); /* sqlite.c */
+int sc_lua_url_canonical(lua_State *L); /* url.c */
+int sc_lua_url_join(lua_State *L);
+int sc_lua_hash(lua_State *L);
+int sc_lua_html_links(lua_State *L); /* links.c */
+int sc_lua_proxyd_listen(lua_State *L); /* proxyd.c */
+int sc_lua_proxyd_request(lua_State *L);
+int sc_lua_proxyd_respond(lua_State *L);
+int sc_lua_proxyd_tunnel(lua_State *L);
+int sc_lua_proxyd_close(lua_State *L);
+int sc_lua_proxyd_count(lua_State *L);
 
 #endif

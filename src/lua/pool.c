@@ -87,11 +87,21 @@ static int env_start(void *ud, sc_attempt_t *a) {
   if (!la) return SC_ENOMEM;
   la->pool = p;
   la->handle = a->handle;
+  const char *key = sc_sched_proxy_key(p->sched, a->proxy);
+  char why[256];
+  if (sc_xfer_route_check(key, sc_sched_host_name(p->sched, a->host),
+                          p->xo.remote_dns, why, sizeof(why)) < 0) {
+    /* a failure of this pair, without a connection (DESIGN.md 11) */
+    char *eb = sc_lua_pool_error_buf(r), who[300];
+    sc_proxy_redact(key, who, sizeof(who));
+    if (eb) snprintf(eb, LAST_ERROR_SIZE, "%s (proxy %s)", why, who);
+    free(la);
+    return SC_EINVAL;
+  }
   sc_xfer_opts_t xo = p->xo;
   xo.connect_timeout = a->connect_timeout;
-  int rc = sc_xfer_start(&la->x, sc_loop_default(), &r->req,
-                         sc_sched_proxy_key(p->sched, a->proxy), &xo,
-                         on_xfer, la);
+  int rc =
+      sc_xfer_start(&la->x, sc_loop_default(), &r->req, key, &xo, on_xfer, la);
   if (rc < 0) {
     char *eb = sc_lua_pool_error_buf(r);
     if (eb)
@@ -142,6 +152,7 @@ void sc_lua_pool_req_free(lpool *p, lreq *r) {
   free(r->req.method);
   free(r->req.url);
   curl_slist_free_all(r->req.headers);
+  curl_slist_free_all(r->req.cookies);
   free(r->req.body);
   free(r->last_error);
   free(r);
@@ -149,6 +160,7 @@ void sc_lua_pool_req_free(lpool *p, lreq *r) {
 
 static void pool_close(lpool *p) {
   if (!p->sched) return;
+  sc_lua_direct_close_pool(p);
   sc_sched_free(p->sched); /* cancels every attempt through env_cancel */
   p->sched = NULL;
   while (p->reqs) sc_lua_pool_req_free(p, p->reqs);
@@ -161,6 +173,8 @@ static void pool_close(lpool *p) {
   pools[p->id] = NULL;
   free(p->ca_file);
   p->ca_file = NULL;
+  free(p->proxy_ca_file);
+  p->proxy_ca_file = NULL;
 }
 
 /* core.pool_new(cfg) -> pool; cfg already validated by lua/scatter/config */
@@ -209,11 +223,19 @@ int sc_lua_pool_new(lua_State *L) {
     p->xo.ca_file = p->ca_file;
   }
   lua_pop(L, 1);
+  lua_getfield(L, 1, "proxy_ca_file");
+  if (!lua_isnil(L, -1)) {
+    p->proxy_ca_file = strdup(luaL_checkstring(L, -1));
+    p->xo.proxy_ca_file = p->proxy_ca_file;
+  }
+  lua_pop(L, 1);
   p->wake = malloc(sizeof(*p->wake));
   p->xo.share = curl_share_init();
   if (!p->wake || !p->xo.share) {
     free(p->wake);
     curl_share_cleanup(p->xo.share);
+    free(p->ca_file);
+    free(p->proxy_ca_file);
     return luaL_error(L, "scatter: out of memory");
   }
   /* a pool's own connection cache, so that closing the pool closes them */
@@ -231,6 +253,7 @@ int sc_lua_pool_new(lua_State *L) {
     uv_close((uv_handle_t *)p->wake, free_timer);
     curl_share_cleanup(p->xo.share);
     free(p->ca_file);
+    free(p->proxy_ca_file);
     return luaL_error(L, "scatter: invalid pool configuration (%d)", rc);
   }
   pools[id] = p;
@@ -246,10 +269,10 @@ static int l_pool_id(lua_State *L) {
 
 /* Parses one proxy line into key. Returns 0 when key holds a proxy, else
  * the number of Lua results pushed: false (blank or comment) or nil, why. */
-static int parse_line(lua_State *L, const char *line, size_t len, char *key,
-                      size_t cap) {
+static int parse_line(lua_State *L, const char *line, size_t len,
+                      sc_proxy_scheme_t dflt, char *key, size_t cap) {
   const char *why = NULL;
-  int rc = sc_proxy_parse(line, len, key, cap, &why);
+  int rc = sc_proxy_parse_as(line, len, dflt, key, cap, &why);
   if (rc == 1) {
     lua_pushboolean(L, 0);
     return 1;
@@ -268,7 +291,7 @@ static int l_pool_add_proxy(lua_State *L) {
   size_t len;
   const char *line = luaL_checklstring(L, 2, &len);
   char key[512];
-  int nres = parse_line(L, line, len, key, sizeof(key));
+  int nres = parse_line(L, line, len, SC_PX_SOCKS5, key, sizeof(key));
   if (nres) return nres;
   uint32_t before = sc_sched_proxy_count(p->sched), id;
   if (sc_sched_proxy_add(p->sched, key, &id) < 0)
@@ -299,11 +322,25 @@ static char *dup_mem(const char *s, size_t n) {
   return r;
 }
 
-/* pool:submit(host, method, url, headers, body, max_body, flags) -> task
+/* Appends the strings of the list at index i to *l. */
+void sc_lua_slist_from(lua_State *L, int i, struct curl_slist **l) {
+  int n = (int)lua_objlen(L, i);
+  for (int k = 1; k <= n; k++) {
+    lua_rawgeti(L, i, k);
+    struct curl_slist *nl = curl_slist_append(*l, luaL_checkstring(L, -1));
+    if (nl) *l = nl;
+    lua_pop(L, 1);
+  }
+}
+
+/* pool:submit(host, method, url, headers, body, max_body, flags, cookies)
+ * -> task
  * | nil, "pool_full". headers: a list of "Name: value" lines or nil; body,
  * max_body: nil for none / the default; flags: 1 follow redirects, 2
- * insecure, 4 no race. Positional: lua_getfield would intern each field
- * name again for every request. */
+ * insecure, 4 no race, 8 a tunnel (url http://host:port; pool:tunnel);
+ * cookies: a session's jar (lines, xfer.h), its response then carries
+ * proxy_id and the jar after it. Positional: lua_getfield would intern
+ * each field name again for every request. */
 static int l_pool_submit(lua_State *L) {
   lpool *p = sc_lua_pool_check(L, 1);
   size_t hlen, mlen, ulen, blen = 0;
@@ -336,7 +373,12 @@ static int l_pool_submit(lua_State *L) {
   r->req.max_body = (size_t)max_body;
   r->req.follow = (f & 1) != 0;
   r->req.insecure = (f & 2) != 0;
+  r->req.tunnel = (f & 8) != 0;
   unsigned flags = (f & 4) ? SC_TASK_NORACE : 0;
+  if (lua_istable(L, 9)) { /* a session's jar */
+    r->req.cookie_engine = 1;
+    sc_lua_slist_from(L, 9, &r->req.cookies);
+  }
   if (lua_istable(L, 5)) {
     int n = (int)lua_objlen(L, 5);
     for (int i = 1; i <= n; i++) {
@@ -486,12 +528,17 @@ static int l_pool_close(lua_State *L) {
   return 0;
 }
 
-/* core.parse_proxy(line) -> key | false (blank/comment) | nil, why */
+/* core.parse_proxy(line[, scheme]) -> key | false (blank/comment) | nil,
+ * why; scheme: the protocol of a bare host:port line (default socks5) */
 int sc_lua_parse_proxy(lua_State *L) {
-  size_t len;
+  size_t len, sl;
   const char *line = luaL_checklstring(L, 1, &len);
+  const char *sn = luaL_optlstring(L, 2, "socks5", &sl);
+  sc_proxy_scheme_t dflt;
+  if (sc_proxy_scheme_parse(sn, sl, &dflt) != 0)
+    return luaL_argerror(L, 2, "unknown proxy scheme");
   char key[512];
-  int nres = parse_line(L, line, len, key, sizeof(key));
+  int nres = parse_line(L, line, len, dflt, key, sizeof(key));
   if (nres) return nres;
   lua_pushstring(L, key);
   return 1;

@@ -37,6 +37,7 @@ struct lpool {
   uv_timer_t *wake;
   sc_xfer_opts_t xo;
   char *ca_file;
+  char *proxy_ca_file;
   int id;
   int no_tls_share; /* tls_session_sharing = false */
   lreq *reqs; /* every live request, to free them at close */
@@ -49,6 +50,9 @@ lpool *sc_lua_pool_check(lua_State *L, int i);
 char *sc_lua_pool_error_buf(lreq *r);
 void sc_lua_pool_req_free(lpool *p, lreq *r);
 void sc_lua_pool_latt_free(latt *la);
+void sc_lua_slist_from(lua_State *L, int i, struct curl_slist **l);
+/* Pushes a list of the lines of l. */
+void sc_lua_slist_push(lua_State *L, const struct curl_slist *l);
 
 static inline sc_handle_t check_handle(lua_State *L, int i) {
   return (sc_handle_t)luaL_checknumber(L, i);
@@ -58,5 +62,8 @@ static inline sc_handle_t check_handle(lua_State *L, int i) {
  * closures over the response keys). */
 void sc_lua_response_register(lua_State *L);
 extern const luaL_Reg sc_lua_pool_methods[];
+/* direct.c: a session's pinned requests (its methods; freed at close) */
+void sc_lua_direct_register(lua_State *L);
+void sc_lua_direct_close_pool(lpool *p);
 
 #endif

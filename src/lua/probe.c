@@ -1,8 +1,10 @@
 /* core.probe{proxy=, url=, timeout=, remote_dns=, ca_file=, insecure=,
- *            max_body=} -> op id: one GET through one proxy, outside any
+ *            max_body=, scheme=, proxy_ca_file=, headers=} -> op id: one GET through one proxy, outside any
  * pool (no scheduler, no health), for `scatter check`. The op result is
  * {status = HTTP status, body = ...} or {status = 0, err = "kind: detail"}
- * with the kinds of sc_xfer_error. A bad proxy key is an argument error. */
+ * with the kinds of sc_xfer_error. A bad proxy key is an argument error.
+ * scheme: the protocol of a bare host:port (`scatter check --detect` tries
+ * each); headers: the response's header block is returned too. */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +18,8 @@
 typedef struct probe_op {
   sc_req_t req;
   sc_xfer_t *x;
-  char *ca_file;
+  char *ca_file, *proxy_ca_file;
+  int want_headers;
   uint32_t id;
 } probe_op;
 
@@ -24,12 +27,24 @@ static void probe_free(probe_op *p) {
   free(p->req.method);
   free(p->req.url);
   free(p->ca_file);
+  free(p->proxy_ca_file);
   free(p);
 }
 
 static void on_done(sc_xfer_t *x, void *ud) {
   probe_op *p = ud;
-  if (sc_xfer_ok(x)) {
+  if (sc_xfer_ok(x) && p->want_headers) {
+    /* the judge of `check --anonymity` echoes request headers; the
+     * response's own come first, separated like an HTTP message */
+    size_t n = x->head_len + x->len;
+    char *all = malloc(n + 1);
+    if (all) {
+      memcpy(all, x->head ? x->head : "", x->head_len);
+      memcpy(all + x->head_len, x->body ? x->body : "", x->len);
+    }
+    sc_ops_done(p->id, (int)x->status, all ? all : "", all ? n : 0, NULL);
+    free(all);
+  } else if (sc_xfer_ok(x)) {
     sc_ops_done(p->id, (int)x->status, x->body ? x->body : "", x->len, NULL);
   } else {
     char err[512];
@@ -57,9 +72,19 @@ int sc_lua_probe(lua_State *L) {
   int remote_dns = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
   lua_getfield(L, 1, "insecure");
   int insecure = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "scheme");
+  size_t sl;
+  const char *sn = luaL_optlstring(L, -1, "socks5", &sl);
+  lua_getfield(L, 1, "proxy_ca_file");
+  const char *pca = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "headers");
+  int want_headers = lua_toboolean(L, -1);
+  sc_proxy_scheme_t dflt;
+  if (sc_proxy_scheme_parse(sn, sl, &dflt) != 0)
+    return luaL_argerror(L, 1, "scheme is not a proxy scheme");
   char key[512];
   const char *why = NULL;
-  if (sc_proxy_parse(line, plen, key, sizeof(key), &why) != 0)
+  if (sc_proxy_parse_as(line, plen, dflt, key, sizeof(key), &why) != 0)
     return luaL_argerror(L, 1, "proxy is not a proxy address");
   sc_loop_t *loop = sc_loop_default();
   probe_op *p = calloc(1, sizeof(*p));
@@ -72,10 +97,13 @@ int sc_lua_probe(lua_State *L) {
   p->req.max_body = (size_t)max_body;
   p->req.insecure = insecure;
   p->ca_file = ca ? strdup(ca) : NULL;
+  p->proxy_ca_file = pca ? strdup(pca) : NULL;
+  p->want_headers = want_headers;
   p->id = sc_ops_new();
   /* Each proxy is probed once: a connection kept for reuse would never be
    * used again and thousands of them would exhaust the descriptors. */
   sc_xfer_opts_t o = {.timeout = timeout, .ca_file = p->ca_file,
+                      .proxy_ca_file = p->proxy_ca_file,
                       .remote_dns = remote_dns, .no_reuse = 1};
   if (!p->req.method || !p->req.url ||
       sc_xfer_start(&p->x, loop, &p->req, key, &o, on_done, p) < 0) {

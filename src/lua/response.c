@@ -1,6 +1,7 @@
 /* An attempt's response as a Lua table, and the verdicts that settle it
  * (pool:response, pool:verdict, pool:settle_default). */
 #include <string.h>
+#include <unistd.h>
 
 #include "../core/proxyurl.h"
 #include "headers.h"
@@ -39,8 +40,24 @@ static void push_response(lua_State *L, lpool *p, const sc_attempt_t *a) {
   lua_pushstring(L, who);
   set_key(L, RK_PROXY);
   /* a classifier must know a HEAD's empty body is no block page */
-  lua_pushstring(L, ((lreq *)a->task_ud)->req.method);
+  const lreq *r = a->task_ud;
+  lua_pushstring(L, r->req.method);
   set_key(L, RK_METHOD);
+  if (r->req.cookie_engine) { /* a session's: what it keeps */
+    lua_pushnumber(L, a->proxy);
+    lua_setfield(L, -2, "proxy_id");
+    sc_lua_slist_push(L, x->cookies_out);
+    lua_setfield(L, -2, "cookies");
+  }
+}
+
+void sc_lua_slist_push(lua_State *L, const struct curl_slist *l) {
+  lua_newtable(L);
+  int n = 0;
+  for (; l; l = l->next) {
+    lua_pushstring(L, l->data);
+    lua_rawseti(L, -2, ++n);
+  }
 }
 
 /* Settles attempt ah (alive) with verdict v; returns 1 when that ended
@@ -128,9 +145,34 @@ static int l_pool_settle_default(lua_State *L) {
   return 2;
 }
 
+/* pool:tunnel(attempt) -> fd, proxy, attempts: the open tunnel of a
+ * tunnel task's attempt, which wins the task; the caller owns the socket.
+ * nil when the attempt is gone. */
+static int l_pool_tunnel(lua_State *L) {
+  lpool *p = sc_lua_pool_check(L, 1);
+  sc_handle_t ah = check_handle(L, 2);
+  sc_attempt_t *a = (sc_attempt_t *)sc_sched_attempt(p->sched, ah);
+  if (!a || !a->tdata) return 0;
+  int fd = sc_xfer_take_socket(((latt *)a->tdata)->x);
+  if (fd < 0) return luaL_error(L, "scatter: pool:tunnel: not a tunnel");
+  char who[300];
+  sc_proxy_redact(sc_sched_proxy_key(p->sched, a->proxy), who, sizeof(who));
+  int attempts = sc_sched_task_attempts(p->sched, a->task);
+  if (!settle(p, ah, a, SC_V_SUCCESS)) {
+    close(fd);
+    return 0;
+  }
+  lua_pushinteger(L, fd);
+  lua_pushstring(L, who);
+  lua_pushinteger(L, attempts);
+  return 3;
+}
+
 void sc_lua_response_register(lua_State *L) {
   lua_pushcfunction(L, l_pool_verdict);
   lua_setfield(L, -2, "verdict");
+  lua_pushcfunction(L, l_pool_tunnel);
+  lua_setfield(L, -2, "tunnel");
   const luaL_Reg builders[] = {{"response", l_pool_response},
                                {"settle_default", l_pool_settle_default}};
   for (size_t i = 0; i < sizeof(builders) / sizeof(builders[0]); i++) {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../core/sim.h"
+#include "../core/simmem.h"
 
 #include "funcs.h"
 

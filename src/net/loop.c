@@ -1,5 +1,7 @@
 #include "loop.h"
 
+#include <fcntl.h>
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -64,6 +66,12 @@ static void check_multi(sc_loop_t *l) {
     CURLcode res = msg->data.result;
     sc_loop_xfer_t *x = NULL;
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+    if (x && x->detach && res == CURLE_OK) {
+      curl_socket_t s = CURL_SOCKET_BAD;
+      if (curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &s) == CURLE_OK &&
+          s != CURL_SOCKET_BAD)
+        x->detached = fcntl(s, F_DUPFD_CLOEXEC, 0);
+    }
     curl_multi_remove_handle(l->multi, easy);
     curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
     if (!x) continue;

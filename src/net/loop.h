@@ -18,6 +18,12 @@ typedef struct sc_loop_xfer {
   sc_loop_done_cb cb;
   void *ud;
   curl_socket_t sock; /* the loop's: the last socket curl watched for it */
+  /* A CONNECT_ONLY transfer's socket outlives it: curl closes such a
+   * connection when its handle leaves the multi, before cb runs, so with
+   * detach set the loop keeps a dup of it in `detached` (else -1); cb's
+   * caller owns it then. */
+  int detach;
+  int detached;
 } sc_loop_xfer_t;
 
 /* The process-wide loop, created on first use. NULL on failure. */

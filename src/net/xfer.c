@@ -1,9 +1,13 @@
 #include "xfer.h"
 
+#include <arpa/inet.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "../core/proxyurl.h"
 
 static int append(char **buf, size_t *len, size_t *cap, const char *p,
                   size_t n) {
@@ -62,6 +66,8 @@ static void on_done(CURL *easy, CURLcode res, void *ud) {
   x->running = 0;
   x->result = res;
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &x->status);
+  if (x->cookie_engine && res == CURLE_OK)
+    curl_easy_getinfo(easy, CURLINFO_COOKIELIST, &x->cookies_out);
   x->elapsed = sc_loop_now() - x->started;
   long conns = 0;
   curl_off_t pre = 0;
@@ -86,9 +92,15 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
    * environment's proxy variables */
   char proxy[1024] = "";
   x->direct = proxy_key == NULL;
-  if (proxy_key)
-    snprintf(proxy, sizeof(proxy), "%s://%s",
-             o->remote_dns ? "socks5h" : "socks5", proxy_key);
+  if (proxy_key) {
+    sc_proxy_scheme_t sch = sc_proxy_scheme(proxy_key, NULL);
+    x->http_proxy = sch == SC_PX_HTTP || sch == SC_PX_HTTPS;
+    if (sc_proxy_curl_url(proxy_key, o->remote_dns, proxy, sizeof(proxy))) {
+      sc_loop_easy_done(l, x->easy);
+      free(x);
+      return -22;
+    }
+  }
   CURL *e = x->easy;
   x->loop = l;
   x->max_body = r->max_body;
@@ -101,7 +113,8 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
    * the ones that never change (reset and these cost ~5k instructions a
    * transfer, ~3% of bench/overhead). */
   x->plain = (head || strcmp(r->method, "GET") == 0) && !r->body &&
-             !r->insecure && !o->ca_file && !o->no_reuse;
+             !r->insecure && !o->ca_file && !o->proxy_ca_file && !o->no_reuse &&
+             !r->tunnel && !r->cookie_engine;
   if (!kept) {
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
@@ -141,17 +154,36 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
   }
   if (o->no_reuse) curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+  if (r->cookie_engine) {
+    /* "" turns the engine on without reading a file */
+    x->cookie_engine = 1;
+    curl_easy_setopt(e, CURLOPT_COOKIEFILE, "");
+    for (const struct curl_slist *c = r->cookies; c; c = c->next)
+      curl_easy_setopt(e, CURLOPT_COOKIELIST, c->data);
+  }
+  if (r->tunnel) {
+    /* the proxy handshake (SOCKS, or CONNECT to an HTTP proxy) and no
+     * more: url is http://host:port, so curl speaks no TLS to the target;
+     * the loop keeps the socket (detach) */
+    curl_easy_setopt(e, CURLOPT_CONNECT_ONLY, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, 1L);
+  }
   if (r->insecure) {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
   } else if (o->ca_file) {
     curl_easy_setopt(e, CURLOPT_CAINFO, o->ca_file);
   }
+  /* an https:// proxy is always verified: its certificate is what keeps
+   * the credentials and the CONNECT target from whoever is in between */
+  if (o->proxy_ca_file) curl_easy_setopt(e, CURLOPT_PROXY_CAINFO, o->proxy_ca_file);
   x->started = sc_loop_now();
   x->running = 1;
   x->done.cb = on_done;
   x->done.ud = x;
   x->done.sock = CURL_SOCKET_BAD;
+  x->done.detach = r->tunnel;
+  x->done.detached = -1;
   if (sc_loop_add(l, e, &x->done) < 0) {
     sc_loop_easy_done(l, e);
     free(x);
@@ -164,15 +196,53 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
 void sc_xfer_free(sc_xfer_t *x) {
   if (!x) return;
   if (x->running) sc_loop_remove(x->loop, x->easy);
+  /* the handle goes back to the loop's cache: no session's cookie may
+   * stay in it for the next transfer */
+  if (x->cookie_engine) curl_easy_setopt(x->easy, CURLOPT_COOKIELIST, "ALL");
+  curl_slist_free_all(x->cookies_out);
   if (x->plain) sc_loop_easy_keep(x->loop, x->easy);
   else sc_loop_easy_done(x->loop, x->easy);
+  if (x->done.detached >= 0) close(x->done.detached);
   free(x->body);
   free(x->head);
   free(x);
 }
 
 int sc_xfer_ok(const sc_xfer_t *x) {
-  return x->result == CURLE_OK && x->status > 0;
+  if (x->done.detach) return x->result == CURLE_OK && x->done.detached >= 0;
+  /* 407 comes from a proxy only (RFC 9110 15.5.8): never the target's
+   * answer, so never the classifier's to judge */
+  return x->result == CURLE_OK && x->status > 0 &&
+         !(x->status == 407 && !x->direct);
+}
+
+static int is_ipv4(const char *h) {
+  struct in_addr a;
+  return inet_pton(AF_INET, h, &a) == 1;
+}
+
+int sc_xfer_route_check(const char *proxy_key, const char *host,
+                        int remote_dns, char *why, size_t n) {
+  sc_proxy_scheme_t s = sc_proxy_scheme(proxy_key, NULL);
+  if (s != SC_PX_SOCKS4 && s != SC_PX_SOCKS4A) return 0;
+  if (host[0] == '[') {
+    snprintf(why, n, "proxy_protocol: socks4 cannot reach an IPv6 target");
+    return -22;
+  }
+  if (s == SC_PX_SOCKS4 && remote_dns && !is_ipv4(host)) {
+    snprintf(why, n,
+             "proxy_protocol: a socks4 proxy resolves no names and "
+             "prefer_remote_dns is on: it serves IP targets only (use "
+             "socks4a:// or prefer_remote_dns = false)");
+    return -22;
+  }
+  return 0;
+}
+
+int sc_xfer_take_socket(sc_xfer_t *x) {
+  int fd = x->done.detached;
+  x->done.detached = -1;
+  return fd;
 }
 
 const char *sc_xfer_url(const sc_xfer_t *x) {
@@ -193,9 +263,40 @@ static const char *const px_names[] = {
     "send_auth", "send_connect", "send_request", "unknown_fail",
     "unknown_mode", "user_rejected"};
 
+/* SOCKS replies that say the credentials (or their absence) were refused,
+ * and the ones that say the other end speaks another protocol */
+static const char *px_kind(long px) {
+  switch (px) {
+  case CURLPX_USER_REJECTED:
+  case CURLPX_IDENTD:
+  case CURLPX_IDENTD_DIFFER:
+  case CURLPX_RECV_AUTH:
+  case CURLPX_LONG_USER:
+  case CURLPX_LONG_PASSWD: return "proxy_auth";
+  case CURLPX_BAD_VERSION:
+  case CURLPX_BAD_ADDRESS_TYPE:
+  case CURLPX_UNKNOWN_MODE: return "proxy_protocol";
+  default: return "socks_error";
+  }
+}
+
 void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
   const char *kind = "transport";
   char extra[96] = "";
+  long cc = 0;
+  if (!x->direct) curl_easy_getinfo(x->easy, CURLINFO_HTTP_CONNECTCODE, &cc);
+  if (x->result == CURLE_OK && x->status == 407) {
+    snprintf(buf, n, "proxy_auth: the proxy answered 407 (credentials %s)",
+             "missing or refused");
+    return;
+  }
+  if (x->http_proxy && cc >= 300) {
+    /* the CONNECT itself failed: the proxy's answer, not the target's
+     * (tinyproxy says 401 to wrong credentials) */
+    snprintf(buf, n, "%s: the proxy answered CONNECT with %ld",
+             cc == 407 || cc == 401 ? "proxy_auth" : "proxy_error", cc);
+    return;
+  }
   switch (x->result) {
   case CURLE_COULDNT_CONNECT:
     kind = x->direct ? "connect_refused" : "proxy_refused";
@@ -206,8 +307,8 @@ void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
   case CURLE_COULDNT_RESOLVE_PROXY: kind = "socks_error"; break;
   case CURLE_PROXY: {
     long px = 0;
-    kind = "socks_error";
     curl_easy_getinfo(x->easy, CURLINFO_PROXY_ERROR, &px);
+    kind = px_kind(px);
     if (px >= 0 && (size_t)px < sizeof(px_names) / sizeof(px_names[0]))
       snprintf(extra, sizeof(extra), " [%s]", px_names[px]);
     break;
@@ -222,6 +323,10 @@ void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
   case CURLE_SSL_CIPHER:
   case CURLE_SSL_CACERT_BADFILE: kind = "tls_error"; break;
   case CURLE_TOO_MANY_REDIRECTS: kind = "too_many_redirects"; break;
+  case CURLE_WEIRD_SERVER_REPLY:
+  case CURLE_UNSUPPORTED_PROTOCOL: /* "HTTP/0.9 when not allowed" */
+    if (x->http_proxy) kind = "proxy_protocol";
+    break;
   case CURLE_FILESIZE_EXCEEDED:
   case CURLE_WRITE_ERROR:
     if (x->too_large || x->result == CURLE_FILESIZE_EXCEEDED) {
@@ -241,6 +346,7 @@ void sc_req_free(sc_req_t *r) {
   free(r->method);
   free(r->url);
   curl_slist_free_all(r->headers);
+  curl_slist_free_all(r->cookies);
   free(r->body);
   free(r);
 }

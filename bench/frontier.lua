@@ -1,0 +1,207 @@
+-- frontier: the embedded crawl queue (scatter.queue / scatter.crawl,
+-- DESIGN.md section 8), four measurements:
+--   push      200,000 URLs by push_many, 50,000 single push calls (a file)
+--   memory    RSS with 1,000,000 queued items against the empty queue
+--   overhead  N small responses through scatter.crawl on a queue file (with
+--             a JSONL output) against the same N through plain pool:get,
+--             both 200 in flight through the farm's good x10, best of 3
+--   recovery  a `scatter run` crawl of a 2,000-page site killed -9 twenty
+--             times at random moments, then run to its end: every page done
+--             once, its output line exactly once, refetches per kill
+--
+--   luajit bench/frontier.lua [push|memory|overhead|recovery ...]
+local B = dofile("bench/lib.lua")
+local env = B.env
+local scatter = require("scatter")
+local cjson = require("cjson")
+
+local want = {}
+for _, a in ipairs(arg) do want[a] = true end
+local all = next(want) == nil
+
+local dir = env.tmpdir()
+
+local function push_bench()
+  B.banner("frontier push: 200,000 by push_many, 50,000 by push (queue file)")
+  local rows = { { "run", "push_many /s", "push /s" } }
+  for run = 1, 2 do
+    local path = dir .. "/push" .. run .. ".db"
+    local q = assert(scatter.queue({ path = path }))
+    local list = {}
+    for i = 1, 200000 do list[i] = "http://shop.example/item/" .. i end
+    local t0 = B.now()
+    assert(q:push_many(list) == 200000)
+    q:flush()
+    local many = 200000 / (B.now() - t0)
+    t0 = B.now()
+    for i = 1, 50000 do q:push("http://shop.example/single/" .. i) end
+    q:flush()
+    local single = 50000 / (B.now() - t0)
+    q:close()
+    rows[#rows + 1] = { tostring(run), string.format("%.0f", many), string.format("%.0f", single) }
+  end
+  B.table(rows)
+  print("targets: push_many >= 100,000/s, push >= 30,000/s")
+end
+
+local function memory_bench()
+  B.banner("frontier memory: RSS with 1,000,000 queued items")
+  local q = assert(scatter.queue({ path = dir .. "/mem.db" }))
+  collectgarbage()
+  local before = env.rss_kib()
+  local list = {}
+  for chunk = 0, 99 do
+    for i = 1, 10000 do list[i] = "http://shop.example/p/" .. (chunk * 10000 + i) end
+    q:push_many(list)
+  end
+  q:flush()
+  collectgarbage()
+  local after = env.rss_kib()
+  assert(q:stats().queued == 1000000)
+  -- and taking from the front of a million does not load them
+  local got = q.b:lease(100, scatter.now())
+  assert(#got == 100)
+  collectgarbage()
+  local leased = env.rss_kib()
+  q:close()
+  print(string.format("empty queue %.1f MiB, 1,000,000 queued %.1f MiB (+%.1f MiB), after a lease %.1f MiB; "
+    .. "file %.0f MiB", before / 1024, after / 1024, (after - before) / 1024, leased / 1024,
+    (io.open(dir .. "/mem.db"):seek("end")) / 2 ^ 20))
+  print("target: within 64 MiB of the empty queue")
+end
+
+local function overhead_bench()
+  local N, INFLIGHT = 20000, 200
+  B.banner(string.format("frontier overhead: %d small responses, %d in flight, farm good x10, best of 3", N, INFLIGHT))
+  local web = env.nginx()
+  local farm = env.farm({ "good count=10" })
+  local urls = {}
+  for i = 1, N do urls[i] = web:url("/small.txt?i=" .. i) end
+  local function new_pool()
+    return scatter.pool({ proxies = farm.proxies, max_concurrent_per_request = 1, max_inflight = INFLIGHT,
+      rate_limit = { default_interval = 0 }, proxy_timeout = 30, metrics_log_interval = 0 })
+  end
+  local function plain()
+    local pool, ok, next_i = new_pool(), 0, 0
+    local t0 = B.now()
+    scatter.run(function()
+      local ths = {}
+      for w = 1, INFLIGHT do
+        ths[w] = scatter.spawn(function()
+          while next_i < N do
+            next_i = next_i + 1
+            local resp = pool:get(urls[next_i], { timeout = 60 })
+            if resp and resp.status == 200 then ok = ok + 1 end
+          end
+        end)
+      end
+      scatter.wait_all(unpack(ths))
+    end)
+    local wall = B.now() - t0
+    pool:close()
+    assert(ok == N, "plain: " .. ok .. " of " .. N)
+    return wall
+  end
+  local runs = 0
+  local function crawl()
+    runs = runs + 1
+    local pool = new_pool()
+    local q = assert(scatter.queue({ path = dir .. "/ovh" .. runs .. ".db" }))
+    q:push_many(urls)
+    q:flush()
+    local t0 = B.now()
+    local s
+    scatter.run(function()
+      s = scatter.crawl({ queue = q, pool = pool, concurrency = INFLIGHT, output = dir .. "/ovh" .. runs .. ".jsonl",
+        handle = function(resp, item) return { url = item.url, status = resp.status, n = #resp.body } end })
+    end)
+    local wall = B.now() - t0
+    q:close()
+    pool:close()
+    assert(s.done == N, "crawl: " .. s.done .. " of " .. N)
+    return wall
+  end
+  local p, c = {}, {}
+  for _ = 1, 3 do
+    p[#p + 1] = plain()
+    collectgarbage()
+    c[#c + 1] = crawl()
+    collectgarbage()
+  end
+  local plo, phi = B.range(p)
+  local clo, chi = B.range(c)
+  B.table({ { "contender", "best wall s", "range s", "req/s" },
+    { "pool:get", string.format("%.3f", plo), string.format("%.3f-%.3f", plo, phi), string.format("%.0f", N / plo) },
+    { "scatter.crawl", string.format("%.3f", clo), string.format("%.3f-%.3f", clo, chi), string.format("%.0f", N / clo) } })
+  print(string.format("scatter.crawl %.2fx of pool:get (target <= 1.15x)", clo / plo))
+end
+
+local function recovery_bench()
+  local PAGES, KILLS, CONC = 2000, 20, 16
+  B.banner(string.format("frontier recovery: %d pages, %d kills -9, concurrency %d", PAGES, KILLS, CONC))
+  local files = {}
+  for i = 0, PAGES - 1 do
+    local links = {}
+    for _, j in ipairs({ 2 * i + 1, 2 * i + 2 }) do
+      if j < PAGES then links[#links + 1] = ('<a href="p%d.html">p%d</a>'):format(j, j) end
+    end
+    files["p" .. i .. ".html"] = "<html><body>" .. table.concat(links) .. "</body></html>"
+  end
+  local web = env.nginx({ files = files })
+  local farm = env.farm({ "good count=4" })
+  local db, out = dir .. "/rec.db", dir .. "/rec.jsonl"
+  local script = env.script("recover.lua", [[
+    local scatter = require("scatter")
+    local db, out, start, proxies = ...
+    local list = {}
+    for p in proxies:gmatch("[^,]+") do list[#list + 1] = p end
+    local pool = scatter.pool{ proxies = list, metrics_log_interval = 0, rate_limit = { default_interval = 0 } }
+    local q = assert(scatter.queue{ path = db })
+    q:push(start)
+    local s = scatter.crawl{ queue = q, pool = pool, concurrency = ]] .. CONC .. [[, output = out,
+      handle = function(resp, item)
+        for _, u in ipairs(scatter.links(resp)) do item:push(u) end
+        scatter.sleep(0.02 * math.random()) -- a page's own work
+        return { url = item.url, tries = item.tries }
+      end }
+    print("summary", s.done, s.failed)
+    q:close()
+  ]])
+  local argv = { env.build_dir() .. "/scatter", "run", script, db, out, web:url("/p0.html"),
+    table.concat(farm.proxies, ",") }
+  math.randomseed(os.time())
+  local t0, kills = B.now(), 0
+  for _ = 1, KILLS do
+    local child = env.spawn(argv)
+    env.sleep(0.2 + 0.6 * math.random())
+    if child:alive() then
+      require("ffi").C.kill(child.pid, 9)
+      child:stop(0)
+      kills = kills + 1
+    end
+  end
+  local final = env.spawn(argv)
+  env.wait_until(function() return not final:alive() end, "the last run", nil, 300)
+  local wall = B.now() - t0
+  local seen, refetched, lines = {}, 0, 0
+  for line in io.lines(out) do
+    local r = cjson.decode(line)
+    assert(not seen[r.url], "written twice: " .. r.url)
+    seen[r.url] = true
+    lines = lines + 1
+    if r.tries > 1 then refetched = refetched + 1 end
+  end
+  local q = assert(scatter.queue({ path = db, readonly = true }))
+  local s = q:stats()
+  q:close()
+  print(string.format("%d kills, %.1f s in all; %d lines for %d pages (each once), done %d, failed %d; "
+    .. "%d pages refetched (%.1f per kill, bound %d)", kills, wall, lines, PAGES, s.done, s.failed, refetched,
+    refetched / math.max(kills, 1), CONC))
+  assert(lines == PAGES and s.done == PAGES)
+end
+
+if all or want.push then push_bench() end
+if all or want.memory then memory_bench() end
+if all or want.overhead then overhead_bench() end
+if all or want.recovery then recovery_bench() end
+env.cleanup()

@@ -1,0 +1,288 @@
+-- scatter.crawl: threads that take items from a queue, request them through
+-- a pool (or router), hand each response to the user's handle, and record
+-- the outcome in the queue (DESIGN.md section 8). The queue's backend does
+-- the atomic part (see the interface in lua/scatter/queue.lua); this file
+-- is the loop around it: leasing, the handler's deadline, retries with
+-- backoff, the summary.
+local core = require("scatter.core")
+local runtime = require("scatter.runtime")
+local queue = require("scatter.queue")
+
+local M = {}
+
+-- Crawls running now (the progress line of `scatter run` shows them).
+M.running = setmetatable({}, { __mode = "k" })
+
+local function bad(msg) error("scatter.crawl: " .. msg, 4) end
+
+local function num(cfg, k, default, min, int)
+  local v = cfg[k]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v < min or (int and v ~= math.floor(v)) then
+    bad(k .. " must be " .. (int and "an integer" or "a number") .. " >= " .. min .. ", got " .. tostring(v))
+  end
+  return v
+end
+
+local KNOWN = {
+  queue = true, pool = true, concurrency = true, max_tries = true, timeout = true, output = true,
+  handle = true, on_failed = true, backoff = true, max_backoff = true, handle_timeout = true,
+  request = true,
+}
+
+local function check(cfg)
+  if type(cfg) ~= "table" then bad("bad argument #1 (configuration table expected, got " .. type(cfg) .. ")") end
+  for k in pairs(cfg) do
+    if not KNOWN[k] then bad("unknown option '" .. tostring(k) .. "'") end
+  end
+  if getmetatable(cfg.queue) ~= queue.Queue then bad("queue must be a scatter.queue") end
+  if cfg.queue.closed then bad("the queue is closed") end
+  local p = cfg.pool
+  if type(p) ~= "table" or type(p.request) ~= "function" then bad("pool must be a scatter.pool or scatter.router") end
+  if type(cfg.handle) ~= "function" then bad("handle must be a function(resp, item)") end
+  if cfg.on_failed ~= nil and type(cfg.on_failed) ~= "function" then bad("on_failed must be a function(item, err)") end
+  if cfg.output ~= nil and (type(cfg.output) ~= "string" or cfg.output == "") then
+    bad("output must be a file name")
+  end
+  if cfg.request ~= nil and type(cfg.request) ~= "table" then bad("request must be a table of request fields") end
+  return {
+    concurrency = num(cfg, "concurrency", 16, 1, true),
+    max_tries = num(cfg, "max_tries", 5, 1, true),
+    timeout = num(cfg, "timeout", 60, 0.001),
+    backoff = num(cfg, "backoff", 1, 0),
+    max_backoff = num(cfg, "max_backoff", 300, 0),
+    handle_timeout = num(cfg, "handle_timeout", 60, 0.001),
+  }
+end
+
+local Item = {}
+Item.__index = Item
+
+-- item:push(url [, opts]) inside handle: queued together with this item's
+-- done mark, or not at all if this try fails. Returns false for a key this
+-- try already pushed; the queue drops keys it has seen when it commits.
+function Item:push(url, o)
+  if self._over then error("item:push: this item's try has ended (push only inside its handle)", 2) end
+  local rec, err = queue.record(url, o, "item:push")
+  if not rec then error(err, 2) end
+  local keys = self._keys
+  if keys[rec.key] then return false end
+  keys[rec.key] = true
+  self._pushes[#self._pushes + 1] = rec
+  return true
+end
+
+local function decorate(it)
+  queue.item(it)
+  it._pushes, it._keys = {}, {}
+  return setmetatable(it, Item)
+end
+
+function M.crawl(cfg)
+  local o = check(cfg)
+  local q, pool, handle, on_failed = cfg.queue, cfg.pool, cfg.handle, cfg.on_failed
+  local b = q.b
+  local cjson = require("cjson.safe")
+  if cfg.output then
+    local ok, err = b:output(cfg.output)
+    if not ok then error("scatter.crawl: " .. tostring(err), 2) end
+  end
+  local st = {
+    queue = q, t0 = core.now(), done = 0, failed = 0, pushed = 0, tries = 0,
+    held = 0, buf = {}, idle = {}, fatal = nil, finished = false,
+  }
+  M.running[st] = true
+  local extra = cfg.request or {}
+
+  local function wake_idle()
+    local ws = st.idle
+    st.idle = {}
+    for _, w in ipairs(ws) do runtime.wake(w) end
+  end
+
+  local function fatal(err)
+    if not st.fatal then st.fatal = tostring(err) end
+    wake_idle()
+  end
+
+  -- The next item for a free worker, or nil when the crawl is over.
+  local function take()
+    while true do
+      if st.fatal or st.finished then return nil end
+      local it = table.remove(st.buf)
+      if it then return it end
+      local list, err = b:lease(o.concurrency - st.held, core.now())
+      if not list then
+        fatal(err)
+        return nil
+      end
+      if #list > 0 then
+        st.held = st.held + #list
+        -- taken from the end: reverse so the best comes first
+        for i = #list, 1, -1 do st.buf[#st.buf + 1] = list[i] end
+      else
+        local s, serr = b:stats()
+        if not s then
+          fatal(serr)
+          return nil
+        end
+        local wait
+        if s.queued > 0 then
+          wait = b:next_due(core.now()) or 0.05
+        elseif s.leased > st.held then
+          wait = 0.5 -- held by another worker process (Redis): it may push more
+        elseif st.held == 0 then
+          st.finished = true
+          wake_idle()
+          return nil
+        end
+        -- otherwise items in flight here may push more: wait for them
+        local w = runtime.waiter()
+        st.idle[#st.idle + 1] = w
+        if wait then runtime.after(math.max(wait, 0.001), runtime.wake, w) end
+        runtime.block(w)
+      end
+    end
+  end
+
+  local function retry_at(tries)
+    local d = math.min(o.max_backoff, o.backoff * 2 ^ (tries - 1))
+    return core.now() + d * (0.75 + 0.5 * math.random())
+  end
+
+  local function failed_try(it, err)
+    it._over = true
+    local final = it.tries >= o.max_tries
+    local ok, ferr = b:fail(it, err, not final and retry_at(it.tries) or nil)
+    st.held = st.held - 1
+    if not ok then return fatal(ferr) end
+    if final then
+      st.failed = st.failed + 1
+      if on_failed then
+        local cok, cerr = pcall(on_failed, it, err)
+        if not cok then runtime.report("scatter.crawl: error in on_failed: " .. tostring(cerr)) end
+      end
+    else
+      wake_idle() -- due later: an idle worker sets its timer by it
+    end
+  end
+
+  -- slot: the worker's { th =, since = } (since: when its handle began)
+  local function process(it, slot)
+    decorate(it)
+    st.tries = st.tries + 1
+    local req = { url = it.url, method = it.method, headers = it.headers, body = it.body, timeout = o.timeout }
+    for k, v in pairs(extra) do
+      if req[k] == nil then req[k] = v end
+    end
+    local rok, resp, rerr = pcall(pool.request, pool, req)
+    if not rok then return failed_try(it, "request: " .. tostring(resp)) end
+    if not resp then return failed_try(it, rerr) end
+    slot.since = core.now()
+    local ok, v = pcall(handle, resp, it)
+    slot.since = nil
+    if not ok then return failed_try(it, "handle raised: " .. tostring(v)) end
+    local line
+    if cfg.output and v ~= nil then
+      local lerr
+      line, lerr = cjson.encode(v)
+      if not line then return failed_try(it, "handle returned a value cjson cannot encode: " .. tostring(lerr)) end
+    end
+    it._over = true
+    if st.fatal then return end
+    local n, cerr = b:complete(it, it._pushes, line)
+    st.held = st.held - 1
+    if not n then return fatal(cerr) end
+    st.done = st.done + 1
+    st.pushed = st.pushed + n
+    if n > 0 then wake_idle() end
+  end
+
+  local slots, live, all_done = {}, 0, runtime.waiter()
+  local spawn_worker
+
+  local function worker(slot)
+    local ok, err = pcall(function()
+      while true do
+        local it = take()
+        if not it then return end
+        slot.item = it
+        process(it, slot)
+        slot.item = nil
+      end
+    end)
+    if not ok then fatal("a crawl worker failed: " .. tostring(err)) end
+    slots[slot] = nil
+    live = live - 1
+    if live == 0 then runtime.wake(all_done) end
+  end
+
+  spawn_worker = function()
+    local slot = {}
+    slots[slot] = true
+    live = live + 1
+    slot.th = runtime.spawn(worker, slot)
+  end
+
+  -- A handle that waits forever must not hold the crawl forever: past its
+  -- deadline its worker is ended, the try fails, a new worker takes over.
+  -- One timer for all (no timer per item on the hot path).
+  local watch_every = math.min(1, o.handle_timeout / 4)
+  local watch_timer
+  local function watch()
+    local now, late = core.now(), {}
+    for slot in pairs(slots) do
+      if slot.since and now - slot.since > o.handle_timeout then late[#late + 1] = slot end
+    end
+    for _, slot in ipairs(late) do
+      if runtime.kill(slot.th, "deadline") then
+        slots[slot] = nil
+        live = live - 1
+        failed_try(slot.item, string.format("handle did not return within %gs (handle_timeout)", o.handle_timeout))
+        if not st.finished and not st.fatal then spawn_worker() end
+      end
+    end
+    if live == 0 then runtime.wake(all_done) end
+    watch_timer = runtime.after(watch_every, watch)
+  end
+  watch_timer = runtime.after(watch_every, watch)
+
+  -- Redis leases expire unless renewed while their items are in flight
+  local renew_every = (b.lease_secs or 60) / 3
+  local renew_timer
+  local function renew()
+    if st.finished or st.fatal then return end
+    local ok, err = b:renew()
+    if not ok then runtime.report("scatter.crawl: lease renewal failed: " .. tostring(err)) end
+    renew_timer = runtime.after(renew_every, renew)
+  end
+  renew_timer = runtime.after(renew_every, renew)
+
+  for _ = 1, o.concurrency do spawn_worker() end
+  runtime.block(all_done)
+  watch_timer.cancelled = true
+  renew_timer.cancelled = true
+  M.running[st] = nil
+  local fok, ferr = b:flush()
+  if not fok then fatal(ferr) end
+  if st.fatal then error("scatter.crawl: " .. st.fatal, 2) end
+  return { done = st.done, failed = st.failed, pushed = st.pushed, secs = core.now() - st.t0 }
+end
+
+-- The progress line's part: "queue 1200 queued, 300 done, 2 failed | ETA 0:01:10"
+function M.progress_part(clock)
+  for st in pairs(M.running) do
+    -- (this runs in a timer: a backend that would wait on the network says
+    -- what it knew last instead)
+    local b = st.queue.b
+    local ok, s = pcall(function() return b.stats_nowait and b:stats_nowait() or st.queue:stats() end)
+    if ok and s then
+      local secs = core.now() - st.t0
+      local rate = (st.done > 0 and secs > 0) and st.done / secs or 0
+      local eta = rate > 0 and clock((s.queued + s.leased) / rate) or "?"
+      return string.format("queue %d queued, %d done, %d failed | ETA %s", s.queued, s.done, s.failed, eta)
+    end
+  end
+end
+
+return M

@@ -1,0 +1,68 @@
+-- scatter.links and scatter.url: a page's links as absolute, canonical
+-- URLs (Gumbo parses the HTML, libcurl resolves the URLs; both in C).
+local core = require("scatter.core")
+
+local M = {}
+
+M.url = {
+  -- join(base, ref) -> absolute URL | nil, err (ref resolved as a browser does)
+  join = function(base, ref)
+    if type(base) ~= "string" or type(ref) ~= "string" then
+      error("scatter.url.join: bad arguments (base URL and reference strings expected)", 2)
+    end
+    return core.url_join(base, ref)
+  end,
+  -- canonical(url) -> URL | nil, err: scheme and host lower-case, default
+  -- port and fragment dropped, dot segments resolved (the dedup key's URL)
+  canonical = function(u)
+    if type(u) ~= "string" then error("scatter.url.canonical: bad argument #1 (URL string expected)", 2) end
+    return core.url_canonical(u)
+  end,
+}
+
+local function patterns(v, name)
+  if v == nil then return nil end
+  if type(v) == "string" then return { v } end
+  if type(v) ~= "table" then error("scatter.links: " .. name .. " must be a Lua pattern or a list of them", 3) end
+  for _, p in ipairs(v) do
+    if type(p) ~= "string" then error("scatter.links: " .. name .. " must hold Lua pattern strings", 3) end
+  end
+  return v
+end
+
+local function any(list, s)
+  for _, p in ipairs(list) do
+    if s:find(p) then return true end
+  end
+  return false
+end
+
+-- links(resp [, { same_host =, match =, exclude = }]) -> list of URLs, each
+-- once, in document order. resp is a response (its url and body) or
+-- { url =, body = }. match/exclude: Lua patterns (or lists) on the URL.
+function M.links(resp, opts)
+  if type(resp) ~= "table" or type(resp.body) ~= "string" or type(resp.url) ~= "string" then
+    error("scatter.links: bad argument #1 (a response with url and body expected)", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then error("scatter.links: bad argument #2 (options table expected)", 2) end
+  opts = opts or {}
+  local match, exclude = patterns(opts.match, "match"), patterns(opts.exclude, "exclude")
+  local base_href, hrefs = core.html_links(resp.body)
+  local base = resp.url
+  if base_href then base = core.url_join(resp.url, base_href:match("^%s*(.-)%s*$")) or resp.url end
+  local host = opts.same_host and core.url_host(resp.url)
+  local out, seen = {}, {}
+  for _, href in ipairs(hrefs) do
+    href = href:match("^%s*(.-)%s*$")
+    local abs = href ~= "" and core.url_join(base, href)
+    local u = abs and core.url_canonical(abs)
+    if u and not seen[u] and (not host or core.url_host(u) == host)
+        and (not match or any(match, u)) and not (exclude and any(exclude, u)) then
+      seen[u] = true
+      out[#out + 1] = u
+    end
+  end
+  return out
+end
+
+return M

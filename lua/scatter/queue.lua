@@ -1,0 +1,235 @@
+-- scatter.queue: the crawl frontier's public face (DESIGN.md section 8).
+-- It checks and normalises what users give (URLs, options, meta, keys),
+-- then hands plain records to a backend chosen by the options:
+--
+--   scatter.queue{ path = FILE }     scatter.queue_sqlite, one SQLite file
+--   scatter.queue{}                  scatter.queue_sqlite on ":memory:"
+--   scatter.queue{ redis = URL, name = NAME }   scatter.queue_redis (section 9)
+--
+-- ---- The backend interface (what this file and scatter.crawl call) ----
+--
+-- A backend module returns { open = function(opts) -> backend | nil, err }.
+-- opts is the user's table (path / redis / name / lease / commit_ms ...).
+-- Every method returns nil, err on failure (err names what went wrong);
+-- none raises on bad state. Records are plain tables:
+--
+--   rec = { key =, url =, method =, headers = JSON string or nil,
+--           body = string or nil, priority = integer, meta = JSON string }
+--   item (from lease) = rec's fields + { id = backend's own handle,
+--           tries = tries so far INCLUDING this one, err = last error or nil }
+--
+-- b:push(recs)          -> n_new, flags   insert those whose key was never
+--                          seen (flags[i] = true when recs[i] was new);
+--                          durable by the next commit (see flush)
+-- b:lease(n, now)       -> list of at most n items, highest priority first,
+--                          then push order, only those due (due <= now);
+--                          each is now leased and its tries incremented
+-- b:complete(item, recs, line)
+--                       -> n_new   ONE atomic step: the item done, recs
+--                          pushed (deduplicated as push does), and line
+--                          (the handler's JSON output, no newline, or nil)
+--                          appended to the output. Nothing of it is
+--                          visible after a crash unless all of it is.
+-- b:fail(item, err, retry_at)
+--                       -> true    retry_at (seconds, core.now() clock):
+--                          queued again, due then; nil: failed for good,
+--                          keeping err as its last error
+-- b:renew(items)        -> true    the leases are still held (Redis extends
+--                          them; the embedded queue needs nothing)
+-- b:next_due()          -> seconds until the earliest queued item is due
+--                          (0 when one is due now), nil when none is queued
+-- b:flush()             -> true    make everything so far durable now
+--                          (grouped commits: a backend may hold writes for
+--                          a few ms; flush, close, and any read such as
+--                          stats commit them)
+-- b:stats()             -> { queued =, leased =, done =, failed =, seen = }
+-- b:failed()            -> iterator of items in state failed (err = last error)
+-- b:retry_failed()      -> count   failed items queued again, tries reset
+-- b:output(path)        -> true    where complete's lines go. Embedded: the
+--                          file at path; the committed length is stored in
+--                          each commit and an uncovered tail is cut here (so
+--                          each done item's line is in the file exactly
+--                          once after any crash); lines are written and
+--                          fdatasync'd before the commit that covers them.
+--                          Redis keeps the lines itself (export writes them)
+--                          and may ignore path.
+-- b:export(fh)          -> count   write every item as a JSON line to the
+--                          file handle fh (Redis: the kept output lines)
+-- b:close()             -> true    flush, release leases this process holds
+--                          (queued again), close
+--
+-- scatter.crawl uses: output, lease, complete, fail, renew, next_due,
+-- flush, stats, close (through the queue object).
+local core = require("scatter.core")
+
+local M = {}
+
+local function cjson() return require("cjson.safe") end
+
+local Queue = {}
+Queue.__index = Queue
+
+M.Queue = Queue
+
+local function load_backend(opts)
+  if opts.redis ~= nil then
+    if type(opts.redis) ~= "string" then
+      return nil, "scatter.queue: redis must be a URL string, got " .. type(opts.redis)
+    end
+    local ok, mod = pcall(require, "scatter.queue_redis")
+    if not ok then
+      if tostring(mod):find("module 'scatter.queue_redis' not found", 1, true) then
+        return nil, "scatter.queue: this scatter has no Redis backend (module scatter.queue_redis is missing)"
+      end
+      error(mod, 0)
+    end
+    return mod
+  end
+  if opts.path ~= nil and type(opts.path) ~= "string" then
+    return nil, "scatter.queue: path must be a file name string, got " .. type(opts.path)
+  end
+  return require("scatter.queue_sqlite")
+end
+
+local NO_OPTS = {} -- only read
+
+-- Normalises one push: url string plus options -> rec, or nil, err.
+function M.record(url, o, where)
+  if type(url) == "table" and o == nil then
+    o = url
+    url = o.url
+  end
+  if type(url) ~= "string" then return nil, where .. ": URL string expected, got " .. type(url) end
+  if o ~= nil and type(o) ~= "table" then return nil, where .. ": options table expected, got " .. type(o) end
+  o = o or NO_OPTS
+  local canon, cerr = core.url_canonical(url)
+  if not canon then return nil, where .. ": " .. ("%q"):format(url) .. ": " .. cerr end
+  local method = o.method or "GET"
+  if method ~= "GET" and (type(method) ~= "string" or not method:match("^%u+$")) then
+    return nil, where .. ": method must be an upper-case string, got " .. tostring(method)
+  end
+  local headers
+  if o.headers ~= nil then
+    if type(o.headers) ~= "table" then return nil, where .. ": headers must be a table" end
+    for k, v in pairs(o.headers) do
+      if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
+        return nil, where .. ": headers must map names to strings"
+      end
+    end
+    headers = cjson().encode(o.headers)
+  end
+  if o.body ~= nil and type(o.body) ~= "string" then return nil, where .. ": body must be a string" end
+  local prio = o.priority or 0
+  if type(prio) ~= "number" or prio ~= math.floor(prio) or math.abs(prio) > 2 ^ 52 then
+    return nil, where .. ": priority must be an integer, got " .. tostring(o.priority)
+  end
+  local meta = "{}"
+  if o.meta ~= nil then
+    if type(o.meta) ~= "table" then return nil, where .. ": meta must be a table, got " .. type(o.meta) end
+    local s, merr = cjson().encode(o.meta)
+    if not s then return nil, where .. ": meta cannot be encoded as JSON: " .. tostring(merr) end
+    meta = s
+  end
+  local key = o.key
+  if key == nil then
+    key = method .. " " .. canon
+    if o.body and o.body ~= "" then key = key .. " " .. core.hash(o.body) end
+  elseif type(key) ~= "string" or key == "" then
+    return nil, where .. ": key must be a non-empty string"
+  end
+  return { key = key, url = url, method = method, headers = headers, body = o.body, priority = prio, meta = meta }
+end
+
+-- Items as handlers and iterators see them: meta and headers decoded.
+function M.item(it)
+  local meta = it.meta
+  it.meta = (meta == nil or meta == "{}") and {} or cjson().decode(meta) or {}
+  if type(it.headers) == "string" then it.headers = cjson().decode(it.headers) end
+  return it
+end
+
+function M.new(opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    error("scatter.queue: bad argument #1 (options table expected, got " .. type(opts) .. ")", 2)
+  end
+  local mod, err = load_backend(opts)
+  if not mod then return nil, err end
+  local b, berr = mod.open(opts)
+  if not b then return nil, berr end
+  return setmetatable({ b = b, opts = opts }, Queue)
+end
+
+local function check(self, fname)
+  if getmetatable(self) ~= Queue then error("queue:" .. fname .. ": called on a non-queue (use q:" .. fname .. ")", 3) end
+  if self.closed then error("queue:" .. fname .. ": the queue is closed", 3) end
+end
+
+-- Backend failures are raised: a queue that cannot write must stop the
+-- script, not lose pushes silently.
+local function must(where, v, err, ...)
+  if v == nil then error(where .. ": " .. tostring(err), 3) end
+  return v, err, ...
+end
+
+function Queue:push(url, o)
+  check(self, "push")
+  local rec, err = M.record(url, o, "queue:push")
+  if not rec then error(err, 2) end
+  local _, flags = must("queue:push", self.b:push({ rec }))
+  return flags[1] == true
+end
+
+function Queue:push_many(list)
+  check(self, "push_many")
+  if type(list) ~= "table" then error("queue:push_many: bad argument #1 (list expected, got " .. type(list) .. ")", 2) end
+  local recs = {}
+  for i, x in ipairs(list) do
+    local rec, err = M.record(x, nil, "queue:push_many: item " .. i)
+    if not rec then error(err, 2) end
+    recs[i] = rec
+  end
+  return (must("queue:push_many", self.b:push(recs)))
+end
+
+function Queue:stats()
+  check(self, "stats")
+  return (must("queue:stats", self.b:stats()))
+end
+
+function Queue:failed()
+  check(self, "failed")
+  local it = must("queue:failed", self.b:failed())
+  return function()
+    local x = it()
+    if x then return M.item(x) end
+  end
+end
+
+function Queue:retry_failed()
+  check(self, "retry_failed")
+  return (must("queue:retry_failed", self.b:retry_failed()))
+end
+
+function Queue:flush()
+  check(self, "flush")
+  return (must("queue:flush", self.b:flush()))
+end
+
+function Queue:export(fh)
+  check(self, "export")
+  return (must("queue:export", self.b:export(fh)))
+end
+
+function Queue:close()
+  if getmetatable(self) ~= Queue then error("queue:close: called on a non-queue (use q:close)", 2) end
+  if self.closed then return true end
+  self.closed = true
+  return (must("queue:close", self.b:close()))
+end
+
+Queue.__tostring = function(self)
+  return "scatter.queue(" .. (self.opts.redis or self.opts.path or "memory") .. ")"
+end
+
+return M

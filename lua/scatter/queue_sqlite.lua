@@ -1,0 +1,484 @@
+-- The embedded frontier: one SQLite file (WAL), or ":memory:" for
+-- scatter.queue{}. Implements the backend interface written at the top of
+-- lua/scatter/queue.lua; DESIGN.md section 8 says what it promises.
+--
+-- Grouped commits: every write joins one open transaction, committed when
+-- it is commit_ms old (checked at each write and by a runtime timer), holds
+-- commit_items writes, or at flush/close/read. A commit first writes the
+-- output lines it covers, fdatasyncs the file, stores the file's new length
+-- in the same transaction, then COMMITs (WAL, synchronous=NORMAL: see
+-- setup). So after kill -9 or power loss the file's committed length
+-- matches the done marks exactly, and open cuts any longer tail.
+--
+-- One process writes a queue file at a time (an flock on FILE-lock, which
+-- the kernel drops when the process dies); items it held leased are queued
+-- again at the next open. Readers (`scatter queue stats`) open read-only
+-- beside a running crawl. Memory: SQLite's page cache (cache_kib) and the
+-- counters; nothing per item.
+local core = require("scatter.core")
+local fileio = require("scatter.fileio")
+
+local M = {}
+
+M.FORMAT = "scatter-queue"
+M.VERSION = 1
+
+local QUEUED, LEASED, DONE, FAILED = 0, 1, 2, 3
+M.STATES = { [0] = "queued", "leased", "done", "failed" }
+
+local SCHEMA = [[
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items(
+  id INTEGER PRIMARY KEY,
+  key TEXT NOT NULL UNIQUE,
+  state INTEGER NOT NULL,
+  priority INTEGER NOT NULL,
+  due REAL NOT NULL,
+  tries INTEGER NOT NULL,
+  url TEXT NOT NULL,
+  method TEXT NOT NULL,
+  headers TEXT,
+  body BLOB,
+  meta TEXT NOT NULL,
+  err TEXT);
+CREATE INDEX IF NOT EXISTS items_queued ON items(priority DESC, id) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS items_held ON items(state) WHERE state IN (1, 3);
+]]
+
+local COLS = "id, key, url, method, headers, body, priority, meta, tries, err, state"
+
+local B = {}
+B.__index = B
+
+local function row_item(r)
+  return {
+    id = r[1], key = r[2], url = r[3], method = r[4], headers = r[5], body = r[6],
+    priority = r[7], meta = r[8], tries = r[9], err = r[10], state = M.STATES[r[11]],
+  }
+end
+
+local function by_rank(a, b)
+  if a.priority ~= b.priority then return a.priority > b.priority end
+  return a.id < b.id
+end
+
+local function wall_offset()
+  local wall, mono = core.state_clock()
+  return wall - mono
+end
+
+-- "SQLite format 3\0" or an empty file; anything else is not ours.
+local function sniff(path)
+  local f = io.open(path, "rb")
+  if not f then return true end
+  local head = f:read(16) or ""
+  f:close()
+  if head == "" or head == "SQLite format 3\0" then return true end
+  return nil, "not a SQLite database (not a scatter queue file)"
+end
+
+local function prep(self, sql)
+  local st, err = self.db:prepare(sql)
+  if not st then error(err, 0) end
+  return st
+end
+
+local function check_format(self)
+  local ok, v = self.st.meta_get:one("format")
+  if not ok then return nil, "a SQLite database but not a scatter queue (no format mark)" end
+  if v ~= M.FORMAT then return nil, "a SQLite database but not a scatter queue (format " .. tostring(v) .. ")" end
+  local _, ver = self.st.meta_get:one("version")
+  if ver ~= M.VERSION then
+    return nil, "scatter queue version " .. tostring(ver) .. ", this scatter reads version " .. M.VERSION
+  end
+  return true
+end
+
+local function count_states(self)
+  local c = { [QUEUED] = 0, [LEASED] = 0, [DONE] = 0, [FAILED] = 0 }
+  local st = prep(self, "SELECT state, count(*) FROM items GROUP BY state")
+  st:bind()
+  while true do
+    local r, err = st:step()
+    if r == nil then error(err, 0) end
+    if not r then break end
+    c[r[1]] = r[2]
+  end
+  st:finalize()
+  self.counts = c
+end
+
+local function setup(self, opts)
+  local db = self.db
+  local function run(sql)
+    local ok, err = db:exec(sql)
+    if not ok then error(err, 0) end
+  end
+  local cache = opts.cache_kib or 8192
+  run("PRAGMA cache_size = -" .. math.floor(cache) .. "; PRAGMA temp_store = FILE")
+  if not self.readonly then
+    if self.path ~= ":memory:" then
+      local ok, mode = db:prepare("PRAGMA journal_mode = WAL"):one()
+      if not ok or mode ~= "wal" then error("cannot switch to WAL mode (" .. tostring(mode) .. ")", 0) end
+    end
+    -- WAL + NORMAL: a commit is durable against a crashed process at once
+    -- and against power loss from the next checkpoint (which syncs the
+    -- WAL). The output file is fdatasynced before every commit, so any
+    -- commit that survives covers lines on disk; one that is lost leaves a
+    -- longer file, cut at the next open.
+    run("PRAGMA synchronous = NORMAL")
+    local st = prep(self, "SELECT count(*) FROM sqlite_master")
+    local _, n = st:one()
+    st:finalize()
+    run("BEGIN IMMEDIATE")
+    run(SCHEMA)
+    self.st = { meta_get = prep(self, "SELECT v FROM meta WHERE k = ?") }
+    if n == 0 then
+      run("INSERT INTO meta VALUES('format', '" .. M.FORMAT .. "'), ('version', " .. M.VERSION .. ")")
+    end
+    local ok, err = check_format(self)
+    if not ok then
+      db:exec("ROLLBACK")
+      error(err, 0)
+    end
+    -- leases of the process that held the file before are void now
+    run("UPDATE items SET state = 0 WHERE state = 1")
+    run("COMMIT")
+  else
+    self.st = { meta_get = prep(self, "SELECT v FROM meta WHERE k = ?") }
+    local ok, err = check_format(self)
+    if not ok then error(err, 0) end
+  end
+  local s = self.st
+  s.meta_set = prep(self, "INSERT OR REPLACE INTO meta VALUES(?, ?)")
+  if not self.readonly then
+    s.insert = prep(self, "INSERT OR IGNORE INTO items(key, state, priority, due, tries, url, method, headers, "
+      .. "body, meta) VALUES(?, 0, ?, 0, 0, ?, ?, ?, ?, ?)")
+    -- one statement takes and marks; RETURNING gives no order, lease sorts
+    s.take = prep(self, "UPDATE items SET state = 1, tries = tries + 1 WHERE id IN (SELECT id FROM items "
+      .. "WHERE state = 0 AND due <= ? ORDER BY priority DESC, id LIMIT ?) RETURNING " .. COLS)
+    s.done = prep(self, "UPDATE items SET state = 2 WHERE id = ? AND state = 1")
+    s.fail = prep(self, "UPDATE items SET state = ?, due = ?, err = ? WHERE id = ? AND state = 1")
+  end
+  s.min_due = prep(self, "SELECT min(due) FROM items WHERE state = 0")
+  count_states(self)
+end
+
+function M.open(opts)
+  local path = opts.path or ":memory:"
+  local self = setmetatable({
+    path = path, readonly = opts.readonly and path ~= ":memory:", off = wall_offset(),
+    commit_s = (opts.commit_ms or 50) / 1000, commit_items = opts.commit_items or 4096,
+    txn = false, txn_n = 0, lines = {}, nlines = 0, out_len = 0,
+  }, B)
+  local where = "queue " .. path
+  if path ~= ":memory:" then
+    local ok, err = sniff(path)
+    if not ok then return nil, where .. ": " .. err end
+    if not self.readonly then
+      local lock, lerr = fileio.lock(path .. "-lock")
+      if not lock then return nil, where .. ": " .. lerr end
+      self.lock = lock
+    end
+  end
+  local db, derr = core.sqlite_open(path, self.readonly)
+  if not db then
+    if self.lock then self.lock:close() end
+    return nil, where .. ": " .. derr
+  end
+  self.db = db
+  local ok, err = pcall(setup, self, opts)
+  if not ok then
+    db:close()
+    if self.lock then self.lock:close() end
+    err = tostring(err)
+    if err:find("not a database", 1, true) or err:find("malformed", 1, true) then
+      err = err .. " (corrupt, or not a scatter queue file)"
+    end
+    return nil, where .. ": " .. err
+  end
+  return self
+end
+
+-- ---- grouped commits ----
+
+local function begin(self)
+  if self.txn then return true end
+  local ok, err = self.db:exec("BEGIN IMMEDIATE")
+  if not ok then return nil, err end
+  self.txn, self.txn_at, self.txn_n = true, core.now(), 0
+  self.saved_counts = { [0] = self.counts[0], self.counts[1], self.counts[2], self.counts[3] }
+  if not self.timer and self.commit_s > 0 then
+    local runtime = require("scatter.runtime")
+    self.timer = runtime.after(self.commit_s, function()
+      self.timer = nil
+      if self.txn and not self.closed then
+        local cok, cerr = self:flush()
+        if not cok then self.broken = cerr end
+      end
+    end)
+  end
+  return true
+end
+
+local function rollback(self, err)
+  self.db:exec("ROLLBACK")
+  self.txn = false
+  self.counts = self.saved_counts
+  self.lines, self.nlines = {}, 0
+  if self.out then self.out:truncate(self.out_len) end
+  self.broken = err
+  return nil, err
+end
+
+function B:flush()
+  if self.broken then return nil, self.broken end
+  if not self.txn then return true end
+  if self.nlines > 0 then
+    local data = table.concat(self.lines, "", 1, self.nlines)
+    local ok, err = self.out:pwrite(data, self.out_len)
+    if ok then ok, err = self.out:sync() end
+    if not ok then return rollback(self, "output " .. err) end
+    local new_len = self.out_len + #data
+    local sok, serr = self.st.meta_set:exec("output_len", new_len)
+    if not sok then return rollback(self, serr) end
+    self.lines, self.nlines = {}, 0
+    local cok, cerr = self.db:exec("COMMIT")
+    if not cok then return rollback(self, cerr) end
+    self.out_len = new_len
+  else
+    local cok, cerr = self.db:exec("COMMIT")
+    if not cok then return rollback(self, cerr) end
+  end
+  self.txn = false
+  return true
+end
+
+local function wrote(self, n)
+  self.txn_n = self.txn_n + n
+  if self.txn_n >= self.commit_items or core.now() - self.txn_at >= self.commit_s then return self:flush() end
+  return true
+end
+
+-- ---- the interface ----
+
+local function insert(self, recs)
+  local ins, flags, n = self.st.insert, {}, 0
+  for i = 1, #recs do
+    local r = recs[i]
+    local c, err = ins:exec(r.key, r.priority, r.url, r.method, r.headers, r.body, r.meta)
+    if not c then return nil, err end
+    if c > 0 then
+      n = n + 1
+      flags[i] = true
+    else
+      flags[i] = false
+    end
+  end
+  self.counts[QUEUED] = self.counts[QUEUED] + n
+  return n, flags
+end
+
+local function writable(self)
+  if self.readonly then return nil, "queue " .. self.path .. " is open read-only" end
+  if self.broken then return nil, self.broken end
+  return begin(self)
+end
+
+function B:push(recs)
+  local ok, err = writable(self)
+  if not ok then return nil, err end
+  local n, flags = insert(self, recs)
+  if not n then return rollback(self, flags) end
+  ok, err = wrote(self, #recs)
+  if not ok then return nil, err end
+  return n, flags
+end
+
+function B:lease(n, now)
+  local ok, err = writable(self)
+  if not ok then return nil, err end
+  local s = self.st
+  local wall = (now or core.now()) + self.off
+  local out = {}
+  s.take:bind(wall, n)
+  while true do
+    local r, serr = s.take:step()
+    if r == nil then return rollback(self, serr) end
+    if not r then break end
+    out[#out + 1] = row_item(r)
+  end
+  if #out > 1 then table.sort(out, by_rank) end
+  self.counts[QUEUED] = self.counts[QUEUED] - #out
+  self.counts[LEASED] = self.counts[LEASED] + #out
+  ok, err = wrote(self, #out)
+  if not ok then return nil, err end
+  return out
+end
+
+function B:complete(item, recs, line)
+  local ok, err = writable(self)
+  if not ok then return nil, err end
+  if line and not self.out then return nil, "no output attached to the queue" end
+  local c, derr = self.st.done:exec(item.id)
+  if not c then return rollback(self, derr) end
+  if c == 0 then return nil, "item " .. tostring(item.url) .. " is not leased" end
+  local n = 0
+  if recs and #recs > 0 then
+    local ierr
+    n, ierr = insert(self, recs)
+    if not n then return rollback(self, ierr) end
+  end
+  if line then
+    self.nlines = self.nlines + 1
+    self.lines[self.nlines] = line .. "\n"
+  end
+  self.counts[LEASED] = self.counts[LEASED] - 1
+  self.counts[DONE] = self.counts[DONE] + 1
+  ok, err = wrote(self, 1 + (recs and #recs or 0))
+  if not ok then return nil, err end
+  return n
+end
+
+function B:fail(item, err, retry_at)
+  local ok, werr = writable(self)
+  if not ok then return nil, werr end
+  local state = retry_at and QUEUED or FAILED
+  local c, ferr = self.st.fail:exec(state, retry_at and retry_at + self.off or 0, tostring(err), item.id)
+  if not c then return rollback(self, ferr) end
+  if c == 0 then return nil, "item " .. tostring(item.url) .. " is not leased" end
+  self.counts[LEASED] = self.counts[LEASED] - 1
+  self.counts[state] = self.counts[state] + 1
+  return wrote(self, 1)
+end
+
+function B.renew() return true end
+
+function B:next_due(now)
+  if self.counts[QUEUED] == 0 then return nil end
+  local ok, due = self.st.min_due:one()
+  if not ok or not due then return nil end
+  return math.max(0, due - self.off - (now or core.now()))
+end
+
+function B:stats()
+  local c = self.counts
+  return { queued = c[QUEUED], leased = c[LEASED], done = c[DONE], failed = c[FAILED],
+    seen = c[QUEUED] + c[LEASED] + c[DONE] + c[FAILED] }
+end
+
+-- Iterates rows of sql (bound to ...) as items, on a statement of its own.
+local function rows(self, sql, ...)
+  local st = prep(self, sql)
+  st:bind(...)
+  return function()
+    if not st then return nil end
+    local r, err = st:step()
+    if r == nil then error("queue " .. self.path .. ": " .. tostring(err), 0) end
+    if not r then
+      st:finalize()
+      st = nil
+      return nil
+    end
+    return row_item(r)
+  end
+end
+
+function B:failed()
+  local ok, err = self:flush()
+  if not ok then return nil, err end
+  return rows(self, "SELECT " .. COLS .. " FROM items WHERE state = 3 ORDER BY id")
+end
+
+function B:retry_failed()
+  local ok, err = writable(self)
+  if not ok then return nil, err end
+  local st = prep(self, "UPDATE items SET state = 0, tries = 0, due = 0 WHERE state = 3")
+  local n, uerr = st:exec()
+  st:finalize()
+  if not n then return rollback(self, uerr) end
+  self.counts[FAILED] = self.counts[FAILED] - n
+  self.counts[QUEUED] = self.counts[QUEUED] + n
+  ok, err = self:flush()
+  if not ok then return nil, err end
+  return n
+end
+
+function B:output(path)
+  local ok, err = writable(self)
+  if not ok then return nil, err end
+  if self.out then self.out:close() end
+  local f, ferr = fileio.open_write(path)
+  if not f then
+    self:flush()
+    return nil, "output " .. ferr
+  end
+  local size, serr = f:size()
+  if not size then
+    f:close()
+    return nil, "output " .. serr
+  end
+  local _, prev = self.st.meta_get:one("output")
+  local _, len = self.st.meta_get:one("output_len")
+  if prev == path and type(len) == "number" then
+    if size > len then
+      local tok, terr = f:truncate(len)
+      if not tok then
+        f:close()
+        return nil, "output " .. terr
+      end
+      require("scatter.log").info("queue: cut the output's uncommitted tail", { path = path, bytes = size - len })
+    elseif size < len then
+      -- shortened behind our back: keep what is there, append after it
+      require("scatter.log").warn("queue: the output is shorter than committed", { path = path, bytes = len - size })
+      len = size
+    end
+  else
+    len = size -- a file new to this queue: append after what it holds
+  end
+  self.out, self.out_len = f, len
+  self.st.meta_set:exec("output", path)
+  self.st.meta_set:exec("output_len", len)
+  return self:flush()
+end
+
+function B:export(fh)
+  local ok, err = self:flush()
+  if not ok then return nil, err end
+  local cjson = require("cjson")
+  local n = 0
+  for it in rows(self, "SELECT " .. COLS .. " FROM items ORDER BY id") do
+    it.id = nil
+    it.meta = cjson.decode(it.meta)
+    if it.headers then it.headers = cjson.decode(it.headers) end
+    local wok, werr = fh:write(cjson.encode(it), "\n")
+    if not wok then return nil, "export: " .. tostring(werr) end
+    n = n + 1
+  end
+  return n
+end
+
+function B:close()
+  if self.closed then return true end
+  local ok, err = true, nil
+  if not self.readonly and not self.broken then
+    ok, err = begin(self)
+    if ok then
+      -- a lease given back unused was no try (one lost with its process was)
+      local st = prep(self, "UPDATE items SET state = 0, tries = max(tries - 1, 0) WHERE state = 1")
+      st:exec()
+      st:finalize()
+      ok, err = self:flush()
+    end
+  end
+  self.closed = true
+  if self.timer then self.timer.cancelled = true end
+  for _, st in pairs(self.st or {}) do st:finalize() end
+  self.db:close()
+  if self.out then self.out:close() end
+  if self.lock then self.lock:close() end
+  if not ok then return nil, err end
+  return true
+end
+
+return M

@@ -1,0 +1,101 @@
+-- scatter.links, scatter.url.join and scatter.url.canonical: an HTML5
+-- parser's view of a page's links, resolved and canonical.
+local scatter = require("scatter")
+
+local function page(url, body) return { url = url, body = body } end
+
+describe("scatter.links", function()
+  it("returns absolute canonical http(s) links, each once, in document order", function()
+    local resp = page("http://Shop.Example/cat/shoes.html?p=1", [[
+      <html><body>
+        <a href="item1.html#reviews">one</a>
+        <a href=" ../about.html ">about</a>
+        <A HREF="//CDN.Example:80/img">cdn</A>
+        <a href="https://shop.example:443/secure">secure</a>
+        <a href="item1.html">one again</a>
+        <a href="#top">top</a>
+        <a href="mailto:sales@shop.example">mail</a>
+        <a href="javascript:void(0)">js</a>
+        <a href="ftp://files.shop.example/x">ftp</a>
+        <a href="?p=2">next</a>
+        <a>no href</a>
+        <map><area href="/map/area1" alt=""></map>
+        <p><a href="deep.html">unclosed <b>markup
+    ]])
+    assert.same({
+      "http://shop.example/cat/item1.html",
+      "http://shop.example/about.html",
+      "http://cdn.example/img",
+      "https://shop.example/secure",
+      "http://shop.example/cat/shoes.html?p=1", -- #top: this page itself
+      "http://shop.example/cat/shoes.html?p=2",
+      "http://shop.example/map/area1",
+      "http://shop.example/cat/deep.html",
+    }, scatter.links(resp))
+  end)
+
+  it("honours <base href>", function()
+    local resp = page("http://a.example/x/y.html",
+      '<html><head><base href="http://b.example/base/"></head><body><a href="z.html">z</a>'
+      .. '<a href="/root">r</a></body></html>')
+    assert.same({ "http://b.example/base/z.html", "http://b.example/root" }, scatter.links(resp))
+    local rel = page("http://a.example/x/y.html", '<base href="/other/"><a href="z">z</a>')
+    assert.same({ "http://a.example/other/z" }, scatter.links(rel))
+  end)
+
+  it("filters by host and by patterns", function()
+    local resp = page("http://a.example/", '<a href="/p/1">1</a><a href="http://b.example/p/2">2</a>'
+      .. '<a href="/p/3?print=1">3</a><a href="/q/4">4</a>')
+    assert.same({ "http://a.example/p/1", "http://a.example/p/3?print=1", "http://a.example/q/4" },
+      scatter.links(resp, { same_host = true }))
+    assert.same({ "http://a.example/p/1", "http://b.example/p/2" },
+      scatter.links(resp, { match = "/p/", exclude = { "print=" } }))
+    assert.same({}, scatter.links(page("http://a.example/", "")))
+    assert.same({}, scatter.links(page("http://a.example/", "\0\255<<<a href=")))
+  end)
+
+  -- (Gumbo's time grows with the square of the depth: 10^4 levels take a
+  -- second, so this stays at what real pages reach)
+  it("survives a deeply nested document", function()
+    local body = ("<div>"):rep(3000) .. '<a href="/deep">d</a>'
+    assert.same({ "http://a.example/deep" }, scatter.links(page("http://a.example/", body)))
+  end)
+
+  it("refuses what is not a response", function()
+    assert.has_error(function() scatter.links("<a href=x>") end,
+      "scatter.links: bad argument #1 (a response with url and body expected)")
+    assert.has_error(function() scatter.links(page("http://a/", ""), { match = 3 }) end,
+      "scatter.links: match must be a Lua pattern or a list of them")
+  end)
+end)
+
+describe("scatter.url", function()
+  it("joins as a browser does", function()
+    local base = "http://a.example/b/c/d;p?q"
+    for ref, want in pairs({
+      ["g"] = "http://a.example/b/c/g", ["./g"] = "http://a.example/b/c/g", ["g/"] = "http://a.example/b/c/g/",
+      ["/g"] = "http://a.example/g", ["//g.example"] = "http://g.example/", ["?y"] = "http://a.example/b/c/d;p?y",
+      ["g?y#s"] = "http://a.example/b/c/g?y#s", ["../g"] = "http://a.example/b/g", ["../../../g"] = "http://a.example/g",
+      ["https://x.example/"] = "https://x.example/", ["#s"] = "http://a.example/b/c/d;p?q#s",
+      [""] = "http://a.example/b/c/d;p?q",
+    }) do
+      assert.equal(want, scatter.url.join(base, ref), ref)
+    end
+    local u, err = scatter.url.join("http://a.example/", "mailto:x@y")
+    assert.is_nil(u)
+    assert.truthy(err)
+    u, err = scatter.url.join("not a url", "x")
+    assert.is_nil(u)
+    assert.equal("url contains spaces or control characters", err)
+  end)
+
+  it("makes the canonical form the dedup key uses", function()
+    assert.equal("http://a.example/x", scatter.url.canonical("HTTP://A.Example:80/x#frag"))
+    assert.equal("https://a.example/", scatter.url.canonical("https://a.example:443"))
+    assert.equal("http://a.example:8080/a/c", scatter.url.canonical("http://a.example:8080/a/b/../c"))
+    assert.equal("http://a.example/P?Q=1", scatter.url.canonical("http://a.example/P?Q=1"))
+    local u, err = scatter.url.canonical("ftp://a.example/")
+    assert.is_nil(u)
+    assert.equal("unsupported scheme 'ftp' (http or https only)", err)
+  end)
+end)

@@ -1,0 +1,283 @@
+-- scatter.queue on its own (no network): dedup and canonical keys, every
+-- state transition through the backend interface, priorities, reopening
+-- (leases void, counts kept), the output's committed length, bad input.
+local env = require("support.env")
+local scatter = require("scatter")
+local core = require("scatter.core")
+
+local function open(path, opts)
+  opts = opts or {}
+  opts.path = path
+  return assert(scatter.queue(opts))
+end
+
+describe("scatter.queue", function()
+  local dir
+  before_each(function() dir = env.tmpdir() end)
+  after_each(function() env.cleanup() end)
+
+  it("keys an item by method, canonical URL and body hash; a key is queued once", function()
+    local q = open(dir .. "/q.db")
+    assert.is_true(q:push("http://Shop.Example:80/a/./b/../c?x=1#top"))
+    assert.is_false(q:push("http://shop.example/a/c?x=1"))
+    assert.is_false(q:push("HTTP://SHOP.EXAMPLE/a/c?x=1#other"))
+    assert.is_true(q:push("http://shop.example/a/c?x=2"))
+    assert.is_true(q:push("https://shop.example:443/a/c?x=1")) -- another scheme
+    assert.is_true(q:push("http://shop.example/a/c?x=1", { method = "POST", body = "a" }))
+    assert.is_false(q:push("http://shop.example/a/c?x=1", { method = "POST", body = "a" }))
+    assert.is_true(q:push("http://shop.example/a/c?x=1", { method = "POST", body = "b" }))
+    assert.is_true(q:push("http://shop.example/a/c?x=1", { key = "mine" }))
+    assert.is_false(q:push("http://elsewhere.example/", { key = "mine" }))
+    assert.equal(2, q:push_many({ "http://shop.example/a/c?x=2", "http://n.example/1",
+      { url = "http://n.example/2", priority = 3 } }))
+    assert.same({ queued = 8, leased = 0, done = 0, failed = 0, seen = 8 }, q:stats())
+    assert.equal("http://a.org/d", scatter.url.canonical("http://A.ORG:80/b/../d#f"))
+    assert.equal("http://a.org/x/y?q#f", scatter.url.join("http://a.org/x/z", "y?q#f"))
+    q:close()
+  end)
+
+  it("walks queued -> leased -> done | queued (retry) | failed, highest priority first", function()
+    local q = open(dir .. "/q.db")
+    local b = q.b
+    q:push("http://a.test/low", { priority = -1 })
+    q:push("http://a.test/one")
+    q:push("http://a.test/two")
+    q:push("http://a.test/top", { priority = 9, meta = { n = 1 } })
+    local got = assert(b:lease(10, core.now()))
+    local urls = {}
+    for i, it in ipairs(got) do urls[i] = it.url end
+    assert.same({ "http://a.test/top", "http://a.test/one", "http://a.test/two", "http://a.test/low" }, urls)
+    assert.equal(1, got[1].tries)
+    assert.same({ queued = 0, leased = 4, done = 0, failed = 0, seen = 4 }, q:stats())
+    assert.same({}, b:lease(10, core.now())) -- nothing left to take
+    -- done, with a push (deduplicated) in the same step
+    local rec = require("scatter.queue").record("http://a.test/new", nil, "t")
+    local dup = require("scatter.queue").record("http://a.test/one", nil, "t")
+    assert.equal(1, b:complete(got[1], { rec, dup }, nil))
+    -- retry: queued again, not due before its time
+    assert.is_true(b:fail(got[2], "boom", core.now() + 30))
+    -- failed for good, keeping its error
+    assert.is_true(b:fail(got[3], "gone for good", nil))
+    assert.same({ queued = 2, leased = 1, done = 1, failed = 1, seen = 5 }, q:stats())
+    local now = core.now()
+    local next_up = assert(b:lease(10, now))
+    assert.equal(1, #next_up)
+    assert.equal("http://a.test/new", next_up[1].url)
+    local due = b:next_due(now)
+    assert.truthy(due > 25 and due <= 30, tostring(due))
+    local later = assert(b:lease(10, now + 31))
+    assert.equal("http://a.test/one", later[1].url)
+    assert.equal(2, later[1].tries)
+    assert.equal("boom", later[1].err)
+    -- a done or failed item cannot be finished twice
+    assert.is_nil(b:complete(got[1], {}, nil))
+    local failed = {}
+    for it in q:failed() do failed[#failed + 1] = it.url .. " " .. it.err end
+    assert.same({ "http://a.test/two gone for good" }, failed)
+    assert.equal(1, q:retry_failed())
+    assert.same({ queued = 1, leased = 3, done = 1, failed = 0, seen = 5 }, q:stats())
+    q:close()
+  end)
+
+  it("keeps everything across a reopen; items leased by the last process are queued again", function()
+    local path = dir .. "/q.db"
+    local q = open(path)
+    q:push_many({ "http://a.test/1", "http://a.test/2", "http://a.test/3" })
+    local got = q.b:lease(2, core.now())
+    q.b:complete(got[1], {}, nil)
+    q:flush()
+    -- a process that dies holding leases: simulated by a child that leases and is killed
+    local script = env.script("lease.lua", ([[
+      local scatter = require("scatter")
+      local q = assert(scatter.queue{ path = %q })
+      assert(#q.b:lease(5, scatter.now()) == 2)
+      q:flush()
+      io.open(%q, "w"):close()
+      while true do end
+    ]]):format(path, dir .. "/leased"))
+    q:close()
+    local child = env.spawn({ "luajit", script })
+    env.wait_file(dir .. "/leased", child)
+    -- while it runs the file is held; readers still see its commits
+    local busy, err = scatter.queue({ path = path })
+    assert.is_nil(busy)
+    assert.matches("in use by another process %(pid " .. child.pid .. "%)", err)
+    local ro = open(path, { readonly = true })
+    assert.same({ queued = 0, leased = 2, done = 1, failed = 0, seen = 3 }, ro:stats())
+    assert.has_error(function() ro:push("http://a.test/4") end)
+    ro:close()
+    child:stop(0)
+    q = open(path)
+    assert.same({ queued = 2, leased = 0, done = 1, failed = 0, seen = 3 }, q:stats())
+    local again = q.b:lease(5, core.now())
+    assert.equal(2, #again)
+    -- the try lost with its process counts; the one given back by close does not
+    assert.same({ 2, 2 }, { again[1].tries, again[2].tries })
+    q:close()
+  end)
+
+  it("cuts the output's uncommitted tail at the next attach", function()
+    local path, out = dir .. "/q.db", dir .. "/out.jsonl"
+    local q = open(path)
+    q:push_many({ "http://a.test/1", "http://a.test/2" })
+    assert(q.b:output(out))
+    local got = q.b:lease(2, core.now())
+    q.b:complete(got[1], {}, '{"n":1}')
+    q:flush()
+    q.b:complete(got[2], {}, '{"n":2}')
+    q:close()
+    assert.equal('{"n":1}\n{"n":2}\n', env.read_file(out))
+    -- a crash between the output write and its commit leaves a tail
+    local f = io.open(out, "a")
+    f:write('{"n":3, "half')
+    f:close()
+    q = open(path)
+    assert(q.b:output(out))
+    assert.equal('{"n":1}\n{"n":2}\n', env.read_file(out))
+    q:close()
+  end)
+
+  it("refuses bad input with an error naming it", function()
+    local q = open(dir .. "/q.db")
+    assert.has_error(function() q:push("ftp://a.test/x") end,
+      'queue:push: "ftp://a.test/x": unsupported scheme \'ftp\' (http or https only)')
+    assert.has_error(function() q:push("/relative") end, 'queue:push: "/relative": not an absolute http(s) URL')
+    assert.has_error(function() q:push("http://a.test/", { meta = { f = print } }) end,
+      "queue:push: meta cannot be encoded as JSON: Cannot serialise function: type not supported")
+    assert.has_error(function() q:push("http://a.test/", { priority = 1.5 }) end,
+      "queue:push: priority must be an integer, got 1.5")
+    assert.has_error(function() q:push_many({ "http://a.test/ok", 42 }) end,
+      "queue:push_many: item 2: URL string expected, got number")
+    assert.equal(0, q:stats().seen) -- push_many checks all before it writes
+    local ok, err = q.b:output(dir .. "/no/such/dir/out.jsonl")
+    assert.is_nil(ok)
+    assert.matches("output .*/no/such/dir/out.jsonl: No such file or directory", err)
+    q:close()
+    assert.has_error(function() q:push("http://a.test/") end, "queue:push: the queue is closed")
+
+    env.write_file(dir .. "/foreign.txt", "name,price\nshoe,12\n")
+    local bad, berr = scatter.queue({ path = dir .. "/foreign.txt" })
+    assert.is_nil(bad)
+    assert.matches("foreign.txt: not a SQLite database", berr)
+
+    local other = assert(core.sqlite_open(dir .. "/other.db"))
+    assert(other:exec("CREATE TABLE songs(title)"))
+    other:close()
+    bad, berr = scatter.queue({ path = dir .. "/other.db" })
+    assert.is_nil(bad)
+    assert.matches("a SQLite database but not a scatter queue", berr)
+
+    -- a real queue file, then its pages overwritten with garbage
+    local cq = open(dir .. "/corrupt.db")
+    local list = {}
+    for i = 1, 2000 do list[i] = "http://a.test/" .. i end
+    cq:push_many(list)
+    cq:close()
+    local f = io.open(dir .. "/corrupt.db", "r+b")
+    f:seek("set", 100)
+    f:write(("\255"):rep(8192))
+    f:close()
+    bad, berr = scatter.queue({ path = dir .. "/corrupt.db" })
+    assert.is_nil(bad)
+    assert.matches("corrupt", berr)
+
+    bad, berr = scatter.queue({ redis = "redis://127.0.0.1:1/0" })
+    if not package.searchpath("scatter.queue_redis", package.path) then
+      assert.is_nil(bad)
+      assert.matches("no Redis backend", berr)
+    elseif bad then
+      bad:close()
+    end
+  end)
+
+  it("exports every item as a JSON line", function()
+    local q = open(dir .. "/q.db")
+    q:push("http://a.test/1", { meta = { depth = 2 }, headers = { ["X-A"] = "b" } })
+    local fh = io.open(dir .. "/items.jsonl", "w")
+    assert.equal(1, q:export(fh))
+    fh:close()
+    local row = require("cjson").decode((env.read_file(dir .. "/items.jsonl")))
+    assert.equal("http://a.test/1", row.url)
+    assert.equal("queued", row.state)
+    assert.same({ depth = 2 }, row.meta)
+    assert.same({ ["X-A"] = "b" }, row.headers)
+    q:close()
+  end)
+
+  it("works in memory the same way", function()
+    local q = assert(scatter.queue{})
+    assert.is_true(q:push("http://a.test/1"))
+    assert.is_false(q:push("http://a.test/1#x"))
+    assert.equal(1, #q.b:lease(5, core.now()))
+    assert.same({ queued = 0, leased = 1, done = 0, failed = 0, seen = 1 }, q:stats())
+    q:close()
+  end)
+
+  it("is shown, listed, requeued and exported by `scatter queue`", function()
+    local path = dir .. "/q.db"
+    local q = open(path)
+    q:push_many({ "http://a.test/1", "http://a.test/2", { url = "http://a.test/3", meta = { d = 1 } } })
+    local got = q.b:lease(3, core.now())
+    q.b:complete(got[1], {}, nil)
+    q.b:fail(got[3], "timeout: last error: proxy_refused", nil)
+    q:close()
+    local cjson = require("cjson")
+    local rc, out, err = env.cli("queue stats " .. path .. " --json")
+    assert.equal(0, rc, err)
+    assert.same({ queued = 1, leased = 0, done = 1, failed = 1, seen = 3 }, cjson.decode(out))
+    rc, out = env.cli("queue stats " .. path)
+    assert.equal(0, rc)
+    assert.matches("queued%s+1\nleased%s+0\ndone%s+1\nfailed%s+1\nseen%s+3\n", out)
+    rc, out = env.cli("queue failed " .. path)
+    assert.equal(0, rc)
+    assert.equal("1\thttp://a.test/3\ttimeout: last error: proxy_refused\n", out)
+    rc, out = env.cli("queue failed " .. path .. " --json")
+    assert.equal(0, rc)
+    local row = cjson.decode(out)
+    assert.same({ d = 1 }, row.meta)
+    assert.equal(1, row.tries)
+    rc, out, err = env.cli("queue export " .. path .. " " .. dir .. "/items.jsonl")
+    assert.equal("", out)
+    assert.equal(0, rc, err)
+    assert.matches("exported 3 items", err)
+    local states = {}
+    for line in env.read_file(dir .. "/items.jsonl"):gmatch("[^\n]+") do
+      local r = cjson.decode(line)
+      states[r.url] = r.state
+    end
+    assert.same({ ["http://a.test/1"] = "done", ["http://a.test/2"] = "queued", ["http://a.test/3"] = "failed" }, states)
+    rc, out = env.cli("queue retry " .. path)
+    assert.equal(0, rc)
+    assert.equal("1 failed items queued again\n", out)
+    rc, out = env.cli("queue stats " .. path .. " --json")
+    assert.equal(0, rc)
+    assert.same({ queued = 2, leased = 0, done = 1, failed = 0, seen = 3 }, cjson.decode(out))
+    -- bad command lines and bad queues
+    local bad_out
+    rc, bad_out, err = env.cli("queue frobnicate " .. path)
+    assert.equal("", bad_out)
+    assert.equal(2, rc)
+    assert.matches("unknown action 'frobnicate'", err)
+    rc, out, err = env.cli("queue export " .. path)
+    assert.equal("", out)
+    assert.equal(2, rc)
+    assert.matches("give QUEUE and FILE", err)
+    rc, bad_out, err = env.cli("queue stats " .. dir .. "/missing.db")
+    assert.equal("", bad_out)
+    assert.equal(1, rc)
+    assert.matches("missing.db: no such queue file", err)
+    env.write_file(dir .. "/notes.txt", "not a queue")
+    rc, bad_out, err = env.cli("queue stats " .. dir .. "/notes.txt")
+    assert.equal("", bad_out)
+    assert.equal(1, rc)
+    assert.matches("not a SQLite database", err)
+    rc, bad_out, err = env.cli("queue export " .. path .. " " .. dir .. "/no/dir/x.jsonl")
+    assert.equal("", bad_out)
+    assert.equal(1, rc)
+    assert.matches("No such file or directory", err)
+    assert.equal("", bad_out)
+    rc, out = env.cli("help")
+    assert.equal(0, rc)
+    assert.matches("queue%s+show, list, requeue or export a crawl queue", out)
+  end)
+end)

@@ -1,0 +1,249 @@
+-- `scatter serve`: a local racing proxy, driven by real clients (curl,
+-- Python's http.client and urllib) through the farm to the spec nginx.
+package.path = "spec/?.lua;" .. package.path
+local env = require("support.env")
+local socket = require("socket")
+local ffi = require("ffi")
+
+local PY = "/usr/bin/python3"
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Starts `scatter serve` with a config file made of cfg (Lua source of a
+-- table) and extra args; returns the process and its port.
+local function serve(cfg_src, args)
+  local cfgf = env.script("pool" .. math.random(1e9) .. ".lua", "return " .. cfg_src)
+  local argv = { env.build_dir() .. "/scatter", "serve", "--listen", "127.0.0.1:0",
+                 "--config", cfgf, "--quiet" }
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local p = env.spawn(argv, { name = "serve" })
+  local port = env.wait_until(function()
+    return tonumber((env.read_file(p.log) or ""):match("listening on http://127%.0%.0%.1:(%d+)"))
+  end, "serve to listen", p)
+  return p, port
+end
+
+local function proxies_lua(list)
+  local parts = {}
+  for _, a in ipairs(list) do parts[#parts + 1] = ("%q"):format(a) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+-- One raw exchange: sends data, returns what came back until close.
+local function raw(port, data, close_after)
+  local c = socket.tcp()
+  c:settimeout(5)
+  assert(c:connect("127.0.0.1", port))
+  c:send(data)
+  if close_after then
+    c:close()
+    return
+  end
+  local out = c:receive("*a")
+  c:close()
+  return out
+end
+
+local function curl(port, args)
+  return sh("curl -sS -i --max-time 20 -x http://127.0.0.1:" .. port .. " " .. args)
+end
+
+describe("scatter serve", function()
+  local ng, farm, p, port
+  setup(function()
+    ng = env.nginx()
+    farm = env.farm({ "good count=3" })
+    p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. ", connect_ports = { "
+      .. ng.tls_port .. " }, max_concurrent_per_request = 3, rate_limit = { default_interval = 0 } }")
+  end)
+  teardown(function() env.cleanup() end)
+
+  it("answers an absolute-form GET from curl -x, raced over K proxies", function()
+    local out = curl(port, "-H 'X-Test: abc' -H 'X-Scatter-Session:' " .. q(ng.url("/small.txt")))
+    assert.matches("^HTTP/1.1 200 OK\r\n", out)
+    assert.matches("\r\n\r\nhello from scatter\n$", out)
+    assert.matches("\r\nX%-Scatter%-Attempts: 3\r\n", out)
+    assert.matches("\r\nX%-Scatter%-Proxy: 127%.0%.0%.1:%d+\r\n", out)
+    assert.matches("\r\nContent%-Length: 19\r\n", out)
+    -- hop-by-hop and transfer headers are ours, not the target's
+    assert.is_nil(out:lower():match("transfer%-encoding"))
+  end)
+
+  it("forwards headers and a POST body, on one path only", function()
+    local before = #ng.access_lines()
+    local out = curl(port, "-H 'X-Test: posted' --data-binary 'a=1&b=2' " .. q(ng.url("/echo")))
+    assert.matches("^HTTP/1.1 200", out)
+    assert.matches("method=POST\n", out)
+    assert.matches("x%-test=posted\n", out)
+    assert.matches("body=a=1&b=2", out)
+    assert.matches("\r\nX%-Scatter%-Attempts: 1\r\n", out)
+    local posts = 0
+    env.wait_until(function() return #ng.access_lines() > before end, "access log")
+    for i, e in ipairs(ng.access_lines()) do
+      if i > before and e.method == "POST" and e.uri == "/echo" then posts = posts + 1 end
+    end
+    assert.equals(1, posts)
+  end)
+
+  it("serves curl --parallel on kept-alive connections, bodies intact", function()
+    local urls = {}
+    for i = 1, 30 do urls[#urls + 1] = q(ng.url("/small.txt?i=" .. i)) end
+    local out = sh("curl -sS --no-progress-meter --parallel --parallel-max 10 -x http://127.0.0.1:" .. port
+      .. " -w '%{http_code}\\n' " .. table.concat(urls, " "))
+    local _, bodies = out:gsub("hello from scatter\n", "")
+    local _, oks = out:gsub("200\n", "")
+    assert.equals(30, bodies)
+    assert.equals(30, oks)
+    local big = sh("curl -sS -x http://127.0.0.1:" .. port .. " " .. q(ng.url("/big.bin"))
+      .. " | sha256sum")
+    assert.equals(ng.big_sha256, big:match("^(%x+)"))
+  end)
+
+  it("opens https through a raced CONNECT tunnel (test CA)", function()
+    local out = curl(port, "--cacert " .. q(ng.ca) .. " " .. q(ng.tls_url("/small.txt")))
+    assert.matches("^HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK", out)
+    assert.matches("hello from scatter\n$", out)
+    local big = sh("curl -sS --cacert " .. q(ng.ca) .. " -x http://127.0.0.1:" .. port .. " "
+      .. q(ng.tls_url("/big.bin")) .. " | sha256sum")
+    assert.equals(ng.big_sha256, big:match("^(%x+)"))
+  end)
+
+  it("refuses a CONNECT to a port the config does not allow (403)", function()
+    local out = raw(port, "CONNECT 127.0.0.1:" .. ng.port .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.matches("^HTTP/1.1 403 Forbidden\r\n", out)
+    assert.matches("X%-Scatter%-Error: connect_port: CONNECT to port " .. ng.port, out)
+  end)
+
+  it("works with Python's http.client (keep-alive) and urllib", function()
+    local code = ([[
+import http.client, urllib.request
+c = http.client.HTTPConnection("127.0.0.1", %d, timeout=20)
+for i in range(3):
+    c.request("GET", "%s")
+    r = c.getresponse()
+    print(r.status, r.read().decode().strip())
+c.request("POST", "%s", body=b"x" * 5000, headers={"Content-Type": "application/octet-stream"})
+r = c.getresponse()
+print(r.status, (b"body=" + b"x" * 5000) in r.read())
+h = urllib.request.ProxyHandler({"http": "http://127.0.0.1:%d"})
+o = urllib.request.build_opener(h)
+print("urllib", o.open("%s", timeout=20).read().decode().strip())
+]]):format(port, ng.url("/small.txt"), ng.url("/echo"), port, ng.url("/small.txt"))
+    local f = env.script("client.py", code)
+    local out = sh(PY .. " " .. q(f))
+    assert.equals("200 hello from scatter\n200 hello from scatter\n200 hello from scatter\n"
+      .. "200 True\nurllib hello from scatter\n", out)
+  end)
+
+  describe("bad input gets a clear status or a close, nothing else disturbed", function()
+    local function still_works()
+      assert.matches("^HTTP/1.1 200 OK.*hello from scatter\n$", curl(port, q(ng.url("/small.txt"))))
+    end
+
+    it("a malformed request line: 400", function()
+      local out = raw(port, "GARBAGE\r\n\r\n")
+      assert.matches("^HTTP/1.1 400 Bad Request\r\n", out)
+      assert.matches("X%-Scatter%-Error: malformed request", out)
+      still_works()
+    end)
+
+    it("an origin-form request (not a proxy request): 400", function()
+      local out = raw(port, "GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      assert.matches("^HTTP/1.1 400 Bad Request\r\n", out)
+      assert.matches("absolute%-form", out)
+    end)
+
+    it("a header block over 64 KiB: 431", function()
+      local out = raw(port, "GET " .. ng.url("/small.txt") .. " HTTP/1.1\r\nX-Big: "
+        .. ("a"):rep(70 * 1024) .. "\r\n\r\n")
+      assert.matches("^HTTP/1.1 431 ", out)
+      still_works()
+    end)
+
+    it("a client that disconnects mid-body", function()
+      raw(port, "POST " .. ng.url("/echo") .. " HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        .. ("z"):rep(10), true)
+      still_works()
+      assert.is_true(p:alive())
+    end)
+
+    it("10,000 idle client connections", function()
+      local conns = {}
+      for i = 1, 10000 do
+        local c = socket.tcp()
+        c:settimeout(5)
+        local ok, err = c:connect("127.0.0.1", port)
+        assert(ok, "connection " .. i .. ": " .. tostring(err))
+        conns[i] = c
+      end
+      still_works()
+      -- and every one of them is still served
+      conns[10000]:send("GET " .. ng.url("/small.txt") .. " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      local out = conns[10000]:receive("*a")
+      assert.matches("hello from scatter\n$", out)
+      for _, c in ipairs(conns) do c:close() end
+      still_works()
+    end)
+  end)
+end)
+
+describe("scatter serve errors and shutdown", function()
+  local ng
+  setup(function() ng = env.nginx() end)
+  teardown(function() env.cleanup() end)
+
+  it("a timeout is a 504 with the last error in X-Scatter-Error", function()
+    local farm = env.farm({ "refuse count=2" })
+    local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. ", connect_ports = { "
+      .. ng.tls_port .. " } }", { "--timeout", "1" })
+    local out = curl(port, q(ng.url("/small.txt")))
+    assert.matches("^HTTP/1.1 504 Gateway Timeout\r\n", out)
+    assert.matches("X%-Scatter%-Error: timeout: last error: proxy_refused", out)
+    local tout = curl(port, "--cacert " .. q(ng.ca) .. " " .. q(ng.tls_url("/small.txt")))
+    assert.matches("CONNECT tunnel failed, response 504", tout)
+    p:stop()
+  end)
+
+  it("SIGTERM drains: the request in flight is answered, then exit 143", function()
+    local farm = env.farm({ "slow latency=1" })
+    local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. " }",
+      { "--metrics", "127.0.0.1:0" })
+    local pending = io.popen("curl -sS -i --max-time 20 -x http://127.0.0.1:" .. port .. " "
+      .. q(ng.url("/small.txt")) .. " 2>&1")
+    env.wait_until(function()
+      for _, e in ipairs(farm.log_lines()) do
+        if e.action then return true end
+      end
+    end, "the request to reach the farm")
+    ffi.C.kill(p.pid, 15)
+    local out = pending:read("*a")
+    pending:close()
+    assert.matches("^HTTP/1.1 200 OK.*hello from scatter\n$", out)
+    env.wait_until(function() return p:reap() end, "serve to exit", nil, 10)
+    assert.equals("exit 143", p.status)
+    assert.matches("SIGTERM: draining", env.read_file(p.log))
+    -- the listener is gone
+    assert.is_false(env.port_open(port))
+  end)
+
+  it("rejects a bad command line and a bad config", function()
+    local rc, _, err = env.cli("serve --timeout nope")
+    assert.equals(2, rc)
+    assert.matches("%-%-timeout: a number of seconds", err)
+    local f = env.script("bad.lua", "return { connect_ports = { 'x' } }")
+    rc, _, err = env.cli("serve --config " .. f)
+    assert.equals(2, rc)
+    assert.matches("connect_ports%[1%]", err)
+    f = env.script("bad2.lua", "return { no_such_field = 1 }")
+    rc, _, err = env.cli("serve --listen 0 --config " .. f)
+    assert.equals(1, rc)
+    assert.matches("no_such_field", err)
+  end)
+end)

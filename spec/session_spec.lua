@@ -1,0 +1,160 @@
+-- Sessions: one proxy and one cookie jar for a run of requests, against
+-- an nginx that sets and echoes a cookie and closes each connection after
+-- three requests, through farm proxies (one that starts blocking).
+package.path = "spec/?.lua;" .. package.path
+local env = require("support.env")
+local scatter = require("scatter")
+
+local function port_of(proxy) return tonumber(proxy:match(":(%d+)$")) end
+
+describe("sessions", function()
+  local ng
+  setup(function() ng = env.nginx() end)
+  teardown(function() env.cleanup() end)
+
+  local function pool_for(farm, extra)
+    local cfg = { proxies = farm.proxies, rate_limit = { default_interval = 0 },
+                  metrics_log_interval = 0 }
+    for k, v in pairs(extra or {}) do cfg[k] = v end
+    return scatter.pool(cfg)
+  end
+
+  it("races the first request, then keeps its proxy and its cookies", function()
+    local farm = env.farm({ "good count=4" })
+    local pool = pool_for(farm, { max_concurrent_per_request = 3 })
+    scatter.run(function()
+      local s = pool:session{}
+      assert.is_nil(s.proxy)
+      local r = assert(s:get(ng.url("/cookie/set?v=abc")))
+      assert.equals("set abc\n", r.body)
+      assert.is_true(r.attempts >= 3) -- raced (K = 3)
+      local proxy = s.proxy
+      assert.matches("^127%.0%.0%.1:%d+$", proxy)
+      scatter.sleep(0.3) -- the race's losers may still reach the farm's log
+      local before = #farm.log_lines()
+      for _ = 1, 7 do -- past nginx's three requests a connection
+        local e = assert(s:get(ng.url("/cookie/echo")))
+        assert.equals("cookie=sid=abc\n", e.body)
+        assert.equals(proxy, e.proxy)
+        assert.equals(1, e.attempts)
+      end
+      assert.equals(proxy, s.proxy)
+      -- new connections all went to the session's proxy
+      local lines = farm.log_lines()
+      assert.is_true(#lines > before)
+      for i = before + 1, #lines do assert.equals(port_of(proxy), lines[i].port) end
+      -- a second session has a jar of its own
+      local s2 = pool:session{}
+      assert(s2:get(ng.url("/cookie/set?v=xyz")))
+      assert.equals("cookie=sid=xyz\n", assert(s2:get(ng.url("/cookie/echo"))).body)
+      assert.equals("cookie=sid=abc\n", assert(s:get(ng.url("/cookie/echo"))).body)
+      assert.same({}, (function() s:close() return s:cookies() end)())
+      pool:close()
+    end)
+  end)
+
+  it("moves to another proxy when its proxy starts blocking; cookies kept", function()
+    -- three good connections each (the first race may take one of each;
+    -- nginx closes each after three requests): the 9th echo moves
+    local farm = env.farm({ "block_after n=3 count=2" })
+    local pool = pool_for(farm, { max_concurrent_per_request = 1 })
+    scatter.run(function()
+      local s = pool:session{}
+      assert(s:get(ng.url("/cookie/set?v=keep"), { timeout = 10 }))
+      local first = s.proxy
+      for _ = 1, 9 do
+        local e = assert(s:get(ng.url("/cookie/echo"), { timeout = 10 }))
+        assert.equals("cookie=sid=keep\n", e.body)
+      end
+      assert.equals(1, s.moves)
+      assert.are_not.equal(first, s.proxy)
+      pool:close()
+    end)
+  end)
+
+  it("reset_cookies empties the jar on a move; max_uses moves on its own", function()
+    local farm = env.farm({ "good count=3" })
+    local pool = pool_for(farm, { max_concurrent_per_request = 2 })
+    scatter.run(function()
+      local s = pool:session{ max_uses = 2, reset_cookies = true }
+      assert.is_true(assert(s:get(ng.url("/cookie/set?v=1"))).attempts >= 2)
+      assert.equals("cookie=sid=1\n", assert(s:get(ng.url("/cookie/echo"))).body)
+      -- the third use races again, with an empty jar
+      local r = assert(s:get(ng.url("/cookie/echo")))
+      assert.is_true(r.attempts >= 2)
+      assert.equals("cookie=\n", r.body)
+      assert.equals(1, s.moves)
+      pool:close()
+    end)
+  end)
+
+  it("max_errors transport failures move it", function()
+    local farm = env.farm({ "good count=2" })
+    local pool = pool_for(farm, { max_concurrent_per_request = 1, cooldown_consecutive_fails = 100 })
+    scatter.run(function()
+      local s = pool:session{ max_errors = 2 }
+      assert(s:get(ng.url("/cookie/set?v=e")))
+      local first = s.proxy
+      local idx
+      for i, a in ipairs(farm.proxies) do if a == first then idx = i - 1 end end
+      assert.matches("^OK", farm:control("down " .. idx))
+      local r = assert(s:get(ng.url("/cookie/echo"), { timeout = 10 }))
+      assert.equals("cookie=sid=e\n", r.body)
+      assert.are_not.equal(first, s.proxy)
+      assert.equals(1, s.moves)
+      pool:close()
+    end)
+  end)
+
+  it("works on a router (a session per host) and checks its options", function()
+    local farm = env.farm({ "good count=2" })
+    local router = scatter.router{
+      ["127.0.0.1"] = { proxies = farm.proxies, rate_limit = { default_interval = 0 },
+                        metrics_log_interval = 0 },
+    }
+    scatter.run(function()
+      local s = router:session{ max_errors = 1 }
+      assert(s:get(ng.url("/cookie/set?v=r")))
+      assert.equals("cookie=sid=r\n", assert(s:get(ng.url("/cookie/echo"))).body)
+      assert.matches("^127%.0%.0%.1:%d+$", s.proxy)
+      local _, err = s:get("http://elsewhere.test/")
+      assert.matches("^unknown_host", err)
+      router:close()
+    end)
+    local pool = scatter.pool{ proxies = farm.proxies, metrics_log_interval = 0 }
+    assert.has_error(function() pool:session{ max_use = 1 } end, "pool:session: unknown option 'max_use'")
+    assert.has_error(function() pool:session{ max_errors = 0 } end,
+      "pool:session: max_errors must be an integer >= 1")
+    local s = pool:session{}
+    local _, err = s:request{ url = ng.url("/"), bogus = 1 }
+    assert.matches("^invalid_request: unknown field 'bogus'", err)
+    pool:close()
+    _, err = s:get(ng.url("/"))
+    assert.equals("closed", err)
+  end)
+
+  it("scatter serve maps X-Scatter-Session to a session", function()
+    local farm = env.farm({ "good count=3" })
+    local cfgf = env.script("sess_pool.lua", "return { proxies = { '"
+      .. table.concat(farm.proxies, "','") .. "' }, rate_limit = { default_interval = 0 } }")
+    local p = env.spawn({ env.build_dir() .. "/scatter", "serve", "--listen", "127.0.0.1:0",
+                          "--config", cfgf, "--quiet" }, { name = "serve" })
+    local port = env.wait_until(function()
+      return tonumber((env.read_file(p.log) or ""):match("listening on http://127%.0%.0%.1:(%d+)"))
+    end, "serve to listen", p)
+    local function get(session, path)
+      local h = io.popen("curl -sS --max-time 20 -x http://127.0.0.1:" .. port
+        .. (session and (" -H 'X-Scatter-Session: " .. session .. "'") or "")
+        .. " '" .. ng.url(path) .. "' 2>&1")
+      local out = h:read("*a")
+      h:close()
+      return out
+    end
+    assert.equals("set one\n", get("a", "/cookie/set?v=one"))
+    assert.equals("set two\n", get("b", "/cookie/set?v=two"))
+    assert.equals("cookie=sid=one\n", get("a", "/cookie/echo"))
+    assert.equals("cookie=sid=two\n", get("b", "/cookie/echo"))
+    assert.equals("cookie=\n", get(nil, "/cookie/echo"))
+    p:stop()
+  end)
+end)

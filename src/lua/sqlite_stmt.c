@@ -1,0 +1,191 @@
+/* A prepared SQLite statement for Lua (see sqlite.h).
+ *
+ *   st:exec(...)  binds the arguments, runs to the end: changes or nil, err
+ *   st:one(...)   binds, takes the first row: true, col1, col2... | false
+ *   st:bind(...)  then st:step() -> row (array of columns) | false at the
+ *                 end | nil, err: for results too big for one table
+ *
+ * Arguments bind by position: nil is NULL, an integral number an INTEGER,
+ * another number a REAL, a string TEXT (its bytes as given, NULs too),
+ * a boolean 0/1. Columns come back as numbers, strings or nil. */
+#include <lauxlib.h>
+#include <lua.h>
+#include <math.h>
+
+#include "sqlite.h"
+
+typedef struct {
+  sqlite3_stmt *st; /* NULL once finalised */
+  sqlite3 *db;
+} sc_sqlite_stmt;
+
+static sc_sqlite_stmt *check_stmt(lua_State *L) {
+  sc_sqlite_stmt *s = luaL_checkudata(L, 1, SC_SQLITE_STMT_MT);
+  if (!s->st) luaL_error(L, "sqlite: the statement is finalised");
+  return s;
+}
+
+/* Binds arguments 2..top; returns 0 or pushes nil, err and returns 2. */
+static int bind_args(lua_State *L, sc_sqlite_stmt *s) {
+  sqlite3_reset(s->st);
+  sqlite3_clear_bindings(s->st);
+  int n = lua_gettop(L) - 1;
+  if (n > sqlite3_bind_parameter_count(s->st))
+    return luaL_error(L, "sqlite: %d arguments for %d parameters", n,
+                      sqlite3_bind_parameter_count(s->st));
+  for (int i = 1; i <= n; i++) {
+    int rc = SQLITE_OK;
+    switch (lua_type(L, i + 1)) {
+    case LUA_TNIL: rc = sqlite3_bind_null(s->st, i); break;
+    case LUA_TBOOLEAN:
+      rc = sqlite3_bind_int(s->st, i, lua_toboolean(L, i + 1));
+      break;
+    case LUA_TNUMBER: {
+      double v = lua_tonumber(L, i + 1);
+      if (v == floor(v) && fabs(v) < 9.0e15)
+        rc = sqlite3_bind_int64(s->st, i, (sqlite3_int64)v);
+      else rc = sqlite3_bind_double(s->st, i, v);
+      break;
+    }
+    case LUA_TSTRING: {
+      size_t len;
+      const char *p = lua_tolstring(L, i + 1, &len);
+      rc = sqlite3_bind_text(s->st, i, p, (int)len, SQLITE_TRANSIENT);
+      break;
+    }
+    default:
+      return luaL_error(L, "sqlite: bad argument #%d (%s cannot be bound)",
+                        i, luaL_typename(L, i + 1));
+    }
+    if (rc != SQLITE_OK) return sc_sqlite_fail(L, s->db, "bind");
+  }
+  return 0;
+}
+
+static void push_col(lua_State *L, sqlite3_stmt *st, int c) {
+  switch (sqlite3_column_type(st, c)) {
+  case SQLITE_INTEGER:
+    lua_pushnumber(L, (lua_Number)sqlite3_column_int64(st, c));
+    break;
+  case SQLITE_FLOAT: lua_pushnumber(L, sqlite3_column_double(st, c)); break;
+  case SQLITE_NULL: lua_pushnil(L); break;
+  default: {
+    const void *p = sqlite3_column_blob(st, c);
+    lua_pushlstring(L, p ? p : "", (size_t)sqlite3_column_bytes(st, c));
+  }
+  }
+}
+
+static int l_exec(lua_State *L) {
+  sc_sqlite_stmt *s = check_stmt(L);
+  int r = bind_args(L, s);
+  if (r) return r;
+  int rc;
+  while ((rc = sqlite3_step(s->st)) == SQLITE_ROW) {}
+  if (rc != SQLITE_DONE) {
+    r = sc_sqlite_fail(L, s->db, "step");
+    sqlite3_reset(s->st);
+    return r;
+  }
+  sqlite3_reset(s->st);
+  lua_pushnumber(L, sqlite3_changes(s->db));
+  return 1;
+}
+
+static int l_one(lua_State *L) {
+  sc_sqlite_stmt *s = check_stmt(L);
+  int r = bind_args(L, s);
+  if (r) return r;
+  int rc = sqlite3_step(s->st);
+  if (rc == SQLITE_DONE) {
+    sqlite3_reset(s->st);
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (rc != SQLITE_ROW) {
+    r = sc_sqlite_fail(L, s->db, "step");
+    sqlite3_reset(s->st);
+    return r;
+  }
+  int n = sqlite3_column_count(s->st);
+  luaL_checkstack(L, n + 1, "sqlite: too many columns");
+  lua_pushboolean(L, 1);
+  for (int c = 0; c < n; c++) push_col(L, s->st, c);
+  sqlite3_reset(s->st);
+  return n + 1;
+}
+
+static int l_bind(lua_State *L) {
+  sc_sqlite_stmt *s = check_stmt(L);
+  int r = bind_args(L, s);
+  if (r) return r;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_step(lua_State *L) {
+  sc_sqlite_stmt *s = check_stmt(L);
+  int rc = sqlite3_step(s->st);
+  if (rc == SQLITE_DONE) {
+    sqlite3_reset(s->st);
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (rc != SQLITE_ROW) {
+    int r = sc_sqlite_fail(L, s->db, "step");
+    sqlite3_reset(s->st);
+    return r;
+  }
+  int n = sqlite3_column_count(s->st);
+  lua_createtable(L, n, 0);
+  for (int c = 0; c < n; c++) {
+    push_col(L, s->st, c);
+    lua_rawseti(L, -2, c + 1);
+  }
+  return 1;
+}
+
+static int l_reset(lua_State *L) {
+  sqlite3_reset(check_stmt(L)->st);
+  return 0;
+}
+
+static int l_finalize(lua_State *L) {
+  sc_sqlite_stmt *s = luaL_checkudata(L, 1, SC_SQLITE_STMT_MT);
+  if (s->st) {
+    sqlite3_finalize(s->st);
+    s->st = NULL;
+  }
+  return 0;
+}
+
+static const luaL_Reg stmt_methods[] = {
+    {"exec", l_exec}, {"one", l_one},     {"bind", l_bind},
+    {"step", l_step}, {"reset", l_reset}, {"finalize", l_finalize},
+    {NULL, NULL}};
+
+int sc_sqlite_stmt_new(lua_State *L, sc_sqlite_db *d) {
+  size_t len;
+  const char *sql = luaL_checklstring(L, 2, &len);
+  if (luaL_newmetatable(L, SC_SQLITE_STMT_MT)) {
+    lua_newtable(L);
+    luaL_register(L, NULL, stmt_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_finalize);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  sc_sqlite_stmt *s = lua_newuserdata(L, sizeof(*s));
+  s->st = NULL;
+  s->db = d->db;
+  luaL_getmetatable(L, SC_SQLITE_STMT_MT);
+  lua_setmetatable(L, -2);
+  /* the handle stays alive while a statement can use it */
+  lua_createtable(L, 1, 0);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 1);
+  lua_setfenv(L, -2);
+  if (sqlite3_prepare_v2(d->db, sql, (int)len, &s->st, NULL) != SQLITE_OK)
+    return sc_sqlite_fail(L, d->db, "prepare");
+  return 1;
+}

@@ -1,0 +1,136 @@
+/* URL helpers for the frontier (DESIGN.md section 8): canonical form (the
+ * dedup key), joining a reference to a base, a body hash. The parsing and
+ * resolving is libcurl's URL API; this file only picks the parts.
+ *
+ *   url_canonical(u) -> URL | nil, err   scheme and host lower-case, the
+ *       default port and the fragment dropped, dot segments resolved
+ *   url_join(base, ref) -> URL | nil, err   ref resolved against base, as a
+ *       browser does (RFC 3986 section 5), fragment kept
+ *   hash(s) -> 16 hex digits (FNV-1a 64: a key part, not a security hash) */
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../core/targeturl.h"
+
+#include "funcs.h"
+
+/* The same words as the submit path's check (core.c's url_host). */
+static int check_http(lua_State *L, const char *u, size_t n) {
+  size_t sl = 0;
+  const char *scheme = NULL;
+  char host[1024];
+  switch (sc_url_host(u, n, host, sizeof(host), &scheme, &sl)) {
+  case SC_URL_OK: return 0;
+  case SC_URL_CONTROL:
+    lua_pushnil(L);
+    lua_pushliteral(L, "url contains spaces or control characters");
+    return 2;
+  case SC_URL_RELATIVE:
+    lua_pushnil(L);
+    lua_pushliteral(L, "not an absolute http(s) URL");
+    return 2;
+  case SC_URL_SCHEME: {
+    char low[33];
+    size_t k = 0;
+    for (; k < sl && k < sizeof(low) - 1; k++)
+      low[k] = (scheme[k] >= 'A' && scheme[k] <= 'Z') ? (char)(scheme[k] + 32)
+                                                       : scheme[k];
+    low[k] = '\0';
+    lua_pushnil(L);
+    lua_pushfstring(L, "unsupported scheme '%s' (http or https only)", low);
+    return 2;
+  }
+  case SC_URL_NO_HOST: lua_pushnil(L); lua_pushliteral(L, "no host"); return 2;
+  case SC_URL_BAD_PORT:
+    lua_pushnil(L);
+    lua_pushliteral(L, "bad port");
+    return 2;
+  default: lua_pushnil(L); lua_pushliteral(L, "bad host"); return 2;
+  }
+}
+
+static int curl_fail(lua_State *L, CURLU *h, CURLUcode rc) {
+  curl_url_cleanup(h);
+  lua_pushnil(L);
+  lua_pushfstring(L, "malformed URL (%s)", curl_url_strerror(rc));
+  return 2;
+}
+
+/* Pushes h's URL in canonical form; frees h. */
+static int push_canonical(lua_State *L, CURLU *h) {
+  CURLUcode rc = curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0);
+  char *host = NULL, *out = NULL;
+  if (rc == CURLUE_OK) rc = curl_url_get(h, CURLUPART_HOST, &host, 0);
+  if (rc == CURLUE_OK) {
+    for (char *p = host; *p; p++)
+      if (*p >= 'A' && *p <= 'Z') *p = (char)(*p + 32);
+    rc = curl_url_set(h, CURLUPART_HOST, host, 0);
+    curl_free(host);
+  }
+  if (rc == CURLUE_OK)
+    rc = curl_url_get(h, CURLUPART_URL, &out, CURLU_NO_DEFAULT_PORT);
+  if (rc != CURLUE_OK) return curl_fail(L, h, rc);
+  lua_pushstring(L, out);
+  curl_free(out);
+  curl_url_cleanup(h);
+  return 1;
+}
+
+int sc_lua_url_canonical(lua_State *L) {
+  size_t n;
+  const char *u = luaL_checklstring(L, 1, &n);
+  int r = check_http(L, u, n);
+  if (r) return r;
+  CURLU *h = curl_url();
+  if (!h) return luaL_error(L, "out of memory");
+  CURLUcode rc = curl_url_set(h, CURLUPART_URL, u, 0);
+  if (rc != CURLUE_OK) return curl_fail(L, h, rc);
+  return push_canonical(L, h);
+}
+
+int sc_lua_url_join(lua_State *L) {
+  size_t bn, rn;
+  const char *base = luaL_checklstring(L, 1, &bn);
+  const char *ref = luaL_checklstring(L, 2, &rn);
+  int r = check_http(L, base, bn);
+  if (r) return r;
+  CURLU *h = curl_url();
+  if (!h) return luaL_error(L, "out of memory");
+  CURLUcode rc = curl_url_set(h, CURLUPART_URL, base, 0);
+  /* curl resolves a relative URL against the one already set, except a
+   * bare fragment or an empty reference (7.88 drops the last segment):
+   * those are the base itself (RFC 3986 section 5.2.2) */
+  if (rc == CURLUE_OK && (rn == 0 || ref[0] == '#'))
+    rc = curl_url_set(h, CURLUPART_FRAGMENT, rn > 1 ? ref + 1 : NULL, 0);
+  else if (rc == CURLUE_OK) rc = curl_url_set(h, CURLUPART_URL, ref, 0);
+  char *out = NULL;
+  if (rc == CURLUE_OK) rc = curl_url_get(h, CURLUPART_URL, &out, 0);
+  if (rc != CURLUE_OK) return curl_fail(L, h, rc);
+  curl_url_cleanup(h);
+  r = check_http(L, out, strlen(out));
+  if (r) {
+    curl_free(out);
+    return r;
+  }
+  lua_pushstring(L, out);
+  curl_free(out);
+  return 1;
+}
+
+int sc_lua_hash(lua_State *L) {
+  size_t n;
+  const unsigned char *p = (const unsigned char *)luaL_checklstring(L, 1, &n);
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < n; i++) {
+    h ^= p[i];
+    h *= 1099511628211ULL;
+  }
+  char buf[17];
+  snprintf(buf, sizeof(buf), "%016llx", (unsigned long long)h);
+  lua_pushstring(L, buf);
+  return 1;
+}

@@ -1,0 +1,442 @@
+#include "redis.h"
+
+#include <arpa/inet.h>
+#include <hiredis/async.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { ST_RESOLVING, ST_CONNECTING, ST_UP, ST_DOWN, ST_CLOSED };
+
+typedef struct cmd {
+  sc_redis_reply_cb cb; /* NULL: a handshake step */
+  void *ud;
+  uint64_t deadline; /* uv_now ms */
+  struct cmd *next;
+} cmd;
+
+/* The poll hooks' data (what hiredis calls ev.data). Outlives its context
+ * until uv_close's callback: libuv owns the handle until then. */
+typedef struct ev {
+  uv_poll_t poll;
+  redisAsyncContext *ac; /* NULL once hiredis has let go of it */
+  int events;
+} ev;
+
+typedef struct resolve { /* a name lookup; orphaned (r = NULL) on timeout */
+  uv_getaddrinfo_t req;
+  sc_redis_t *r;
+} resolve;
+
+struct sc_redis {
+  uv_loop_t *loop;
+  sc_redis_opts_t o;
+  redisAsyncContext *ac; /* NULL while down */
+  resolve *resolving;
+  uv_timer_t timer; /* head command's deadline, or the next reconnect */
+  int state, handshake_left;
+  double backoff;
+  uint64_t connect_deadline;
+  cmd *head, *tail;
+  char err[256]; /* why the connection is being torn down */
+  sc_redis_state_cb cb;
+  void *ud;
+};
+
+static void connect_now(sc_redis_t *r);
+
+/* ---- poll hooks (hiredis' libuv adapter, plus poll errors) ---- */
+
+static void ev_closed(uv_handle_t *h) { free(h->data); }
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  ev *e = h->data;
+  if (!e->ac) return;
+  if (status < 0) {
+    /* a refused connect or a reset: let hiredis read the socket error
+     * (the stock adapter returns here, and the connect never ends) */
+    redisAsyncHandleRead(e->ac);
+    return;
+  }
+  if (e->ac && (events & UV_READABLE)) redisAsyncHandleRead(e->ac);
+  if (e->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(e->ac);
+}
+
+static void ev_update(ev *e, int add, int flag) {
+  if (add)
+    e->events |= flag;
+  else
+    e->events &= ~flag;
+  if (e->events)
+    uv_poll_start(&e->poll, e->events, on_poll);
+  else
+    uv_poll_stop(&e->poll);
+}
+
+static void ev_add_read(void *p) { ev_update(p, 1, UV_READABLE); }
+static void ev_del_read(void *p) { ev_update(p, 0, UV_READABLE); }
+static void ev_add_write(void *p) { ev_update(p, 1, UV_WRITABLE); }
+static void ev_del_write(void *p) { ev_update(p, 0, UV_WRITABLE); }
+
+static void ev_cleanup(void *p) {
+  ev *e = p;
+  e->ac = NULL;
+  uv_close((uv_handle_t *)&e->poll, ev_closed);
+}
+
+static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop) {
+  ev *e = calloc(1, sizeof(*e));
+  if (!e) return -1;
+  if (uv_poll_init(loop, &e->poll, ac->c.fd) != 0) {
+    free(e);
+    return -1;
+  }
+  e->poll.data = e;
+  e->ac = ac;
+  ac->ev.data = e;
+  ac->ev.addRead = ev_add_read;
+  ac->ev.delRead = ev_del_read;
+  ac->ev.addWrite = ev_add_write;
+  ac->ev.delWrite = ev_del_write;
+  ac->ev.cleanup = ev_cleanup;
+  return 0;
+}
+
+/* ---- the deadline timer ---- */
+
+static void on_timer(uv_timer_t *t);
+
+static void arm(sc_redis_t *r) {
+  if (r->state == ST_CLOSED) return;
+  uint64_t at;
+  if (r->state == ST_RESOLVING)
+    at = r->connect_deadline;
+  else if (r->head)
+    at = r->head->deadline;
+  else {
+    uv_timer_stop(&r->timer);
+    return;
+  }
+  uint64_t now = uv_now(r->loop);
+  uv_timer_start(&r->timer, on_timer, at > now ? at - now : 0, 0);
+}
+
+static void went_down(sc_redis_t *r);
+
+/* Frees the context; hiredis fails every command on it (reply NULL) and,
+ * when it was connected, calls on_disconnect. */
+static void drop(sc_redis_t *r, const char *why) {
+  if (!r->err[0]) snprintf(r->err, sizeof(r->err), "%s", why);
+  redisAsyncContext *ac = r->ac;
+  if (!ac) return;
+  int connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+  redisAsyncFree(ac); /* deferred when inside one of its callbacks */
+  /* no hiredis callback reports an unconnected context's end */
+  if (!connected && r->ac == ac) went_down(r);
+}
+
+static void went_down(sc_redis_t *r) {
+  r->ac = NULL;
+  if (r->state == ST_CLOSED) return;
+  r->state = ST_DOWN;
+  char why[sizeof(r->err)];
+  snprintf(why, sizeof(why), "%s", r->err[0] ? r->err : "connection lost");
+  r->cb(r, 0, why, r->ud);
+  uint64_t ms = (uint64_t)(r->backoff * 1000.0);
+  r->backoff *= 2;
+  if (r->backoff > r->o.backoff_max) r->backoff = r->o.backoff_max;
+  uv_timer_start(&r->timer, on_timer, ms, 0);
+}
+
+static void on_timer(uv_timer_t *t) {
+  sc_redis_t *r = t->data;
+  if (r->state == ST_DOWN) {
+    connect_now(r);
+    return;
+  }
+  char why[128];
+  if (r->state == ST_RESOLVING) {
+    r->resolving->r = NULL; /* its callback frees it */
+    r->resolving = NULL;
+    snprintf(r->err, sizeof(r->err), "cannot resolve %s: no answer within %gs",
+             r->o.host, r->o.connect_timeout);
+    went_down(r);
+    return;
+  }
+  if (r->head && !r->head->cb)
+    snprintf(why, sizeof(why), "no connection within %gs",
+             r->o.connect_timeout);
+  else
+    snprintf(why, sizeof(why), "no reply within %gs", r->o.timeout);
+  drop(r, why);
+}
+
+/* ---- hiredis callbacks ---- */
+
+static const char *lost_why(sc_redis_t *r, const redisAsyncContext *ac) {
+  if (r->err[0]) return r->err;
+  if (ac && ac->err && ac->errstr) return ac->errstr;
+  return "connection lost";
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
+  sc_redis_t *r = ac->data;
+  redisReply *reply = reply_;
+  cmd *c = privdata;
+  /* replies come in command order: c is the head */
+  r->head = c->next;
+  if (!r->head) r->tail = NULL;
+  if (!c->cb) {
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+      snprintf(r->err, sizeof(r->err), "handshake refused: %s", reply->str);
+      drop(r, r->err);
+    } else if (reply && --r->handshake_left == 0 && r->state == ST_CONNECTING) {
+      r->state = ST_UP;
+      r->backoff = 0.1;
+      r->cb(r, 1, NULL, r->ud);
+    }
+  } else if (reply) {
+    c->cb(r, reply, NULL, c->ud);
+  } else {
+    c->cb(r, NULL, lost_why(r, ac), c->ud);
+  }
+  free(c);
+  if (r->ac == ac) arm(r);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+  sc_redis_t *r = ac->data;
+  if (status == REDIS_OK) return; /* ready once the handshake replies */
+  if (!r->err[0]) snprintf(r->err, sizeof(r->err), "%s", ac->errstr);
+  /* hiredis frees ac right after this (failing the handshake commands,
+   * which need nothing): from here on it is not ours */
+  went_down(r);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+  sc_redis_t *r = ac->data;
+  if (status != REDIS_OK && !r->err[0])
+    snprintf(r->err, sizeof(r->err), "%s", ac->errstr);
+  went_down(r);
+}
+
+/* ---- connecting ---- */
+
+static void start_context(sc_redis_t *r, const char *ip) {
+  redisAsyncContext *ac = redisAsyncConnect(ip, r->o.port);
+  if (!ac) {
+    snprintf(r->err, sizeof(r->err), "out of memory");
+    went_down(r);
+    return;
+  }
+  if (ac->err) {
+    snprintf(r->err, sizeof(r->err), "%s", ac->errstr);
+    redisAsyncFree(ac);
+    went_down(r);
+    return;
+  }
+  ac->data = r;
+  if (ev_attach(ac, r->loop) < 0) {
+    snprintf(r->err, sizeof(r->err), "cannot watch the socket");
+    redisAsyncFree(ac);
+    went_down(r);
+    return;
+  }
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  r->ac = ac;
+  r->state = ST_CONNECTING;
+  /* the handshake: AUTH, SELECT, and a PING that a server speaking
+   * another protocol fails */
+  const char *argv[3];
+  size_t lens[3];
+  char db[16];
+  int n = 0, steps = 0;
+  r->handshake_left = 0;
+  for (int step = 0; step < 3; step++) {
+    if (step == 0) {
+      if (!r->o.password) continue;
+      argv[0] = "AUTH";
+      n = 1;
+      if (r->o.user) argv[n++] = r->o.user;
+      argv[n++] = r->o.password;
+    } else if (step == 1) {
+      if (!r->o.db) continue;
+      snprintf(db, sizeof(db), "%d", r->o.db);
+      argv[0] = "SELECT";
+      argv[1] = db;
+      n = 2;
+    } else {
+      argv[0] = "PING";
+      n = 1;
+    }
+    for (int i = 0; i < n; i++) lens[i] = strlen(argv[i]);
+    cmd *c = calloc(1, sizeof(*c));
+    if (!c ||
+        redisAsyncCommandArgv(ac, on_reply, c, n, argv, lens) != REDIS_OK) {
+      free(c);
+      drop(r, "out of memory");
+      return;
+    }
+    c->deadline = r->connect_deadline;
+    if (r->tail)
+      r->tail->next = c;
+    else
+      r->head = c;
+    r->tail = c;
+    steps++;
+  }
+  r->handshake_left = steps;
+  arm(r);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res) {
+  resolve *rs = req->data;
+  sc_redis_t *r = rs->r;
+  free(rs);
+  if (!r) {
+    uv_freeaddrinfo(res);
+    return;
+  }
+  r->resolving = NULL;
+  char ip[64] = "";
+  if (status == 0 && res) {
+    if (res->ai_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, ip, sizeof(ip));
+    else
+      uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof(ip));
+  }
+  uv_freeaddrinfo(res);
+  if (!ip[0]) {
+    snprintf(r->err, sizeof(r->err), "cannot resolve %s: %s", r->o.host,
+             status < 0 ? uv_strerror(status) : "no address");
+    went_down(r);
+    return;
+  }
+  start_context(r, ip);
+}
+
+static int is_numeric(const char *h) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
+}
+
+/* hiredis resolves names with a blocking getaddrinfo: names go through
+ * libuv's thread pool first */
+static void connect_now(sc_redis_t *r) {
+  r->err[0] = '\0';
+  uv_update_time(r->loop);
+  r->connect_deadline =
+      uv_now(r->loop) + (uint64_t)(r->o.connect_timeout * 1000.0);
+  if (is_numeric(r->o.host)) {
+    start_context(r, r->o.host);
+    return;
+  }
+  resolve *rs = calloc(1, sizeof(*rs));
+  if (!rs) {
+    snprintf(r->err, sizeof(r->err), "out of memory");
+    went_down(r);
+    return;
+  }
+  rs->r = r;
+  rs->req.data = rs;
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_socktype = SOCK_STREAM;
+  int rc =
+      uv_getaddrinfo(r->loop, &rs->req, on_resolved, r->o.host, NULL, &hints);
+  if (rc < 0) {
+    free(rs);
+    snprintf(r->err, sizeof(r->err), "cannot resolve %s: %s", r->o.host,
+             uv_strerror(rc));
+    went_down(r);
+    return;
+  }
+  r->resolving = rs;
+  r->state = ST_RESOLVING;
+  arm(r);
+}
+
+/* ---- the interface ---- */
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static void free_opts(sc_redis_opts_t *o) {
+  free((char *)o->host);
+  free((char *)o->password);
+  free((char *)o->user);
+}
+
+int sc_redis_open(uv_loop_t *loop, const sc_redis_opts_t *o,
+                  sc_redis_state_cb cb, void *ud, sc_redis_t **out) {
+  sc_redis_t *r = calloc(1, sizeof(*r));
+  if (!r) return UV_ENOMEM;
+  r->loop = loop;
+  r->o = *o;
+  r->o.host = strdup(o->host);
+  r->o.password = dup_or_null(o->password);
+  r->o.user = dup_or_null(o->user);
+  if (!r->o.host || (o->password && !r->o.password) ||
+      (o->user && !r->o.user)) {
+    free_opts(&r->o);
+    free(r);
+    return UV_ENOMEM;
+  }
+  if (r->o.backoff_max < 0.1) r->o.backoff_max = 0.1;
+  r->backoff = 0.1;
+  r->cb = cb;
+  r->ud = ud;
+  uv_timer_init(loop, &r->timer);
+  r->timer.data = r;
+  *out = r;
+  connect_now(r);
+  return 0;
+}
+
+int sc_redis_command(sc_redis_t *r, int argc, const char **argv,
+                     const size_t *lens, double extra, sc_redis_reply_cb cb,
+                     void *ud) {
+  if (r->state != ST_UP || !r->ac) return UV_ENOTCONN;
+  cmd *c = calloc(1, sizeof(*c));
+  if (!c) return UV_ENOMEM;
+  c->cb = cb;
+  c->ud = ud;
+  uv_update_time(r->loop);
+  c->deadline = uv_now(r->loop) +
+                (uint64_t)((r->o.timeout + (extra > 0 ? extra : 0)) * 1000.0);
+  /* a command behind a blocking one cannot answer before it */
+  if (r->tail && r->tail->deadline > c->deadline)
+    c->deadline = r->tail->deadline;
+  if (redisAsyncCommandArgv(r->ac, on_reply, c, argc, argv, lens) != REDIS_OK) {
+    free(c);
+    return UV_ENOTCONN;
+  }
+  int was_empty = r->head == NULL;
+  if (r->tail)
+    r->tail->next = c;
+  else
+    r->head = c;
+  r->tail = c;
+  if (was_empty) arm(r);
+  return 0;
+}
+
+int sc_redis_is_up(const sc_redis_t *r) { return r->state == ST_UP; }
+
+static void timer_closed(uv_handle_t *h) {
+  sc_redis_t *r = h->data;
+  free_opts(&r->o);
+  free(r);
+}
+
+void sc_redis_close(sc_redis_t *r) {
+  if (r->state == ST_CLOSED) return;
+  r->state = ST_CLOSED;
+  if (r->resolving) r->resolving->r = NULL;
+  snprintf(r->err, sizeof(r->err), "connection closed");
+  if (r->ac) redisAsyncFree(r->ac);
+  r->ac = NULL;
+  uv_timer_stop(&r->timer);
+  uv_close((uv_handle_t *)&r->timer, timer_closed);
+}
