@@ -1,6 +1,7 @@
 -- The default classifier (the Rust crate's table) and the safe call that
 -- turns a classifier's error, yield or bad return into target_error.
 local runtime = require("scatter.runtime")
+local core = require("scatter.core")
 
 local M = {}
 
@@ -16,6 +17,9 @@ function M.default(resp)
     if #resp.body > 0 or s == 204 or resp.method == "HEAD" then return "success" end
     return "proxy_blocked"
   elseif s == 403 or s == 429 then
+    return "proxy_blocked"
+  elseif s == 503 and resp.headers["retry-after"] and core.retry_after(resp.headers["retry-after"]) then
+    -- "come back later" to this client: the pair rests (DESIGN.md 11)
     return "proxy_blocked"
   elseif s >= 500 and s < 600 then
     return "target_error"

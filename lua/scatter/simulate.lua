@@ -36,10 +36,10 @@ local USES = {
   dead = { latency = true },
   blackhole = {},
   block = { latency = true, jitter = true },
-  script = { latency = true, jitter = true, script = true },
+  script = { latency = true, jitter = true, script = true, retry_after = true },
 }
 local GROUP_FIELDS = { count = true, profile = true, latency = true, jitter = true,
-                       success = true, target_error = true, script = true }
+                       success = true, target_error = true, script = true, retry_after = true }
 local TOP_FIELDS = { seed = true, tasks = true, hosts = true, config = true, proxies = true,
                      norace = true, time_limit = true, event_limit = true, trace = true,
                      proxy_stats = true, memory = true }
@@ -105,12 +105,16 @@ local function group(g, i)
   check_num(target_error, name .. ".target_error", 0, 1)
   if profile == "script" then
     local s = g.script
-    if type(s) ~= "string" or not s:match("^[sfbet]+$") then
-      fail(name .. ".script must be a string of outcome letters s, f, b, e, t, got " .. show(s))
+    if type(s) ~= "string" or not s:match("^[sfbetr]+$") then
+      fail(name .. ".script must be a string of outcome letters s, f, b, e, t, r, got " .. show(s))
     end
   end
+  -- r: a 429 with Retry-After: retry_after seconds (DESIGN.md section 11)
+  local retry_after = g.retry_after == nil and 1.5 or g.retry_after
+  check_num(retry_after, name .. ".retry_after", 0)
   return { count = count, profile = profile, latency = latency, jitter = jitter,
-           success = success, target_error = target_error, script = g.script }
+           success = success, target_error = target_error, script = g.script,
+           retry_after = retry_after }
 end
 
 -- Returns the report table (fields in README / sim.h).

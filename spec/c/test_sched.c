@@ -801,13 +801,13 @@ static void test_sim_determinism(void) {
     sc_sim_add_host(sim, "a.test", -1, NULL);
     sc_sim_add_host(sim, "b.test", 2.0, NULL);
     sc_sim_group_t g[3] = {
-        {100, SC_SIM_DEAD, -1, -1, 1, 0, NULL},
-        {30, SC_SIM_GOOD, 0.3, 0.1, 0.7, 0.05, NULL},
-        {20, SC_SIM_BLACKHOLE, -1, -1, 1, 0, NULL},
+        {100, SC_SIM_DEAD, -1, -1, 1, 0, NULL, 0},
+        {30, SC_SIM_GOOD, 0.3, 0.1, 0.7, 0.05, NULL, 0},
+        {20, SC_SIM_BLACKHOLE, -1, -1, 1, 0, NULL, 0},
     };
     for (int j = 0; j < 3; j++)
       CHECK(sc_sim_add_group(sim, &g[j]) == 0, "group %d", j);
-    sc_sim_group_t bad = {1, SC_SIM_SCRIPT, -1, -1, 1, 0, "sx"};
+    sc_sim_group_t bad = {1, SC_SIM_SCRIPT, -1, -1, 1, 0, "sx", 0};
     CHECK(sc_sim_add_group(sim, &bad) == SC_EINVAL, "bad script letter");
     CHECK(sc_sim_run(sim, &r[i]) == 0, "run");
     CHECK(sc_sim_run(sim, &r[i]) == SC_EINVAL, "runs once");

@@ -74,8 +74,16 @@ void sc_health_kill(sc_sched_t *s, uint32_t id) {
   }
 }
 
+/* rest >= 0: a blocked answer that asked the pair to wait (Retry-After,
+ * DESIGN.md section 11): the pair rests that long (at most cooldown_max)
+ * and the attempt never counts towards eviction, since the proxy did its
+ * job: the site answered, through it, "later". The rest is the pair's
+ * rate-limit gate (rate_next), not its cooldown: the site's word holds
+ * even when an attempt already in flight through the pair succeeds (a
+ * success ends a cooldown), and the state file keeps it. */
 static void record_outcome(sc_sched_t *s, uint32_t id, uint32_t hid,
-                           sc_verdict_t v, double latency, double t) {
+                           sc_verdict_t v, double latency, double t,
+                           double rest) {
   host *h = &s->hosts[hid];
   pair *p = &h->pairs[id];
   proxy *px = &s->proxies[id];
@@ -87,7 +95,7 @@ static void record_outcome(sc_sched_t *s, uint32_t id, uint32_t hid,
   int win = s->cfg.health_window;
   p->window = (p->window << 1) | (uint64_t)ok;
   if (p->nwin < win) p->nwin++;
-  px->attempts++;
+  if (rest < 0) px->attempts++;
   s->att_ring[s->ring_sec % RING]++;
   recent_push(s, ok);
   if (ok) {
@@ -120,7 +128,11 @@ static void record_outcome(sc_sched_t *s, uint32_t id, uint32_t hid,
         h->ncool++;
       }
     }
-    if (px->successes == 0 &&
+    if (rest >= 0) {
+      double r = rest < s->cfg.cooldown_max ? rest : s->cfg.cooldown_max;
+      if (t + r > p->rate_next) p->rate_next = t + r;
+    }
+    if (rest < 0 && px->successes == 0 &&
         px->attempts >= (uint32_t)s->cfg.eviction_min_samples) {
       sc_health_kill(s, id);
       return;
@@ -131,10 +143,16 @@ static void record_outcome(sc_sched_t *s, uint32_t id, uint32_t hid,
 
 void sc_health_record(sc_sched_t *s, uint32_t id, uint32_t hid, sc_verdict_t v,
                    double latency, double t) {
+  sc_health_record_rest(s, id, hid, v, latency, t, -1);
+}
+
+void sc_health_record_rest(sc_sched_t *s, uint32_t id, uint32_t hid,
+                           sc_verdict_t v, double latency, double t,
+                           double rest) {
   proxy *px = &s->proxies[id];
   int probing = px->probe == PROBE_FLYING;
   if (probing) px->probe = PROBE_NONE;
-  record_outcome(s, id, hid, v, latency, t);
+  record_outcome(s, id, hid, v, latency, t, rest);
   /* a probe that did not get it evicted again puts it back everywhere */
   if (probing && !px->dead) sc_select_place_proxy(s, id, t);
 }

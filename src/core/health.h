@@ -11,6 +11,13 @@
  * and a probing proxy's return) at time t. */
 void sc_health_record(sc_sched_t *s, uint32_t id, uint32_t hid,
                       sc_verdict_t v, double latency, double t);
+/* The same for a blocked answer with a rest (Retry-After, seconds >= 0;
+ * < 0: none): no attempt starts through the pair for `rest` (capped by
+ * cooldown_max; its rate-limit gate) and the attempt is not counted
+ * towards eviction. */
+void sc_health_record_rest(sc_sched_t *s, uint32_t id, uint32_t hid,
+                           sc_verdict_t v, double latency, double t,
+                           double rest);
 /* Evict a proxy from this scheduler: out of every host's structures. */
 void sc_health_kill(sc_sched_t *s, uint32_t id);
 /* A new connection's connect + proxy handshake took secs. */

@@ -253,13 +253,18 @@ static void round_over(sc_sched_t *s, task *t) {
 
 int sc_race_done(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
                  double latency) {
+  return sc_race_done_rest(s, ah, v, latency, -1);
+}
+
+int sc_race_done_rest(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
+                      double latency, double rest) {
   attempt *a = sc_race_attempt_at(s, ah);
   if (!a || (unsigned)v >= SC_V__COUNT) return a ? SC_EINVAL : SC_ENOENT;
   task *t = &s->tasks[a->task];
   uint32_t id = a->pub.proxy, hid = a->pub.host;
   double tn = sc_core_now(s);
   attempt_release(s, a);
-  sc_health_record(s, id, hid, v, latency, tn);
+  sc_health_record_rest(s, id, hid, v, latency, tn, rest);
   if (v == SC_V_SUCCESS || v == SC_V_FINAL) {
     sc_race_cancel(s, t);
     s->m.completed_tasks++;

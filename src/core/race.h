@@ -20,5 +20,8 @@ int sc_race_dispatch(sc_sched_t *s, task *t);
 /* An attempt's outcome (sc_sched_attempt_done without the run): 1 when it
  * won its task, 0 otherwise, negative for a stale handle or bad verdict. */
 int sc_race_done(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v, double latency);
+/* The same with the pair's rest (sc_health_record_rest). */
+int sc_race_done_rest(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
+                      double latency, double rest);
 
 #endif

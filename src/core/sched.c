@@ -24,7 +24,14 @@ int sc_sched_attempt_handshake(sc_sched_t *s, sc_handle_t ah, double secs) {
 
 int sc_sched_attempt_done(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
                           double latency) {
-  int won = sc_race_done(s, ah, v, latency);
+  return sc_sched_attempt_rest(s, ah, v, latency, -1);
+}
+
+int sc_sched_attempt_rest(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
+                          double latency, double rest) {
+  if (rest >= 0 && v != SC_V_PROXY_BLOCKED) return SC_EINVAL;
+  if (rest != rest) return SC_EINVAL;
+  int won = sc_race_done_rest(s, ah, v, latency, rest);
   if (won < 0) return won;
   s->need_run = 1;
   if (!s->in_run) sc_sched_run(s);

@@ -179,16 +179,25 @@ int sc_sched_cancel(sc_sched_t *s, sc_handle_t task);
  * negative error for a stale attempt handle. latency in seconds. */
 int sc_sched_attempt_done(sc_sched_t *s, sc_handle_t attempt, sc_verdict_t v,
                           double latency);
-/* The attempt's connect + proxy handshake took `secs` (a new connection;
- * a reused one has none). The transport reports it before the outcome;
- * it sets the learnt connect deadline. */
-int sc_sched_attempt_handshake(sc_sched_t *s, sc_handle_t attempt,
-                               double secs);
+/* The same for a blocked attempt whose answer asked the pair to wait `rest`
+ * seconds (a 429 or 503 with Retry-After; DESIGN.md section 11): the pair
+ * rests min(rest, cooldown_max) (its rate-limit gate, which a success
+ * already in flight does not lift; a cooldown may add to it), the
+ * attempt is a failure of the pair that never counts towards eviction, and
+ * the task moves on at once. v must be SC_V_PROXY_BLOCKED when rest >= 0;
+ * rest < 0 is sc_sched_attempt_done. */
+int sc_sched_attempt_rest(sc_sched_t *s, sc_handle_t attempt, sc_verdict_t v,
+                          double latency, double rest);
 /* The outcome of a request the scheduler did not start (a session's
  * request pinned to its proxy, lua/scatter/session.lua): recorded for the
  * pair as an attempt's would be (health, cooldown, eviction, latency). */
 int sc_sched_record(sc_sched_t *s, uint32_t proxy, uint32_t host,
                     sc_verdict_t v, double latency);
+/* The attempt's connect + proxy handshake took `secs` (a new connection;
+ * a reused one has none). The transport reports it before the outcome;
+ * it sets the learnt connect deadline. */
+int sc_sched_attempt_handshake(sc_sched_t *s, sc_handle_t attempt,
+                               double secs);
 /* Per-task attempts started so far (the response's `attempts`). */
 int sc_sched_task_attempts(const sc_sched_t *s, sc_handle_t task);
 void *sc_sched_task_ud(const sc_sched_t *s, sc_handle_t task);

@@ -35,6 +35,7 @@ typedef struct att { /* one simulated attempt in flight */
   uint32_t task; /* slot in sim->tasks */
   uint32_t proxy, host;
   uint8_t verdict;
+  uint8_t rest; /* script 'r': blocked with the group's retry_after */
 } att;
 
 typedef struct stask { /* one submitted, undelivered task */
@@ -209,8 +210,11 @@ static sc_verdict_t script_verdict(char c) {
 
 /* What happens to an attempt through proxy px, decided now; ct is its
  * connect deadline (0: none but proxy_timeout). */
+/* What happens to an attempt through proxy px, decided now; ct is its
+ * connect deadline (0: none but proxy_timeout); *rest: the answer asks
+ * the pair to rest (a script's letter r, Retry-After). */
 static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double ct, double *latency,
-                         double *handshake) {
+                         double *handshake, int *rest) {
   const sgroup *sg = &sim->groups[px->group];
   const sc_sim_group_t *g = &sg->g;
   sc_verdict_t v;
@@ -238,6 +242,7 @@ static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double ct, double *latency,
     break;
   default: /* SC_SIM_SCRIPT */
     lat = jittered(sim, g);
+    *rest = g->script[px->script_pos % sg->script_len] == 'r';
     v = script_verdict(g->script[px->script_pos++ % sg->script_len]);
     break;
   }
@@ -248,12 +253,14 @@ static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double ct, double *latency,
       lat = ct;
       hs = -1;
       v = SC_V_TRANSPORT;
+      *rest = 0;
     }
   }
   if (lat >= sim->cfg.proxy_timeout) { /* the transport gives up first */
     lat = sim->cfg.proxy_timeout;
     v = SC_V_TRANSPORT;
     if (hs >= lat) hs = -1;
+    *rest = 0;
   }
   *latency = lat;
   *handshake = hs;
@@ -278,7 +285,8 @@ static int env_start(void *ud, sc_attempt_t *a) {
   att *at = &sim->atts[slot];
   sproxy *px = &sim->proxies[a->proxy];
   double lat, hs;
-  sc_verdict_t v = draw(sim, px, a->connect_timeout, &lat, &hs);
+  int rest = 0;
+  sc_verdict_t v = draw(sim, px, a->connect_timeout, &lat, &hs, &rest);
   if (heap_push(sim, sim->clock + lat, slot, at->gen) < 0) return SC_ENOMEM;
   sim->att_free = at->next;
   at->handle = a->handle;
@@ -288,6 +296,7 @@ static int env_start(void *ud, sc_attempt_t *a) {
   at->proxy = a->proxy;
   at->host = a->host;
   at->verdict = (uint8_t)v;
+  at->rest = (uint8_t)rest;
   a->tdata = (void *)(uintptr_t)(slot + 1);
 
   stask *t = &sim->tasks[tslot];
@@ -375,8 +384,9 @@ static int outcome(sc_sim_t *sim, uint32_t slot) {
   if (a.handshake >= 0 &&
       sc_sched_attempt_handshake(sim->s, a.handle, a.handshake) < 0)
     return SC_EINVAL; /* the scheduler lost track of its attempt */
-  int won = sc_sched_attempt_done(sim->s, a.handle, (sc_verdict_t)a.verdict,
-                                  a.latency);
+  double rest = a.rest ? sim->groups[sim->proxies[a.proxy].group].g.retry_after : -1;
+  int won = sc_sched_attempt_rest(sim->s, a.handle, (sc_verdict_t)a.verdict,
+                                  a.latency, rest);
   if (won < 0) return won; /* the scheduler lost track of its attempt */
   if (won == 1) {
     stask *t = &sim->tasks[tslot];
@@ -461,7 +471,8 @@ int sc_sim_add_group(sc_sim_t *sim, const sc_sim_group_t *g) {
   size_t slen = 0;
   if (g->profile == SC_SIM_SCRIPT) {
     if (!g->script || !(slen = strlen(g->script))) return SC_EINVAL;
-    if (strspn(g->script, "sfbet") != slen) return SC_EINVAL;
+    if (strspn(g->script, "sfbetr") != slen) return SC_EINVAL;
+    if (strchr(g->script, 'r') && !(g->retry_after >= 0)) return SC_EINVAL;
   }
   sgroup *ng = realloc(sim->groups, (sim->ngroups + 1) * sizeof(*ng));
   if (!ng) return SC_ENOMEM;

@@ -38,8 +38,10 @@ typedef struct sc_sim_group {
   double success;      /* good, slow: P(success), else proxy_blocked */
   double target_error; /* good, slow: P(target_error), drawn first */
   /* script: one letter per attempt through the proxy, cycled:
-   * s success, f final, b proxy_blocked, e target_error, t transport */
+   * s success, f final, b proxy_blocked, e target_error, t transport,
+   * r proxy_blocked by a 429 with Retry-After: retry_after seconds */
   const char *script;
+  double retry_after;
 } sc_sim_group_t;
 
 enum { SC_SIM_EV_START = 0, SC_SIM_EV_DONE, SC_SIM_EV_CANCEL };

@@ -13,7 +13,10 @@
 
 #include "../core/proxyurl.h"
 #include "../core/targeturl.h"
+#include <time.h>
+
 #include "../net/loop.h"
+#include "../net/retryafter.h"
 #include "../net/xfer.h"
 #include "funcs.h"
 #include "pool_int.h"
@@ -67,6 +70,16 @@ static int l_redact(lua_State *L) {
   return 1;
 }
 
+/* core.retry_after(value) -> seconds, or nil for no valid Retry-After */
+static int l_retry_after(lua_State *L) {
+  size_t n;
+  const char *v = luaL_checklstring(L, 1, &n);
+  double s = sc_retry_after_value(v, n, (double)time(NULL));
+  if (s < 0) return 0;
+  lua_pushnumber(L, s);
+  return 1;
+}
+
 static int l_versions(lua_State *L) {
   lua_createtable(L, 0, 2);
   lua_pushstring(L, curl_version());
@@ -116,6 +129,7 @@ static const luaL_Reg funcs[] = {{"pool_new", sc_lua_pool_new},
                                  {"backend_timeout", sc_lua_backend_timeout},
                                  {"parse_proxy", sc_lua_parse_proxy},
                                  {"redact", l_redact},
+                                 {"retry_after", l_retry_after},
                                  {"versions", l_versions},
                                  {NULL, NULL}};
 int luaopen_scatter_core(lua_State *L) {

@@ -89,8 +89,18 @@ static int env_start(void *ud, sc_attempt_t *a) {
   la->handle = a->handle;
   const char *key = sc_sched_proxy_key(p->sched, a->proxy);
   char why[256];
-  if (sc_xfer_route_check(key, sc_sched_host_name(p->sched, a->host),
-                          p->xo.remote_dns, why, sizeof(why)) < 0) {
+  int rc_route = sc_xfer_route_check(key, sc_sched_host_name(p->sched, a->host),
+                                     p->xo.remote_dns, why, sizeof(why));
+  /* serve relays a tunnel's bare socket, which through an https:// proxy
+   * carries TLS to the proxy (DESIGN.md section 12) */
+  if (rc_route == 0 && r->req.tunnel &&
+      sc_proxy_scheme(key, NULL) == SC_PX_HTTPS) {
+    snprintf(why, sizeof(why),
+             "proxy_protocol: a CONNECT tunnel is not relayed through an "
+             "https:// proxy");
+    rc_route = -1;
+  }
+  if (rc_route < 0) {
     /* a failure of this pair, without a connection (DESIGN.md 11) */
     char *eb = sc_lua_pool_error_buf(r), who[300];
     sc_proxy_redact(key, who, sizeof(who));
@@ -100,8 +110,9 @@ static int env_start(void *ud, sc_attempt_t *a) {
   }
   sc_xfer_opts_t xo = p->xo;
   xo.connect_timeout = a->connect_timeout;
-  int rc =
-      sc_xfer_start(&la->x, sc_loop_default(), &r->req, key, &xo, on_xfer, la);
+  int rc = sc_xfer_start(&la->x, sc_loop_default(), &r->req,
+                         sc_sched_proxy_key(p->sched, a->proxy), &xo,
+                         on_xfer, la);
   if (rc < 0) {
     char *eb = sc_lua_pool_error_buf(r);
     if (eb)

@@ -1,10 +1,10 @@
 /* core.probe{proxy=, url=, timeout=, remote_dns=, ca_file=, insecure=,
- *            max_body=, scheme=, proxy_ca_file=, headers=} -> op id: one GET through one proxy, outside any
+ *            max_body=, scheme=, proxy_ca_file=} -> op id: one GET through one proxy, outside any
  * pool (no scheduler, no health), for `scatter check`. The op result is
  * {status = HTTP status, body = ...} or {status = 0, err = "kind: detail"}
  * with the kinds of sc_xfer_error. A bad proxy key is an argument error.
  * scheme: the protocol of a bare host:port (`scatter check --detect` tries
- * each); headers: the response's header block is returned too. */
+ * each). */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +19,6 @@ typedef struct probe_op {
   sc_req_t req;
   sc_xfer_t *x;
   char *ca_file, *proxy_ca_file;
-  int want_headers;
   uint32_t id;
 } probe_op;
 
@@ -33,18 +32,7 @@ static void probe_free(probe_op *p) {
 
 static void on_done(sc_xfer_t *x, void *ud) {
   probe_op *p = ud;
-  if (sc_xfer_ok(x) && p->want_headers) {
-    /* the judge of `check --anonymity` echoes request headers; the
-     * response's own come first, separated like an HTTP message */
-    size_t n = x->head_len + x->len;
-    char *all = malloc(n + 1);
-    if (all) {
-      memcpy(all, x->head ? x->head : "", x->head_len);
-      memcpy(all + x->head_len, x->body ? x->body : "", x->len);
-    }
-    sc_ops_done(p->id, (int)x->status, all ? all : "", all ? n : 0, NULL);
-    free(all);
-  } else if (sc_xfer_ok(x)) {
+  if (sc_xfer_ok(x)) {
     sc_ops_done(p->id, (int)x->status, x->body ? x->body : "", x->len, NULL);
   } else {
     char err[512];
@@ -77,8 +65,6 @@ int sc_lua_probe(lua_State *L) {
   const char *sn = luaL_optlstring(L, -1, "socks5", &sl);
   lua_getfield(L, 1, "proxy_ca_file");
   const char *pca = luaL_optstring(L, -1, NULL);
-  lua_getfield(L, 1, "headers");
-  int want_headers = lua_toboolean(L, -1);
   sc_proxy_scheme_t dflt;
   if (sc_proxy_scheme_parse(sn, sl, &dflt) != 0)
     return luaL_argerror(L, 1, "scheme is not a proxy scheme");
@@ -98,7 +84,6 @@ int sc_lua_probe(lua_State *L) {
   p->req.insecure = insecure;
   p->ca_file = ca ? strdup(ca) : NULL;
   p->proxy_ca_file = pca ? strdup(pca) : NULL;
-  p->want_headers = want_headers;
   p->id = sc_ops_new();
   /* Each proxy is probed once: a connection kept for reuse would never be
    * used again and thousands of them would exhaust the descriptors. */

@@ -1,9 +1,11 @@
 /* An attempt's response as a Lua table, and the verdicts that settle it
  * (pool:response, pool:verdict, pool:settle_default). */
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../core/proxyurl.h"
+#include "../net/retryafter.h"
 #include "headers.h"
 #include "pool_int.h"
 
@@ -64,21 +66,31 @@ void sc_lua_slist_push(lua_State *L, const struct curl_slist *l) {
  * its task (the request is freed then). */
 static int settle(lpool *p, sc_handle_t ah, sc_attempt_t *a, sc_verdict_t v) {
   lreq *r = a->task_ud;
-  double latency = 0;
+  double latency = 0, rest = -1;
   if (a->tdata) {
-    latency = ((latt *)a->tdata)->x->elapsed;
+    const sc_xfer_t *x = ((latt *)a->tdata)->x;
+    latency = x->elapsed;
+    /* a 429 or 503 that says when to come back, and is not delivered:
+     * the pair rests that long, blocked but never evicted for it, and
+     * the task moves on at once (DESIGN.md section 11) */
+    if (v == SC_V_PROXY_BLOCKED || v == SC_V_TARGET_ERROR)
+      rest = sc_retry_after(x->status, x->head, x->head_len, (double)time(NULL));
+    if (rest >= 0) v = SC_V_PROXY_BLOCKED;
     if (v != SC_V_SUCCESS && v != SC_V_FINAL) {
       char who[300];
       sc_proxy_redact(sc_sched_proxy_key(p->sched, a->proxy), who, sizeof(who));
       char *eb = sc_lua_pool_error_buf(r);
-      if (eb)
+      if (eb && rest >= 0)
+        snprintf(eb, LAST_ERROR_SIZE, "%s: HTTP %ld, Retry-After %gs (proxy %s)",
+                 sc_verdict_name(v), x->status, rest, who);
+      else if (eb)
         snprintf(eb, LAST_ERROR_SIZE, "%s: HTTP %ld (proxy %s)",
-                 sc_verdict_name(v), ((latt *)a->tdata)->x->status, who);
+                 sc_verdict_name(v), x->status, who);
     }
     sc_lua_pool_latt_free(a->tdata);
     a->tdata = NULL;
   }
-  int won = sc_sched_attempt_done(p->sched, ah, v, latency) == 1;
+  int won = sc_sched_attempt_rest(p->sched, ah, v, latency, rest) == 1;
   if (won) sc_lua_pool_req_free(p, r);
   return won;
 }
@@ -114,6 +126,9 @@ static sc_verdict_t default_verdict(const sc_xfer_t *x, const lreq *r) {
     return x->len > 0 || s == 204 || strcmp(r->req.method, "HEAD") == 0
                ? SC_V_SUCCESS
                : SC_V_PROXY_BLOCKED;
+  /* a 503 with Retry-After asks this client to slow down: a block */
+  if (s == 503 && sc_retry_after(s, x->head, x->head_len, (double)time(NULL)) >= 0)
+    return SC_V_PROXY_BLOCKED;
   if (s >= 500 && s < 600) return SC_V_TARGET_ERROR;
   return SC_V_PROXY_BLOCKED;
 }

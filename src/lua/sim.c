@@ -216,7 +216,7 @@ static void push_report(lua_State *L, sc_sim_t *sim, const sc_sim_report_t *r,
 /* core.simulate{seed=, tasks=, norace=, time_limit=, event_limit=,
  *   config={<as core.pool_new>}, hosts={names}, intervals={per host, <0 none},
  *   groups={{count=, profile=, latency=, jitter=, success=, target_error=,
- *            script=}}, trace=nil|{limit=, proxy=<1-based>, host=<index>},
+ *            script=, retry_after=}}, trace=nil|{limit=, proxy=<1-based>, host=<index>},
  *   proxy_stats=, memory=} -> report */
 int sc_lua_simulate(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -298,6 +298,7 @@ int sc_lua_simulate(lua_State *L) {
     g.jitter = opt_num(L, t, "jitter", -1);
     g.success = opt_num(L, t, "success", 1);
     g.target_error = opt_num(L, t, "target_error", 0);
+    g.retry_after = opt_num(L, t, "retry_after", 1.5);
     lua_getfield(L, t, "script");
     g.script = lua_tostring(L, -1); /* copied by add_group */
     rc = sc_sim_add_group(sim, &g);

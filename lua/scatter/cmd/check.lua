@@ -6,6 +6,7 @@ local C = {
   summary = "test every proxy of proxy lists against a URL",
   usage = [[
 usage: scatter check SOURCE... --url URL [options]
+       scatter check SOURCE... --anonymity --judge URL [options]
 
 Sends one GET for URL through each proxy of the lists (SOURCE: a file,
 file://, http:// or https:// list, or - for stdin), prints a table
@@ -24,7 +25,17 @@ options:
   --json               one JSON document instead of the table
   --local-dns          resolve URL's host here (socks5), not at the proxy
   --ca-file FILE       CA bundle for https URLs
+  --proxy-ca-file FILE CA bundle for https:// proxies
   --insecure           do not verify TLS certificates
+  --detect             find the protocol of scheme-less proxies (SOCKS5,
+                       SOCKS4, HTTP tried at once); --out then writes
+                       scheme-qualified lines (socks5://, socks4://, ...)
+  --anonymity          classify HTTP proxies transparent / anonymous / elite
+                       against --judge (SOCKS ones are elite: a tunnel);
+                       transparent ones fail unless --allow-transparent
+  --judge URL          a page that echoes the request headers it got
+                       (needed by --anonymity; it replaces --url)
+  --allow-transparent  with --anonymity: transparent proxies may pass
   --quiet              no progress line on a terminal
 ]],
 }
@@ -33,7 +44,8 @@ local SPEC = {
   ["--url"] = "value", ["--concurrency"] = "value", ["--timeout"] = "value",
   ["--expect"] = "value", ["--out"] = "value", ["--json"] = "flag",
   ["--local-dns"] = "flag", ["--ca-file"] = "value", ["--insecure"] = "flag",
-  ["--quiet"] = "flag",
+  ["--quiet"] = "flag", ["--detect"] = "flag", ["--anonymity"] = "flag", ["--judge"] = "value",
+  ["--allow-transparent"] = "flag", ["--proxy-ca-file"] = "value",
 }
 
 -- The proxies of every SOURCE (a file, a file:// or http(s):// list, or -
@@ -128,6 +140,10 @@ function C.run(args)
     return 0
   end
   if #pos == 0 then return cli.usage_error("check: no SOURCE given", C) end
+  if opts.anonymity and not opts.judge then return cli.usage_error("check: --anonymity needs --judge URL", C) end
+  if opts.judge and not opts.anonymity then return cli.usage_error("check: --judge is for --anonymity", C) end
+  if opts.judge and opts.url then return cli.usage_error("check: give --url or --judge, not both", C) end
+  opts.url = opts.url or opts.judge
   if not opts.url then return cli.usage_error("check: --url is required", C) end
   local pool = require("scatter.pool")
   local _, uerr = pool.parse_url(opts.url)
@@ -139,9 +155,9 @@ function C.run(args)
 
   local scatter = require("scatter")
   local core = require("scatter.core")
-  local runtime = require("scatter.runtime")
   local log = require("scatter.log")
   local progress = require("scatter.progress")
+  local detect = require("scatter.detect")
 
   local results, failed_load = {}, nil
   local done, nok = 0, 0
@@ -166,23 +182,33 @@ function C.run(args)
         local i = next_i
         next_i = i + 1
         local key = keys[i]
-        local t0 = core.now()
-        local id = core.probe({
+        local pargs = {
           proxy = key, url = opts.url, timeout = timeout, remote_dns = not opts["local-dns"],
           ca_file = opts["ca-file"], insecure = opts.insecure or false,
-        })
-        local w, t1 = runtime.waiter(), nil
-        runtime.on_op(id, function(res)
-          runtime.on_op(id, nil)
-          t1 = core.now()
-          runtime.wake(w, res)
-        end)
-        local res = runtime.block(w)
+          proxy_ca_file = opts["proxy-ca-file"],
+        }
+        local res, secs, tried
+        if opts.detect and not key:find("://", 1, true) then
+          local found
+          found, res, secs, tried = detect.detect(key, pargs, function(r) return (judge(r, opts.expect)) end)
+          key = found or key
+        else
+          res, secs = detect.probe(pargs)
+        end
         local good, reason, detail = judge(res, opts.expect)
+        if tried then reason = reason .. " (no protocol answered: " .. tried .. ")" end
+        local anon
+        if good and opts.anonymity then
+          local via
+          if key:match("^https?://") then anon, via = detect.anonymity(res.body or "") else anon = "elite" end
+          reason = reason .. ", " .. anon .. (via and (" (" .. via .. ")") or "")
+          if anon == "transparent" and not opts["allow-transparent"] then good = false end
+        end
+        local scheme = key:match("^(%a[%w]*)://") or "socks5"
         results[#results + 1] = {
           index = i, key = key, proxy = core.redact(key), ok = good, reason = reason,
           error = detail and log.redact(detail) or nil, status = res.status ~= 0 and res.status or nil,
-          latency_ms = math.floor((t1 - t0) * 1000 + 0.5),
+          latency_ms = math.floor(secs * 1000 + 0.5), protocol = scheme, anonymity = anon,
         }
         done = done + 1
         if good then nok = nok + 1 end
@@ -226,7 +252,10 @@ function C.run(args)
 
   if opts.out then
     local good = {}
-    for _, r in ipairs(results) do if r.ok then good[#good + 1] = r.key end end
+    for _, r in ipairs(results) do
+      -- --detect writes what it found, socks5 included
+      if r.ok then good[#good + 1] = (opts.detect and not r.key:find("://", 1, true)) and ("socks5://" .. r.key) or r.key end
+    end
     local wok, werr = write_out(opts.out, good)
     if not wok then
       io.stderr:write("scatter check: --out: ", tostring(werr), "\n")
@@ -240,7 +269,7 @@ function C.run(args)
     for i, r in ipairs(results) do
       items[i] = cjson.encode({
         proxy = r.proxy, ok = r.ok, latency_ms = r.latency_ms, reason = r.reason,
-        status = r.status, error = r.error,
+        status = r.status, error = r.error, protocol = r.protocol, anonymity = r.anonymity,
       })
     end
     local head = cjson.encode({

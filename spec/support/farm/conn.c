@@ -413,6 +413,7 @@ static void on_block_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 static int ratelimit_status(conn_t *c) {
   proxy_t *px = c->px;
   if (px->served % c->prof.n != 0) return 200;
+  px->retry_from = uv_now(loop) + RETRY_GRACE_MS;
   px->retry_until = uv_now(loop) + (uint64_t)(c->prof.wait * 1000);
   return 429;
 }

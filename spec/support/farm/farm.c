@@ -402,7 +402,9 @@ static void on_connection(uv_stream_t *server, int status) {
   px->accepted++;
   px->served++;
   total_accepted++;
-  if (px->prof.kind == K_RATELIMIT && uv_now(loop) < px->retry_until) px->in_window++;
+  if (px->prof.kind == K_RATELIMIT && uv_now(loop) >= px->retry_from &&
+      uv_now(loop) < px->retry_until)
+    px->in_window++;
   profile_t prof = px->prof;
   if (prof.proto == P_HTTPS && prof.kind != K_BLACKHOLE) tls_accept(px, server);
   else conn_new(px, server, 0);

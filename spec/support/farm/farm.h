@@ -20,6 +20,7 @@
 #define LINGER_MS 2000           /* how long we wait for a peer's FIN */
 #define DROP_MS 50               /* drop_mid: RST this long after the last byte */
 #define BACKLOG 1024
+#define RETRY_GRACE_MS 100 /* ratelimit: requests under way when a 429 went out */
 
 #define container_of(ptr, type, field) \
   ((type *)((char *)(ptr) - offsetof(type, field)))
@@ -60,7 +61,7 @@ typedef struct proxy_s {
   uint64_t accepted, served; /* served: accepts under the current profile */
   uint64_t active;
   uint64_t in_window;   /* ratelimit: accepts inside a Retry-After window */
-  uint64_t retry_until; /* ratelimit: loop time (ms) the last 429 asked for */
+  uint64_t retry_from, retry_until; /* ratelimit: the last 429's window (ms) */
   conn_t *conns;
   uv_tcp_t *inner; /* https: the plain HTTP proxy behind the TLS front */
   struct sockaddr_storage inner_addr;
