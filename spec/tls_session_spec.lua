@@ -61,7 +61,9 @@ describe("TLS sessions", function()
   it("keeps sessions per connection handle with tls_session_sharing = false", function()
     local conns, resumed = run("off", 16, false)
     assert.is_true(conns >= 10, conns)
-    -- only handles that made an earlier connection hold a session
-    assert.is_true(resumed <= 0.25 * conns, resumed .. " of " .. conns .. " resumed")
+    -- only easy handles that made an earlier connection hold a session
+    -- (about a third here: the first request's, and handles reused within
+    -- the burst); shared, nearly all do
+    assert.is_true(resumed <= 0.5 * conns, resumed .. " of " .. conns .. " resumed")
   end)
 end)

@@ -191,9 +191,11 @@ void sc_race_hedge(sc_sched_t *s, task *t, double tn) {
   }
   if (sc_race_launch(s, t, 1) == 0) {
     /* nothing eligible or no in-flight room now: try again when the
-     * host's next proxy is, or a p95 later (a later outcome re-arms) */
-    double at = h->wait.n ? sc_select_wait_key(h, 0) : -1;
-    sc_task_delay(s, t, at > tn ? at : tn + h->lat_p95, 1);
+     * host's next proxy is, or a while later (a later outcome re-arms);
+     * not every p95 of a few ms: a full pool's tasks would spin */
+    double at = h->wait.n ? sc_select_wait_key(h, 0) : -1, again = h->lat_p95;
+    if (again < UNKNOWN_P95_WAIT(s) / 2) again = UNKNOWN_P95_WAIT(s) / 2;
+    sc_task_delay(s, t, at > tn ? at : tn + again, 1);
     return;
   }
   if (t->active > t->want) t->want = t->active;
