@@ -1,6 +1,7 @@
 -- The default classifier (the Rust crate's table) and the safe call that
 -- turns a classifier's error, yield or bad return into target_error.
 local runtime = require("scatter.runtime")
+local log = require("scatter.log")
 local core = require("scatter.core")
 
 local M = {}
@@ -40,6 +41,15 @@ function M.check(c, where)
   error(where .. ": classifier must be a function or an object with :classify(resp)", 3)
 end
 
+-- A user value in a message: never raising (its __tostring may), never
+-- longer than a log line carries.
+local function shown(v)
+  local s
+  if type(v) == "string" then s = ("%q"):format(log.cap(v, 200)) else s = log.show(v) end
+  return (log.cap(s, 1000))
+end
+M.shown = shown
+
 -- Returns verdict, err. Runs the classifier in its own coroutine so that a
 -- yield is caught instead of suspending whoever drives the loop.
 function M.call(fn, resp)
@@ -48,13 +58,13 @@ function M.call(fn, resp)
   local ok, v = coroutine.resume(co, resp)
   runtime.no_wait = nil
   if not ok then
-    return "target_error", "classifier error: " .. tostring(v)
+    return "target_error", "classifier error: " .. (type(v) == "string" and log.cap(v, 1000) or shown(v))
   end
   if coroutine.status(co) ~= "dead" then
     return "target_error", "classifier yielded (it must return a verdict without waiting)"
   end
-  if not M.VERDICTS[v] then
-    return "target_error", "classifier returned " .. (type(v) == "string" and ("%q"):format(v) or tostring(v))
+  if type(v) ~= "string" or not M.VERDICTS[v] then
+    return "target_error", "classifier returned " .. shown(v)
       .. " (expected success, proxy_blocked, target_error or final)"
   end
   return v

@@ -76,8 +76,11 @@ static void on_xfer(sc_xfer_t *x, void *ud) {
   double latency = x->elapsed;
   sc_handle_t h = la->handle;
   ((sc_attempt_t *)a)->tdata = NULL;
+  int local = sc_xfer_local(x);
   sc_lua_pool_latt_free(la);
-  sc_sched_attempt_done(p->sched, h, SC_V_TRANSPORT, latency);
+  /* a local failure is retried like a target error, charging no pair */
+  sc_sched_attempt_done(p->sched, h, local ? SC_V_TARGET_ERROR : SC_V_TRANSPORT,
+                        latency);
 }
 
 static int env_start(void *ud, sc_attempt_t *a) {

@@ -231,6 +231,23 @@ void sc_xfer_free(sc_xfer_t *x) {
   free(x);
 }
 
+/* Failures of this process, never of the proxy: curl refused the request
+ * or our own settings before anything reached the network (a URL its
+ * parser rejects, a request too big for its buffer, a missing ca_file). */
+int sc_xfer_local(const sc_xfer_t *x) {
+  switch (x->result) {
+  case CURLE_URL_MALFORMAT:
+  case CURLE_OUT_OF_MEMORY:
+  case CURLE_BAD_FUNCTION_ARGUMENT:
+  case CURLE_FAILED_INIT:
+  case CURLE_NOT_BUILT_IN:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_READ_ERROR: return 1;
+  default: return 0;
+  }
+}
+
 int sc_xfer_ok(const sc_xfer_t *x) {
   if (x->done.detach) return x->result == CURLE_OK && x->done.detached >= 0;
   /* 407 comes from a proxy only (RFC 9110 15.5.8): never the target's
@@ -304,7 +321,7 @@ static const char *px_kind(long px) {
 }
 
 void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
-  const char *kind = "transport";
+  const char *kind = sc_xfer_local(x) ? "local_error" : "transport";
   char extra[96] = "";
   long cc = 0;
   if (!x->direct) curl_easy_getinfo(x->easy, CURLINFO_HTTP_CONNECTCODE, &cc);
@@ -342,9 +359,7 @@ void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
   case CURLE_GOT_NOTHING: kind = "dropped"; break;
   case CURLE_PEER_FAILED_VERIFICATION:
   case CURLE_SSL_CONNECT_ERROR:
-  case CURLE_SSL_CERTPROBLEM:
-  case CURLE_SSL_CIPHER:
-  case CURLE_SSL_CACERT_BADFILE: kind = "tls_error"; break;
+  case CURLE_SSL_CIPHER: kind = "tls_error"; break;
   case CURLE_TOO_MANY_REDIRECTS: kind = "too_many_redirects"; break;
   case CURLE_WEIRD_SERVER_REPLY:
   case CURLE_UNSUPPORTED_PROTOCOL: /* "HTTP/0.9 when not allowed" */
