@@ -1,6 +1,7 @@
 -- TLS sessions shared across a pool's connections (DESIGN.md section 10):
 -- real libcurl through the farm's SOCKS5 proxies to a real nginx, which logs
--- $ssl_session_reused for every request.
+-- $ssl_session_reused for every request. nginx keeps its default: no
+-- session cache, so only a session ticket can resume (TLS 1.2).
 local env = require("support.env")
 local scatter = require("scatter")
 

@@ -1,6 +1,7 @@
 #include "xfer.h"
 
 #include <arpa/inet.h>
+#include <openssl/ssl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,26 @@ static unsigned long conn_group(const char *key) {
   for (const unsigned char *p = (const unsigned char *)key; *p; p++)
     h = (h ^ *p) * 16777619u;
   return (h & 0x7fffffffu) | 1u;
+}
+
+/* libcurl (7.88) turns TLS session tickets off (SSL_OP_NO_TICKET), so a
+ * TLS 1.2 target resumes only if it keeps a session cache, which many do
+ * not (nginx's default is none): turn them back on, so the pool's shared
+ * sessions resume there too. Only for an OpenSSL libcurl (tls_is_openssl). */
+static CURLcode ssl_ctx_tickets(CURL *easy, void *ctx, void *ud) {
+  (void)easy;
+  (void)ud;
+  SSL_CTX_clear_options((SSL_CTX *)ctx, SSL_OP_NO_TICKET);
+  return CURLE_OK;
+}
+
+static int tls_is_openssl(void) {
+  static int is = -1;
+  if (is < 0) {
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    is = v->ssl_version && strncmp(v->ssl_version, "OpenSSL/", 8) == 0;
+  }
+  return is;
 }
 
 static void on_done(CURL *easy, CURLcode res, void *ud) {
@@ -124,6 +145,8 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
      * the caller's headers say who it is, and it costs ~4% of a request */
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (tls_is_openssl())
+      curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_tickets);
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   }
   curl_easy_setopt(e, CURLOPT_URL, r->url);
