@@ -7,7 +7,9 @@
 //
 //   node bench/crawlee_run.cjs CONFIG_JSON
 // CONFIG_JSON: {urls: [...], proxies: ["127.0.0.1:P", ...], concurrency,
-//               timeout (seconds, one attempt), marker (string the body must hold)}
+//               timeout (seconds, one attempt), marker (string the body must hold),
+//               serve (optional): "http://127.0.0.1:P" of a `scatter serve` to
+//               use as Crawlee's one proxy instead of the proxy-chain bridge}
 // Prints one JSON line: {ok, failed, wall, latencies: [...], attempts}.
 'use strict';
 const path = require('path');
@@ -22,21 +24,27 @@ const ProxyChain = peers('proxy-chain');
 async function main() {
   const cfg = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
   log.setLevel(log.LEVELS.OFF);
-  const bridge = new ProxyChain.Server({
-    port: 0,
-    host: '127.0.0.1',
-    verbose: false,
-    prepareRequestFunction: ({ username }) => {
-      const i = Number(String(username).slice(1));
-      return { upstreamProxyUrl: `socks5://${cfg.proxies[i]}` };
-    },
-  });
-  // proxy-chain logs every failed upstream connection; the farm makes many
-  bridge.on('requestFailed', () => {});
-  bridge.on('connectionClosed', () => {});
-  await bridge.listen();
-  const port = bridge.server.address().port;
-  const proxyUrls = cfg.proxies.map((_, i) => `http://p${i}:x@127.0.0.1:${port}`);
+  let bridge = null;
+  let proxyUrls;
+  if (cfg.serve) {
+    proxyUrls = [cfg.serve]; // Crawlee's own HTTP proxy support, no bridge
+  } else {
+    bridge = new ProxyChain.Server({
+      port: 0,
+      host: '127.0.0.1',
+      verbose: false,
+      prepareRequestFunction: ({ username }) => {
+        const i = Number(String(username).slice(1));
+        return { upstreamProxyUrl: `socks5://${cfg.proxies[i]}` };
+      },
+    });
+    // proxy-chain logs every failed upstream connection; the farm makes many
+    bridge.on('requestFailed', () => {});
+    bridge.on('connectionClosed', () => {});
+    await bridge.listen();
+    const port = bridge.server.address().port;
+    proxyUrls = cfg.proxies.map((_, i) => `http://p${i}:x@127.0.0.1:${port}`);
+  }
 
   const storage = fs.mkdtempSync(path.join(os.tmpdir(), 'crawlee-bench-'));
   process.env.CRAWLEE_STORAGE_DIR = storage;
@@ -69,7 +77,7 @@ async function main() {
   const t0 = performance.now();
   await crawler.run(cfg.urls);
   const wall = (performance.now() - t0) / 1000;
-  await bridge.close(true);
+  if (bridge) await bridge.close(true);
   fs.rmSync(storage, { recursive: true, force: true });
   process.stdout.write(JSON.stringify({ ok, failed: cfg.urls.length - ok, wall, latencies, attempts }) + '\n');
   process.exit(0);

@@ -161,7 +161,7 @@ local function recovery_bench()
     local s = scatter.crawl{ queue = q, pool = pool, concurrency = ]] .. CONC .. [[, output = out,
       handle = function(resp, item)
         for _, u in ipairs(scatter.links(resp)) do item:push(u) end
-        scatter.sleep(0.02 * math.random()) -- a page's own work
+        scatter.sleep(0.15 * math.random()) -- a page's own work
         return { url = item.url, tries = item.tries }
       end }
     print("summary", s.done, s.failed)

@@ -96,7 +96,7 @@ describe("scatter.queue", function()
       while true do end
     ]]):format(path, dir .. "/leased"))
     q:close()
-    local child = env.spawn({ "luajit", script })
+    local child = env.spawn({ env.build_dir() .. "/scatter", "run", script })
     env.wait_file(dir .. "/leased", child)
     -- while it runs the file is held; readers still see its commits
     local busy, err = scatter.queue({ path = path })
@@ -279,5 +279,25 @@ describe("scatter.queue", function()
     rc, out = env.cli("help")
     assert.equal(0, rc)
     assert.matches("queue%s+show, list, requeue or export a crawl queue", out)
+  end)
+
+  it("keeps the last pushes of a script that ends without close, under scatter run and plain luajit", function()
+    local path = dir .. "/q.db"
+    local script = env.script("noclose.lua", ([[
+      local scatter = require("scatter")
+      local q = assert(scatter.queue{ path = %q, commit_ms = 60000 })
+      for i = 1, 10 do q:push("http://a.test/" .. (... or "") .. i) end
+    ]]):format(path))
+    local rc, _, err = env.cli("run " .. script .. " run")
+    assert.equal(0, rc, err)
+    -- the ASan build's module needs its runtime preloaded into luajit
+    local pre = env.asan_preload and ("LD_PRELOAD=" .. env.shell_quote(env.asan_preload) .. " ") or ""
+    local p = io.popen(pre .. "luajit " .. script .. " plain 2>&1; echo rc=$?")
+    local out = p:read("*a")
+    p:close()
+    assert.matches("rc=0", out)
+    local q = open(path)
+    assert.equal(20, q:stats().queued)
+    q:close()
   end)
 end)

@@ -194,6 +194,38 @@ print("urllib", o.open("%s", timeout=20).read().decode().strip())
   end)
 end)
 
+describe("scatter serve through independent proxies", function()
+  local proxies = require("support.proxies")
+  teardown(function() env.cleanup() end)
+
+  it("tunnels https and forwards http through tinyproxy (HTTP) and dante (SOCKS5)", function()
+    local ng = env.nginx()
+    local tp = proxies.tinyproxy({ connect_ports = { ng.tls_port } })
+    local dante = proxies.dante({})
+    local list = { tp.addr, "socks5h://" .. assert(dante.hostport) }
+    assert.equals(2, #list)
+    for _, px in ipairs(list) do
+      local p, port = serve("{ proxies = { " .. ("%q"):format(px) .. " }, connect_ports = { "
+        .. ng.tls_port .. " } }")
+      local out = curl(port, "--cacert " .. q(ng.ca) .. " " .. q(ng.tls_url("/small.txt")))
+      assert.matches("^HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK", out)
+      assert.matches("hello from scatter\n$", out)
+      assert.matches("^HTTP/1.1 200 OK.*hello from scatter\n$", curl(port, q(ng.url("/small.txt"))))
+      p:stop()
+    end
+  end)
+
+  it("refuses to relay a tunnel through an https:// proxy, saying why", function()
+    local ng = env.nginx()
+    local p, port = serve("{ proxies = { 'https://127.0.0.1:9' }, connect_ports = { "
+      .. ng.tls_port .. " } }", { "--timeout", "1" })
+    local out = raw(port, "CONNECT localhost:" .. ng.tls_port .. " HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert.matches("^HTTP/1.1 504 ", out)
+    assert.matches("X%-Scatter%-Error: timeout: last error: proxy_protocol: a CONNECT tunnel is not relayed", out)
+    p:stop()
+  end)
+end)
+
 describe("scatter serve errors and shutdown", function()
   local ng
   setup(function() ng = env.nginx() end)
@@ -213,8 +245,11 @@ describe("scatter serve errors and shutdown", function()
 
   it("SIGTERM drains: the request in flight is answered, then exit 143", function()
     local farm = env.farm({ "slow latency=1" })
+    local mport = env.free_port()
     local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. " }",
-      { "--metrics", "127.0.0.1:0" })
+      { "--metrics", "127.0.0.1:" .. mport })
+    -- the metrics endpoint works as for `scatter run`
+    assert.matches("scatter_tasks_completed_total", sh("curl -sS http://127.0.0.1:" .. mport .. "/metrics"))
     local pending = io.popen("curl -sS -i --max-time 20 -x http://127.0.0.1:" .. port .. " "
       .. q(ng.url("/small.txt")) .. " 2>&1")
     env.wait_until(function()

@@ -88,6 +88,22 @@ describe("sessions", function()
     end)
   end)
 
+  it("max_age moves it once its proxy has served that long", function()
+    local farm = env.farm({ "good count=3" })
+    local pool = pool_for(farm, { max_concurrent_per_request = 2 })
+    scatter.run(function()
+      local s = pool:session{ max_age = 0.3 }
+      assert(s:get(ng.url("/cookie/set?v=age")))
+      assert.equals(1, assert(s:get(ng.url("/cookie/echo"))).attempts)
+      scatter.sleep(0.4)
+      local r = assert(s:get(ng.url("/cookie/echo")))
+      assert.is_true(r.attempts >= 2) -- raced again
+      assert.equals("cookie=sid=age\n", r.body) -- the jar kept
+      assert.equals(1, s.moves)
+      pool:close()
+    end)
+  end)
+
   it("max_errors transport failures move it", function()
     local farm = env.farm({ "good count=2" })
     local pool = pool_for(farm, { max_concurrent_per_request = 1, cooldown_consecutive_fails = 100 })
@@ -131,6 +147,27 @@ describe("sessions", function()
     pool:close()
     _, err = s:get(ng.url("/"))
     assert.equals("closed", err)
+  end)
+
+  it("scatter serve keeps at most MAX_SESSIONS named sessions, dropping the least recently used", function()
+    local serve = require("scatter.serve")
+    local pool = scatter.pool{ proxies = { "127.0.0.1:9" }, metrics_log_interval = 0 }
+    local srv = assert(serve.start(pool, "127.0.0.1", 0, {}))
+    local saved = serve.MAX_SESSIONS
+    serve.MAX_SESSIONS = 2
+    local a, b = srv:_via("a"), srv:_via("b")
+    scatter.sleep(0.01)
+    assert.equals(a, srv:_via("a")) -- a is now the more recent
+    scatter.sleep(0.01)
+    local c = srv:_via("c")
+    serve.MAX_SESSIONS = saved
+    assert.is_true(b.closed)
+    assert.is_nil(srv.sessions.b)
+    assert.equals(a, srv.sessions.a)
+    assert.equals(c, srv.sessions.c)
+    assert.equals(2, srv.nsessions)
+    srv:close(0)
+    pool:close()
   end)
 
   it("scatter serve maps X-Scatter-Session to a session", function()

@@ -103,6 +103,12 @@ local FIELDS = {
   ca_file = { typed("string"), nil },
   proxy_ca_file = { typed("string"), nil },
   seed = { int(0), 1 },
+  -- DESIGN.md section 10: nil learns it from the pool's handshakes
+  connect_timeout = { dur(true), nil },
+  tls_session_sharing = { typed("boolean"), true },
+  racing = { function(v)
+    if v ~= "continuous" and v ~= "rounds" then return '"continuous" or "rounds"' end
+  end, "continuous" },
 }
 M.FIELDS = FIELDS
 
@@ -213,6 +219,8 @@ function M.to_core(cfg)
     eviction_min_samples = cfg.eviction_min_samples,
     hedge_delay = cfg.hedge_delay == "auto" and -1 or cfg.hedge_delay,
     seed = cfg.seed,
+    connect_timeout = cfg.connect_timeout or 0,
+    rounds = cfg.racing == "rounds" and 1 or 0,
   }
 end
 

@@ -66,6 +66,10 @@ function Item:push(url, o)
   local rec, err = queue.record(url, o, "item:push")
   if not rec then error(err, 2) end
   local keys = self._keys
+  if not keys then -- made on the first push: most items push nothing
+    keys = {}
+    self._keys, self._pushes = keys, {}
+  end
   if keys[rec.key] then return false end
   keys[rec.key] = true
   self._pushes[#self._pushes + 1] = rec
@@ -74,7 +78,6 @@ end
 
 local function decorate(it)
   queue.item(it)
-  it._pushes, it._keys = {}, {}
   return setmetatable(it, Item)
 end
 
@@ -94,10 +97,23 @@ function M.crawl(cfg)
   M.running[st] = true
   local extra = cfg.request or {}
 
-  local function wake_idle()
+  -- Wakes n idle workers (all when n is nil): a completion that pushed 3
+  -- items needs 3 workers, not every idle one querying the queue.
+  local function wake_idle(n)
     local ws = st.idle
-    st.idle = {}
-    for _, w in ipairs(ws) do runtime.wake(w) end
+    if not n or n >= #ws then
+      st.idle = {}
+      for _, w in ipairs(ws) do runtime.wake(w) end
+    else
+      -- (a waiter its own timer woke is still listed: skip it)
+      while n > 0 and #ws > 0 do
+        local w = table.remove(ws)
+        if not w.woken then
+          runtime.wake(w)
+          n = n - 1
+        end
+      end
+    end
   end
 
   local function fatal(err)
@@ -138,6 +154,13 @@ function M.crawl(cfg)
         end
         -- otherwise items in flight here may push more: wait for them
         local w = runtime.waiter()
+        if #st.idle >= 2 * o.concurrency then -- drop those their timers woke
+          local keep = {}
+          for _, x in ipairs(st.idle) do
+            if not x.woken then keep[#keep + 1] = x end
+          end
+          st.idle = keep
+        end
         st.idle[#st.idle + 1] = w
         if wait then runtime.after(math.max(wait, 0.001), runtime.wake, w) end
         runtime.block(w)
@@ -163,7 +186,7 @@ function M.crawl(cfg)
         if not cok then runtime.report("scatter.crawl: error in on_failed: " .. tostring(cerr)) end
       end
     else
-      wake_idle() -- due later: an idle worker sets its timer by it
+      wake_idle(1) -- due later: an idle worker sets its timer by it
     end
   end
 
@@ -195,7 +218,7 @@ function M.crawl(cfg)
     if not n then return fatal(cerr) end
     st.done = st.done + 1
     st.pushed = st.pushed + n
-    if n > 0 then wake_idle() end
+    if n > 0 then wake_idle(n) end
   end
 
   local slots, live, all_done = {}, 0, runtime.waiter()

@@ -69,11 +69,18 @@ end
 -- make progress (no thread, timer or transfer).
 function M.step() return runtime.step(false) end
 
--- Closes every open pool (the CLI does this at exit).
+-- Closes every open pool, then every open queue (the CLI does this at exit).
 function M.close_all()
   local ps = {}
   for p in pairs(pool.open) do ps[#ps + 1] = p end
   for _, p in ipairs(ps) do p:close() end
+  -- then the queues (after the pools: what was in flight is given back)
+  local qmod = package.loaded["scatter.queue"]
+  if qmod then
+    local qs = {}
+    for q in pairs(qmod.open) do qs[#qs + 1] = q end
+    for _, q in ipairs(qs) do pcall(q.close, q) end
+  end
 end
 
 -- The crawl frontier (DESIGN.md section 8).

@@ -117,6 +117,7 @@ function M.new(cfg, where)
   cc.remote_dns = cfg.prefer_remote_dns
   cc.ca_file = cfg.ca_file
   cc.proxy_ca_file = cfg.proxy_ca_file
+  cc.tls_session_sharing = cfg.tls_session_sharing
   local c = core.pool_new(cc)
   local self = setmetatable({
     c = c, cfg = cfg, name = cfg.name, tasks = {}, room = {},

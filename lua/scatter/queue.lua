@@ -34,9 +34,12 @@
 --                       -> true    retry_at (seconds, core.now() clock):
 --                          queued again, due then; nil: failed for good,
 --                          keeping err as its last error
--- b:renew(items)        -> true    the leases are still held (Redis extends
---                          them; the embedded queue needs nothing)
--- b:next_due()          -> seconds until the earliest queued item is due
+-- b:renew()             -> true    every lease this process holds is still
+--                          held (Redis extends them; the embedded queue
+--                          needs nothing). scatter.crawl calls it every
+--                          b.lease_secs / 3 seconds (b.lease_secs: the
+--                          backend's lease length, default 60)
+-- b:next_due(now)       -> seconds until the earliest queued item is due
 --                          (0 when one is due now), nil when none is queued
 -- b:flush()             -> true    make everything so far durable now
 --                          (grouped commits: a backend may hold writes for
@@ -59,7 +62,12 @@
 --                          (queued again), close
 --
 -- scatter.crawl uses: output, lease, complete, fail, renew, next_due,
--- flush, stats, close (through the queue object).
+-- flush, stats (through the queue object). It ends when stats() shows
+-- queued == 0 and leased == 0 and it holds no item itself, so stats must
+-- count the whole queue (Redis: every worker's leases), and it raises when
+-- a call returns nil, err (the queue cannot record work: stop, lose nothing).
+-- Times (now, retry_at) are core.now()'s monotonic clock; a backend that
+-- stores them converts (queue_sqlite keeps wall-clock times).
 local core = require("scatter.core")
 
 local M = {}
@@ -70,6 +78,7 @@ local Queue = {}
 Queue.__index = Queue
 
 M.Queue = Queue
+M.open = setmetatable({}, { __mode = "k" }) -- open queues, for scatter.close_all
 
 local function load_backend(opts)
   if opts.redis ~= nil then
@@ -157,7 +166,14 @@ function M.new(opts)
   if not mod then return nil, err end
   local b, berr = mod.open(opts)
   if not b then return nil, berr end
-  return setmetatable({ b = b, opts = opts }, Queue)
+  local q = setmetatable({ b = b, opts = opts }, Queue)
+  M.open[q] = true
+  -- a script that ends without q:close() must not lose its last group of
+  -- writes: finalisers run newest first, so this one before the database's
+  local sentinel = newproxy(true)
+  getmetatable(sentinel).__gc = function() pcall(b.close, b) end
+  q._sentinel = sentinel
+  return q
 end
 
 local function check(self, fname)
@@ -225,6 +241,7 @@ function Queue:close()
   if getmetatable(self) ~= Queue then error("queue:close: called on a non-queue (use q:close)", 2) end
   if self.closed then return true end
   self.closed = true
+  M.open[self] = nil
   return (must("queue:close", self.b:close()))
 end
 

@@ -18,6 +18,9 @@ Server.__index = Server
 
 M.DEFAULT_TIMEOUT = 30
 M.DEFAULT_CONNECT_PORTS = { 443 }
+-- Named sessions kept at most; past it the least recently used one goes
+-- (a client inventing a name per request must not grow memory forever).
+M.MAX_SESSIONS = 10000
 
 -- Hop-by-hop (RFC 9110 section 7.6.1) and what the transport sets itself:
 -- never forwarded upstream.
@@ -130,9 +133,20 @@ function Server:_via(name)
   local s = self.sessions[name]
   if not s or s.closed then
     if not self.target.session then return nil, "invalid_request: sessions need a pool or router" end
+    if not s and self.nsessions >= M.MAX_SESSIONS then
+      local oldest, at
+      for n, x in pairs(self.sessions) do
+        if not at or x.serve_used < at then oldest, at = n, x.serve_used end
+      end
+      self.sessions[oldest]:close()
+      self.sessions[oldest] = nil
+      self.nsessions = self.nsessions - 1
+    end
+    if not s then self.nsessions = self.nsessions + 1 end
     s = self.target:session(self.session_opts)
     self.sessions[name] = s
   end
+  s.serve_used = core.now()
   return s
 end
 
@@ -203,7 +217,7 @@ function M.start(target, host, port, opts)
   if not id then return nil, "cannot listen on " .. host .. ":" .. port .. ": " .. bport end
   local self = setmetatable({
     id = id, port = bport, target = target, timeout = opts.timeout or M.DEFAULT_TIMEOUT,
-    connect_ports = ports, sessions = {}, session_opts = opts.session, active = 0,
+    connect_ports = ports, sessions = {}, nsessions = 0, session_opts = opts.session, active = 0,
   }, Server)
   runtime.on_op(id, function(res) runtime.spawn(self._handle, self, res.status) end)
   return self, bport

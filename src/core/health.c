@@ -206,3 +206,42 @@ int sc_sched_pair_restore(sc_sched_t *s, uint32_t id, uint32_t hid,
   if (p->where != WHERE_OUT) sc_select_replace(s, h, id, tn);
   return 0;
 }
+
+/* Handshakes learnt from before the deadline is trusted: a few keep one
+ * slow first connection from setting it, and until then proxy_timeout
+ * holds, as before. */
+#define HS_MIN_SAMPLES 20
+#define HS_FLOOR 0.3 /* seconds: a loaded loop must not cut good proxies */
+#define HS_EVERY 8   /* samples between two p95 computations */
+
+static int cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+void sc_health_handshake(sc_sched_t *s, double secs) {
+  if (!(secs >= 0)) return;
+  s->hs_ring[s->hs_n % HS_RING] = (float)secs;
+  s->hs_n++;
+  s->m.handshakes++;
+  /* exact over the window, not a running estimate: an estimate that
+   * starts low would cut good proxies while it climbs */
+  if (s->hs_n >= HS_MIN_SAMPLES && s->hs_n % HS_EVERY == 0) {
+    uint32_t n = s->hs_n < HS_RING ? s->hs_n : HS_RING;
+    float v[HS_RING];
+    memcpy(v, s->hs_ring, n * sizeof(*v));
+    qsort(v, n, sizeof(*v), cmp_float);
+    s->hs_p95 = v[(uint32_t)ceil(0.95 * n) - 1];
+  }
+}
+
+double sc_health_connect_timeout(const sc_sched_t *s) {
+  double cap = s->cfg.proxy_timeout;
+  if (s->cfg.rounds) return 0;
+  if (s->cfg.connect_timeout > 0)
+    return s->cfg.connect_timeout < cap ? s->cfg.connect_timeout : cap;
+  if (s->hs_p95 < 0) return 0; /* not learnt yet */
+  double d = 3.0 * s->hs_p95;
+  if (d < HS_FLOOR) d = HS_FLOOR;
+  return d < cap ? d : 0;
+}

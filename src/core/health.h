@@ -20,6 +20,11 @@ void sc_health_record_rest(sc_sched_t *s, uint32_t id, uint32_t hid,
                            double rest);
 /* Evict a proxy from this scheduler: out of every host's structures. */
 void sc_health_kill(sc_sched_t *s, uint32_t id);
+/* A new connection's connect + proxy handshake took secs. */
+void sc_health_handshake(sc_sched_t *s, double secs);
+/* The connect deadline for the next attempt, seconds; 0: none of its own
+ * (proxy_timeout bounds the attempt). */
+double sc_health_connect_timeout(const sc_sched_t *s);
 /* Adaptive K from the pool's recent success rate (also kept as k_current). */
 int sc_health_k(sc_sched_t *s);
 

@@ -3,6 +3,8 @@
 
 #include <math.h>
 
+#include "health.h"
+
 /* ---- per-second counters (throughput, success rate) ---- */
 
 void sc_metrics_tick(sc_sched_t *s, double t) {
@@ -63,4 +65,7 @@ void sc_sched_metrics(sc_sched_t *s, sc_metrics_t *m) {
   m->success_rate_1m = att ? (double)ring_sum(s->ok_ring, sec, 60) / att : 0;
   m->avg_latency_ms = s->lat_ewma < 0 ? 0 : s->lat_ewma * 1000.0;
   m->k_current = s->k_current;
+  double ct = sc_health_connect_timeout(s);
+  m->connect_timeout = ct > 0 ? ct : s->cfg.proxy_timeout;
+  m->handshake_p95 = s->hs_p95;
 }

@@ -48,7 +48,7 @@ void sc_race_cancel(sc_sched_t *s, task *t) {
 
 int sc_race_launch(sc_sched_t *s, task *t, int n) {
   host *h = &s->hosts[t->host];
-  double tn = sc_core_now(s);
+  double tn = sc_core_now(s), ct = sc_health_connect_timeout(s);
   int started = 0;
   sc_select_promote(s, h, tn);
   while (started < n) {
@@ -93,6 +93,7 @@ int sc_race_launch(sc_sched_t *s, task *t, int n) {
     a->pub.host = t->host;
     a->pub.started = tn;
     a->pub.tdata = NULL;
+    a->pub.connect_timeout = ct;
     a->next = t->first;
     t->first = slot;
     t->active++;
@@ -117,21 +118,107 @@ double sc_race_hedge_delay(sc_sched_t *s, const host *h) {
   return h->lat_p95 > 0 ? h->lat_p95 : 0; /* auto: unknown p95 -> all at once */
 }
 
-/* A task from the ready queue: start a round. 0 when nothing could start. */
-int sc_race_dispatch(sc_sched_t *s, task *t) {
-  host *h = &s->hosts[t->host];
+/* ---- continuous racing (DESIGN.md section 10) ----
+ *
+ * A running task keeps t->want live paths: a failed one is replaced at
+ * once (fill), and one timer per task (the delayed heap's hedge entry,
+ * re-armed by arm) adds a path when it is due: every hedge_delay until K
+ * paths live, then, when every live path has run longer than the host's
+ * p95 latency, one more past K, up to 2 x K. */
+
+static double youngest(const sc_sched_t *s, const task *t) {
+  double y = -1;
+  for (uint32_t i = t->first; i != NONE; i = s->attempts[i].next)
+    if (s->attempts[i].pub.started > y) y = s->attempts[i].pub.started;
+  return y;
+}
+
+/* Start paths until t has t->want live ones; returns how many started. */
+static int fill(sc_sched_t *s, task *t) {
+  int n = (int)t->want - (int)t->active;
+  return n > 0 ? sc_race_launch(s, t, n) : 0;
+}
+
+static void arm(sc_sched_t *s, task *t) {
+  const host *h = &s->hosts[t->host];
+  double y = youngest(s, t), d = sc_race_hedge_delay(s, h), at = -1;
+  if (y >= 0) {
+    if (t->want < t->round_k && d > 0)
+      at = y + d;
+    else if (!(t->flags & SC_TASK_NORACE) && t->active < 2 * t->round_k &&
+             h->lat_p95 > 0 &&
+             s->proxy_names.count - s->dead - s->retired > t->active)
+      at = y + h->lat_p95;
+  }
+  if (at >= 0) {
+    sc_task_delay(s, t, at, 1);
+  } else if (t->heap_pos != NONE && t->hedge) {
+    sc_task_undelay(s, t);
+    t->hedge = 0;
+  }
+}
+
+void sc_race_hedge(sc_sched_t *s, task *t, double tn) {
+  t->hedge = 0;
+  if (s->cfg.rounds) {
+    if (sc_race_launch(s, t, 1) > 0 && t->round_started < t->round_k)
+      sc_task_delay(s, t, tn + sc_race_hedge_delay(s, &s->hosts[t->host]),
+                    1);
+    return;
+  }
+  const host *h = &s->hosts[t->host];
+  if (t->want < t->round_k) { /* the next of K paths hedge_delay apart */
+    t->want++;
+    if (fill(s, t) == 0) t->want--; /* nothing eligible: an outcome re-arms */
+    else arm(s, t);
+    return;
+  }
+  /* past K: one more path when every live one is older than the p95 */
+  double y = youngest(s, t);
+  if (y < 0 || t->active >= 2 * t->round_k || !(h->lat_p95 > 0)) return;
+  if (y + h->lat_p95 > tn) { /* the p95 grew since the timer was set */
+    arm(s, t);
+    return;
+  }
+  if (sc_race_launch(s, t, 1) == 0) {
+    /* nothing eligible now: try again when the host's next proxy is
+     * (a later outcome re-arms sooner) */
+    double at = h->wait.n ? sc_select_wait_key(h, 0) : -1;
+    if (at >= 0) sc_task_delay(s, t, at > tn ? at : tn + h->lat_p95, 1);
+    return;
+  }
+  if (t->active > t->want) t->want = t->active;
+  s->m.attempts_hedged++;
+  arm(s, t);
+}
+
+/* The task's K now (adaptive K, DESIGN.md section 3). */
+static int task_k(sc_sched_t *s, const task *t, double d, int count) {
   int k = sc_health_k(s);
-  double d = sc_race_hedge_delay(s, h);
   /* hedged paths only start when the first is slow, so they cost little:
    * keep base K for them even when a high success rate lowers K to 1,
    * or a healthy pool would never hedge its tail */
   if (d > 0 && k < s->cfg.k_base) k = s->cfg.k_base;
-  s->m.k_sum += (uint64_t)k;
-  if (t->flags & SC_TASK_NORACE) k = 1;
+  if (count) s->m.k_sum += (uint64_t)k;
+  return t->flags & SC_TASK_NORACE ? 1 : k;
+}
+
+/* A task from the ready queue: start a round. 0 when nothing could start. */
+int sc_race_dispatch(sc_sched_t *s, task *t) {
+  host *h = &s->hosts[t->host];
+  double d = sc_race_hedge_delay(s, h);
+  int k = task_k(s, t, d, 1);
   t->round_k = (uint16_t)k;
   t->round_started = 0;
   t->target_err = 0;
+  t->failed = NONE;
   s->m.dispatch_count++;
+  if (!s->cfg.rounds) {
+    t->want = (uint16_t)(d > 0 ? 1 : k);
+    int started = fill(s, t);
+    if (started > 0) arm(s, t);
+    return started;
+  }
   int started = sc_race_launch(s, t, d > 0 ? 1 : k);
   if (started > 0 && t->round_started < t->round_k && d > 0)
     sc_task_delay(s, t, sc_core_now(s) + d, 1);
@@ -177,6 +264,20 @@ int sc_race_done_rest(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
     return 1;
   }
   if (v == SC_V_TARGET_ERROR) t->target_err = 1;
+  if (!s->cfg.rounds) {
+    /* a target_error says the target is failing: no new path for it */
+    if (!t->target_err) {
+      /* K follows the pool's success rate between outcomes too */
+      double d = sc_race_hedge_delay(s, &s->hosts[t->host]);
+      t->round_k = (uint16_t)task_k(s, t, d, 0);
+      if (d == 0 && t->want < t->round_k) t->want = t->round_k;
+      t->failed = id;
+      s->m.attempts_replaced += (uint64_t)fill(s, t);
+    }
+    if (t->active == 0) round_over(s, t);
+    else arm(s, t);
+    return 0;
+  }
   if (t->active == 0) {
     if (t->round_started < t->round_k && !t->target_err) {
       /* a failed path fires the next hedge at once (gRPC's non-fatal rule) */

@@ -13,6 +13,8 @@ void sc_race_cancel(sc_sched_t *s, task *t);
 int sc_race_launch(sc_sched_t *s, task *t, int n);
 /* The delay before a round's next hedged path (0: all at once). */
 double sc_race_hedge_delay(sc_sched_t *s, const host *h);
+/* The task's hedge timer is due (the run loop took it off the heap). */
+void sc_race_hedge(sc_sched_t *s, task *t, double tn);
 /* A task from the ready queue: start a round. 0 when nothing could start. */
 int sc_race_dispatch(sc_sched_t *s, task *t);
 /* An attempt's outcome (sc_sched_attempt_done without the run): 1 when it

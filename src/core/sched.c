@@ -15,6 +15,13 @@
 #include "select.h"
 #include "task.h"
 
+int sc_sched_attempt_handshake(sc_sched_t *s, sc_handle_t ah, double secs) {
+  if (!sc_race_attempt_at(s, ah)) return SC_ENOENT;
+  if (!(secs >= 0)) return SC_EINVAL;
+  sc_health_handshake(s, secs);
+  return 0;
+}
+
 int sc_sched_attempt_done(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
                           double latency) {
   return sc_sched_attempt_rest(s, ah, v, latency, -1);
@@ -95,10 +102,7 @@ void sc_sched_run(sc_sched_t *s) {
       task *t = &s->tasks[s->delayed.v[0]];
       sc_task_undelay(s, t);
       if (t->hedge) {
-        t->hedge = 0;
-        if (sc_race_launch(s, t, 1) > 0 && t->round_started < t->round_k)
-          sc_task_delay(s, t, tn + sc_race_hedge_delay(s, &s->hosts[t->host]),
-                        1);
+        sc_race_hedge(s, t, tn);
       } else {
         sc_task_ready(s, t);
       }
@@ -153,6 +157,7 @@ int sc_sched_new(sc_sched_t **out, const sc_config_t *cfg,
       cfg->health_window < 1 || cfg->health_window > 64 ||
       cfg->cooldown_fails < 1 || cfg->eviction_min_samples < 1 ||
       cfg->rate_interval < 0 || cfg->cooldown_base < 0 ||
+      !(cfg->connect_timeout >= 0) ||
       cfg->cooldown_max < cfg->cooldown_base || !env->now || !env->wake ||
       !env->start || !env->cancel)
     return SC_EINVAL;
@@ -167,6 +172,7 @@ int sc_sched_new(sc_sched_t **out, const sc_config_t *cfg,
   sc_task_list_init(&s->ready);
   s->wake_at = -1;
   s->lat_ewma = -1;
+  s->hs_p95 = -1;
   s->k_current = 2 * cfg->k_base;
   s->ring_sec = (int64_t)floor(env->now(env->ud));
   *out = s;
@@ -379,6 +385,7 @@ int sc_sched_submit(sc_sched_t *s, uint32_t hid, unsigned flags, void *ud,
   t->ud = ud;
   t->heap_pos = NONE;
   t->first = NONE;
+  t->failed = NONE;
   s->ntasks++;
   sc_task_ready(s, t);
   *out = sc_core_handle(slot, gen);

@@ -46,6 +46,14 @@ typedef struct sc_config {
   int cooldown_fails;    /* consecutive failures before a cooldown */
   int eviction_min_samples;
   double hedge_delay;    /* 0: all paths at once; >0 seconds; <0: auto (p95) */
+  /* The connect + proxy handshake of one attempt: > 0 seconds (at most
+   * proxy_timeout); 0: learnt, 3 x the pool's handshake p95 in
+   * [0.3 s, proxy_timeout] (DESIGN.md section 10). */
+  double connect_timeout;
+  /* 1: the rule before continuous racing (DESIGN.md section 10): a round's
+   * paths are replaced only when all have ended, no hedge past K, no
+   * connect deadline of its own. For comparisons (bench/faultmix). */
+  int rounds;
   double retry_backoff_base; /* target_error backoff: base * 2^(n-1) */
   double retry_backoff_max;
   uint64_t seed;         /* selection jitter */
@@ -61,6 +69,8 @@ typedef struct sc_attempt {
   uint32_t host;    /* host id */
   double started;
   void *tdata;      /* the transport's own */
+  /* seconds for the connect and proxy handshake; 0: proxy_timeout only */
+  double connect_timeout;
 } sc_attempt_t;
 
 typedef struct sc_env {
@@ -91,6 +101,11 @@ typedef struct sc_metrics {
   uint64_t attempts_started, attempts_cancelled, attempts_finished;
   uint64_t attempts_succeeded;
   uint64_t verdicts[SC_V__COUNT];
+  uint64_t attempts_replaced; /* started at once for a failed live path */
+  uint64_t attempts_hedged;   /* hedges past K (every live path past p95) */
+  uint64_t handshakes;        /* handshake times learnt from */
+  double connect_timeout;     /* the deadline in force now, seconds */
+  double handshake_p95;       /* seconds; < 0 unknown */
 } sc_metrics_t;
 
 /* Per-pair health as seen from outside (snapshots, stats, specs). */
@@ -178,6 +193,11 @@ int sc_sched_attempt_rest(sc_sched_t *s, sc_handle_t attempt, sc_verdict_t v,
  * pair as an attempt's would be (health, cooldown, eviction, latency). */
 int sc_sched_record(sc_sched_t *s, uint32_t proxy, uint32_t host,
                     sc_verdict_t v, double latency);
+/* The attempt's connect + proxy handshake took `secs` (a new connection;
+ * a reused one has none). The transport reports it before the outcome;
+ * it sets the learnt connect deadline. */
+int sc_sched_attempt_handshake(sc_sched_t *s, sc_handle_t attempt,
+                               double secs);
 /* Per-task attempts started so far (the response's `attempts`). */
 int sc_sched_task_attempts(const sc_sched_t *s, sc_handle_t task);
 void *sc_sched_task_ud(const sc_sched_t *s, sc_handle_t task);

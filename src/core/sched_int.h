@@ -19,6 +19,7 @@
 /* Generations wrap at 20 bits so a handle (slot | gen << 32) is exact in a
  * Lua number (a double holds 53 bits). */
 #define GEN_MASK 0xfffffu
+#define HS_RING 64
 
 /* Health of one (proxy, host) pair. Kept at 64 bytes or less: there is one
  * per proxy per host, 10^5 proxies x 20 hosts must stay small. */
@@ -85,6 +86,8 @@ typedef struct task {
   uint32_t first;      /* first active attempt slot */
   double wake_at;
   uint16_t active, round_k, round_started, backoff_n;
+  uint16_t want;   /* live paths the task keeps (continuous racing) */
+  uint32_t failed; /* proxy of its last failed path: not its replacement */
   uint32_t attempts;
 } task;
 
@@ -124,6 +127,10 @@ struct sc_sched {
   uint32_t recent_n, recent_i, recent_ok;
   int k_current;
   float lat_ewma;
+  /* the pool's last HS_RING handshake times (new connections), and their
+   * p95, recomputed every few samples */
+  float hs_ring[HS_RING], hs_p95;
+  uint32_t hs_n;
   uint32_t done_ring[RING], att_ring[RING], ok_ring[RING];
   int64_t ring_sec;
   sc_metrics_t m; /* counters; the derived fields are filled on demand */

@@ -159,6 +159,7 @@ int sc_select_fit(sc_sched_t *s, uint32_t need) {
 }
 
 static int task_has_proxy(const sc_sched_t *s, const task *t, uint32_t id) {
+  if (id == t->failed) return 1;
   for (uint32_t i = t->first; i != NONE; i = s->attempts[i].next)
     if (s->attempts[i].pub.proxy == id) return 1;
   return 0;

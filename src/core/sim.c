@@ -9,7 +9,6 @@
  */
 #include "sim.h"
 
-#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +29,7 @@ typedef struct ev {
 typedef struct att { /* one simulated attempt in flight */
   sc_handle_t handle;
   double latency;
+  double handshake; /* < 0: the connection never got through its handshake */
   uint32_t gen;
   uint32_t next; /* free list */
   uint32_t task; /* slot in sim->tasks */
@@ -203,9 +203,18 @@ static sc_verdict_t script_verdict(char c) {
   }
 }
 
-/* What happens to an attempt through proxy px, decided now. */
-static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double *latency,
-                         int *rest) {
+/* The connect + proxy handshake takes this share of an answering proxy's
+ * latency (a SOCKS handshake is two of the three round trips of a small
+ * request); a blackhole never finishes it. */
+#define HANDSHAKE_SHARE 0.5
+
+/* What happens to an attempt through proxy px, decided now; ct is its
+ * connect deadline (0: none but proxy_timeout). */
+/* What happens to an attempt through proxy px, decided now; ct is its
+ * connect deadline (0: none but proxy_timeout); *rest: the answer asks
+ * the pair to rest (a script's letter r, Retry-After). */
+static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double ct, double *latency,
+                         double *handshake, int *rest) {
   const sgroup *sg = &sim->groups[px->group];
   const sc_sim_group_t *g = &sg->g;
   sc_verdict_t v;
@@ -224,7 +233,7 @@ static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double *latency,
     v = SC_V_TRANSPORT;
     break;
   case SC_SIM_BLACKHOLE:
-    lat = sim->cfg.proxy_timeout;
+    lat = ct > 0 ? ct : sim->cfg.proxy_timeout;
     v = SC_V_TRANSPORT;
     break;
   case SC_SIM_BLOCK:
@@ -237,12 +246,24 @@ static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double *latency,
     v = script_verdict(g->script[px->script_pos++ % sg->script_len]);
     break;
   }
+  double hs = -1;
+  if (g->profile != SC_SIM_DEAD && g->profile != SC_SIM_BLACKHOLE) {
+    hs = HANDSHAKE_SHARE * lat;
+    if (ct > 0 && hs > ct) { /* the connect deadline cuts it */
+      lat = ct;
+      hs = -1;
+      v = SC_V_TRANSPORT;
+      *rest = 0;
+    }
+  }
   if (lat >= sim->cfg.proxy_timeout) { /* the transport gives up first */
     lat = sim->cfg.proxy_timeout;
     v = SC_V_TRANSPORT;
+    if (hs >= lat) hs = -1;
     *rest = 0;
   }
   *latency = lat;
+  *handshake = hs;
   return v;
 }
 
@@ -263,13 +284,14 @@ static int env_start(void *ud, sc_attempt_t *a) {
   uint32_t slot = sim->att_free, tslot = (uint32_t)((uintptr_t)a->task_ud - 1);
   att *at = &sim->atts[slot];
   sproxy *px = &sim->proxies[a->proxy];
-  double lat;
+  double lat, hs;
   int rest = 0;
-  sc_verdict_t v = draw(sim, px, &lat, &rest);
+  sc_verdict_t v = draw(sim, px, a->connect_timeout, &lat, &hs, &rest);
   if (heap_push(sim, sim->clock + lat, slot, at->gen) < 0) return SC_ENOMEM;
   sim->att_free = at->next;
   at->handle = a->handle;
   at->latency = lat;
+  at->handshake = hs;
   at->task = tslot;
   at->proxy = a->proxy;
   at->host = a->host;
@@ -359,6 +381,9 @@ static int outcome(sc_sim_t *sim, uint32_t slot) {
   trace(sim, SC_SIM_EV_DONE, a.proxy, a.host, tslot, a.verdict);
   att_release(sim, slot);
   sim->r.verdicts[a.verdict]++;
+  if (a.handshake >= 0 &&
+      sc_sched_attempt_handshake(sim->s, a.handle, a.handshake) < 0)
+    return SC_EINVAL; /* the scheduler lost track of its attempt */
   double rest = a.rest ? sim->groups[sim->proxies[a.proxy].group].g.retry_after : -1;
   int won = sc_sched_attempt_rest(sim->s, a.handle, (sc_verdict_t)a.verdict,
                                   a.latency, rest);
@@ -602,91 +627,4 @@ int sc_sim_profile_parse(const char *name, sc_sim_profile_t *p) {
     }
   }
   return SC_EINVAL;
-}
-
-/* ---- memory measurement ---- */
-
-static double m_now(void *ud) {
-  (void)ud;
-  return 0;
-}
-static void m_wake(void *ud, double at) { (void)ud, (void)at; }
-static int m_start(void *ud, sc_attempt_t *a) {
-  (void)ud, (void)a;
-  return 0;
-}
-static void m_cancel(void *ud, sc_attempt_t *a) { (void)ud, (void)a; }
-
-static size_t heap_in_use(void) {
-  struct mallinfo2 mi = mallinfo2();
-  return mi.uordblks + mi.hblkhd; /* arena blocks + mmapped blocks */
-}
-
-/* N is a power of two so the scheduler's doubling arrays end exactly full
- * and the figures carry no growth slack. */
-#define MEASURE_N (1u << 16)
-
-static int measured_sched(sc_sched_t **s, uint32_t proxies, int k_base) {
-  sc_config_t c;
-  sc_config_init(&c);
-  c.k_base = k_base;
-  c.rate_interval = 0;
-  c.task_capacity = (int)MEASURE_N;
-  c.max_inflight = (int)(4 * MEASURE_N);
-  sc_env_t env = {NULL, m_now, m_wake, m_start, m_cancel};
-  int rc = sc_sched_new(s, &c, &env);
-  if (rc < 0) return rc;
-  uint32_t id;
-  if ((rc = sc_sched_host_id(*s, "a.test", 6, &id)) < 0) return rc;
-  for (uint32_t i = 0; i < proxies; i++) {
-    char key[32];
-    snprintf(key, sizeof(key), "m-%u:1080", i);
-    if ((rc = sc_sched_proxy_add(*s, key, &id)) < 0) return rc;
-  }
-  return 0;
-}
-
-static int submit_n(sc_sched_t *s, uint32_t n) {
-  for (uint32_t i = 0; i < n; i++) {
-    sc_handle_t h;
-    int rc = sc_sched_submit(s, 0, 0, NULL, &h);
-    if (rc < 0) return rc;
-  }
-  return 0;
-}
-
-int sc_sim_measure(sc_sim_sizes_t *out) {
-  sc_sched_t *s = NULL;
-  int rc;
-  size_t base;
-  uint32_t id;
-
-  /* queued tasks: no proxy at all, so every task waits (starved) */
-  if ((rc = measured_sched(&s, 0, 1)) < 0) goto fail;
-  base = heap_in_use();
-  if ((rc = submit_n(s, MEASURE_N)) < 0) goto fail;
-  out->bytes_per_task = (double)(heap_in_use() - base) / MEASURE_N;
-  sc_sched_free(s);
-  s = NULL;
-
-  /* a second host over N proxies: its health records and their indexes */
-  if ((rc = measured_sched(&s, MEASURE_N, 1)) < 0) goto fail;
-  base = heap_in_use();
-  if ((rc = sc_sched_host_id(s, "b.test", 6, &id)) < 0) goto fail;
-  out->bytes_per_pair = (double)(heap_in_use() - base) / MEASURE_N;
-
-  /* running tasks: N/2 tasks, two paths each (k_base 1, cold start) */
-  base = heap_in_use();
-  if ((rc = submit_n(s, MEASURE_N / 2)) < 0) goto fail;
-  out->bytes_per_attempt =
-      ((double)(heap_in_use() - base) - out->bytes_per_task * MEASURE_N / 2) /
-      MEASURE_N;
-  sc_sched_free(s);
-  s = NULL;
-  if (out->bytes_per_task <= 0 || out->bytes_per_pair <= 0)
-    return SC_EINVAL; /* an allocator that does not report (sanitizers) */
-  return 0;
-fail:
-  sc_sched_free(s);
-  return rc;
 }

@@ -117,13 +117,4 @@ int sc_sim_proxy_info(const sc_sim_t *sim, uint32_t id,
 const char *sc_sim_profile_name(sc_sim_profile_t p);
 int sc_sim_profile_parse(const char *name, sc_sim_profile_t *p);
 
-/* Memory of the scheduler's records, measured through the allocator on a
- * private scheduler (glibc mallinfo2): what one more queued task, one more
- * in-flight attempt and one more (proxy, host) health record cost,
- * including the index structures that point at them. */
-typedef struct sc_sim_sizes {
-  double bytes_per_task, bytes_per_attempt, bytes_per_pair;
-} sc_sim_sizes_t;
-int sc_sim_measure(sc_sim_sizes_t *out);
-
 #endif

@@ -61,6 +61,8 @@ static void on_xfer(sc_xfer_t *x, void *ud) {
   lpool *p = la->pool;
   const sc_attempt_t *a = sc_sched_attempt(p->sched, la->handle);
   if (!a) return; /* cannot happen: cancel frees the transfer first */
+  if (x->handshake >= 0)
+    sc_sched_attempt_handshake(p->sched, la->handle, x->handshake);
   if (sc_xfer_ok(x)) {
     sc_events_push(p->id, la->handle, a->task);
     return;
@@ -87,8 +89,18 @@ static int env_start(void *ud, sc_attempt_t *a) {
   la->handle = a->handle;
   const char *key = sc_sched_proxy_key(p->sched, a->proxy);
   char why[256];
-  if (sc_xfer_route_check(key, sc_sched_host_name(p->sched, a->host),
-                          p->xo.remote_dns, why, sizeof(why)) < 0) {
+  int rc_route = sc_xfer_route_check(key, sc_sched_host_name(p->sched, a->host),
+                                     p->xo.remote_dns, why, sizeof(why));
+  /* serve relays a tunnel's bare socket, which through an https:// proxy
+   * carries TLS to the proxy (DESIGN.md section 12) */
+  if (rc_route == 0 && r->req.tunnel &&
+      sc_proxy_scheme(key, NULL) == SC_PX_HTTPS) {
+    snprintf(why, sizeof(why),
+             "proxy_protocol: a CONNECT tunnel is not relayed through an "
+             "https:// proxy");
+    rc_route = -1;
+  }
+  if (rc_route < 0) {
     /* a failure of this pair, without a connection (DESIGN.md 11) */
     char *eb = sc_lua_pool_error_buf(r), who[300];
     sc_proxy_redact(key, who, sizeof(who));
@@ -96,8 +108,10 @@ static int env_start(void *ud, sc_attempt_t *a) {
     free(la);
     return SC_EINVAL;
   }
+  sc_xfer_opts_t xo = p->xo;
+  xo.connect_timeout = a->connect_timeout;
   int rc = sc_xfer_start(&la->x, sc_loop_default(), &r->req,
-                         sc_sched_proxy_key(p->sched, a->proxy), &p->xo,
+                         sc_sched_proxy_key(p->sched, a->proxy), &xo,
                          on_xfer, la);
   if (rc < 0) {
     char *eb = sc_lua_pool_error_buf(r);
@@ -200,6 +214,8 @@ int sc_lua_pool_new(lua_State *L) {
   c.eviction_min_samples =
       (int)opt_num(L, 1, "eviction_min_samples", c.eviction_min_samples);
   c.hedge_delay = opt_num(L, 1, "hedge_delay", c.hedge_delay);
+  c.connect_timeout = opt_num(L, 1, "connect_timeout", c.connect_timeout);
+  c.rounds = (int)opt_num(L, 1, "rounds", c.rounds);
   c.seed = (uint64_t)opt_num(L, 1, "seed", (double)c.seed);
 
   lpool *p = lua_newuserdata(L, sizeof(*p));
@@ -208,6 +224,9 @@ int sc_lua_pool_new(lua_State *L) {
   p->xo.timeout = c.proxy_timeout;
   lua_getfield(L, 1, "remote_dns");
   p->xo.remote_dns = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "tls_session_sharing");
+  p->no_tls_share = !lua_isnil(L, -1) && !lua_toboolean(L, -1);
   lua_pop(L, 1);
   lua_getfield(L, 1, "ca_file");
   if (!lua_isnil(L, -1)) {
@@ -232,6 +251,11 @@ int sc_lua_pool_new(lua_State *L) {
   }
   /* a pool's own connection cache, so that closing the pool closes them */
   curl_share_setopt(p->xo.share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  /* and its TLS sessions: a target's session, got through one proxy,
+   * resumes the handshake through every other (DESIGN.md section 10) */
+  if (!p->no_tls_share)
+    curl_share_setopt(p->xo.share, CURLSHOPT_SHARE,
+                      CURL_LOCK_DATA_SSL_SESSION);
   uv_timer_init(sc_loop_uv(loop), p->wake);
   p->wake->data = p;
   sc_env_t env = {p, env_now, env_wake, env_start, env_cancel};
@@ -459,6 +483,12 @@ static int l_pool_metrics(lua_State *L) {
   SETN("attempts_cancelled", m.attempts_cancelled);
   SETN("attempts_finished", m.attempts_finished);
   SETN("attempts_succeeded", m.attempts_succeeded);
+  SETN("attempts_replaced", m.attempts_replaced);
+  SETN("attempts_hedged", m.attempts_hedged);
+  SETN("handshakes", m.handshakes);
+  SETN("connect_timeout_ms", m.connect_timeout * 1000.0);
+  SETN("handshake_p95_ms",
+       m.handshake_p95 < 0 ? -1 : m.handshake_p95 * 1000.0);
   lua_createtable(L, 0, SC_V__COUNT);
   for (int i = 0; i < SC_V__COUNT; i++) {
     lua_pushnumber(L, (lua_Number)m.verdicts[i]);

@@ -39,6 +39,7 @@ struct lpool {
   char *ca_file;
   char *proxy_ca_file;
   int id;
+  int no_tls_share; /* tls_session_sharing = false */
   lreq *reqs; /* every live request, to free them at close */
 };
 

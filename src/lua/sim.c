@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../core/sim.h"
+#include "../core/simmem.h"
 
 #include "funcs.h"
 
@@ -50,6 +51,8 @@ static void read_config(lua_State *L, int t, sc_config_t *c) {
   c->eviction_min_samples =
       INT_FIELD(t, "eviction_min_samples", c->eviction_min_samples);
   c->hedge_delay = opt_num(L, t, "hedge_delay", c->hedge_delay);
+  c->connect_timeout = opt_num(L, t, "connect_timeout", c->connect_timeout);
+  c->rounds = (int)opt_num(L, t, "rounds", c->rounds);
   c->seed = U64_FIELD(t, "seed", (double)c->seed);
 }
 
@@ -114,6 +117,12 @@ static void push_metrics(lua_State *L, const sc_metrics_t *m) {
   SETN("attempts_cancelled", m->attempts_cancelled);
   SETN("attempts_finished", m->attempts_finished);
   SETN("attempts_succeeded", m->attempts_succeeded);
+  SETN("attempts_replaced", m->attempts_replaced);
+  SETN("attempts_hedged", m->attempts_hedged);
+  SETN("handshakes", m->handshakes);
+  SETN("connect_timeout_ms", m->connect_timeout * 1000.0);
+  SETN("handshake_p95_ms",
+       m->handshake_p95 < 0 ? -1 : m->handshake_p95 * 1000.0);
   push_verdicts(L, m->verdicts);
   lua_setfield(L, -2, "verdicts");
 }

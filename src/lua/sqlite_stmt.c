@@ -25,8 +25,11 @@ static sc_sqlite_stmt *check_stmt(lua_State *L) {
   return s;
 }
 
-/* Binds arguments 2..top; returns 0 or pushes nil, err and returns 2. */
-static int bind_args(lua_State *L, sc_sqlite_stmt *s) {
+/* Binds arguments 2..top; returns 0 or pushes nil, err and returns 2.
+ * copy = 0 binds strings in place: only for exec and one, which run the
+ * statement while the arguments are on the Lua stack, and clear the
+ * bindings before they return. */
+static int bind_args(lua_State *L, sc_sqlite_stmt *s, int copy) {
   sqlite3_reset(s->st);
   sqlite3_clear_bindings(s->st);
   int n = lua_gettop(L) - 1;
@@ -50,7 +53,8 @@ static int bind_args(lua_State *L, sc_sqlite_stmt *s) {
     case LUA_TSTRING: {
       size_t len;
       const char *p = lua_tolstring(L, i + 1, &len);
-      rc = sqlite3_bind_text(s->st, i, p, (int)len, SQLITE_TRANSIENT);
+      rc = sqlite3_bind_text(s->st, i, p, (int)len,
+                             copy ? SQLITE_TRANSIENT : SQLITE_STATIC);
       break;
     }
     default:
@@ -78,23 +82,28 @@ static void push_col(lua_State *L, sqlite3_stmt *st, int c) {
 
 static int l_exec(lua_State *L) {
   sc_sqlite_stmt *s = check_stmt(L);
-  int r = bind_args(L, s);
-  if (r) return r;
+  int r = bind_args(L, s, 0);
+  if (r) {
+    sqlite3_clear_bindings(s->st);
+    return r;
+  }
   int rc;
   while ((rc = sqlite3_step(s->st)) == SQLITE_ROW) {}
   if (rc != SQLITE_DONE) {
     r = sc_sqlite_fail(L, s->db, "step");
     sqlite3_reset(s->st);
+    sqlite3_clear_bindings(s->st);
     return r;
   }
   sqlite3_reset(s->st);
+  sqlite3_clear_bindings(s->st);
   lua_pushnumber(L, sqlite3_changes(s->db));
   return 1;
 }
 
 static int l_one(lua_State *L) {
   sc_sqlite_stmt *s = check_stmt(L);
-  int r = bind_args(L, s);
+  int r = bind_args(L, s, 1);
   if (r) return r;
   int rc = sqlite3_step(s->st);
   if (rc == SQLITE_DONE) {
@@ -117,7 +126,7 @@ static int l_one(lua_State *L) {
 
 static int l_bind(lua_State *L) {
   sc_sqlite_stmt *s = check_stmt(L);
-  int r = bind_args(L, s);
+  int r = bind_args(L, s, 1);
   if (r) return r;
   lua_pushboolean(L, 1);
   return 1;

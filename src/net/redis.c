@@ -126,7 +126,7 @@ static void went_down(sc_redis_t *r);
 /* Frees the context; hiredis fails every command on it (reply NULL) and,
  * when it was connected, calls on_disconnect. */
 static void drop(sc_redis_t *r, const char *why) {
-  if (!r->err[0]) snprintf(r->err, sizeof(r->err), "%s", why);
+  if (!r->err[0] && why) snprintf(r->err, sizeof(r->err), "%s", why);
   redisAsyncContext *ac = r->ac;
   if (!ac) return;
   int connected = (ac->c.flags & REDIS_CONNECTED) != 0;
@@ -189,7 +189,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
   if (!c->cb) {
     if (reply && reply->type == REDIS_REPLY_ERROR) {
       snprintf(r->err, sizeof(r->err), "handshake refused: %s", reply->str);
-      drop(r, r->err);
+      drop(r, NULL);
     } else if (reply && --r->handshake_left == 0 && r->state == ST_CONNECTING) {
       r->state = ST_UP;
       r->backoff = 0.1;

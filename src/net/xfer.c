@@ -77,6 +77,11 @@ static void on_done(CURL *easy, CURLcode res, void *ud) {
   if (x->cookie_engine && res == CURLE_OK)
     curl_easy_getinfo(easy, CURLINFO_COOKIELIST, &x->cookies_out);
   x->elapsed = sc_loop_now() - x->started;
+  long conns = 0;
+  curl_off_t pre = 0;
+  curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &conns);
+  curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+  x->handshake = conns > 0 && pre > 0 ? (double)pre / 1e6 : -1;
   x->cb(x, x->ud);
 }
 
@@ -136,6 +141,9 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
                        ? (long)conn_group(proxy_key)
                        : 0L);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(o->timeout * 1000.0));
+  /* 0 is libcurl's default (300 s), under the whole-attempt timeout */
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                   (long)(o->connect_timeout * 1000.0 + 0.5));
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, x);

@@ -32,6 +32,9 @@ typedef struct sc_req {
 typedef struct sc_xfer_opts {
   CURLSH *share;       /* the pool's connection cache (NULL: the loop's) */
   double timeout;      /* the whole attempt, seconds */
+  /* connect + proxy handshake (+ TLS with the target), seconds; 0: none
+   * but timeout */
+  double connect_timeout;
   const char *ca_file; /* NULL: the system bundle */
   const char *proxy_ca_file; /* https:// proxies' CAs; NULL: the system's */
   int remote_dns;      /* socks5h/socks4a (the proxy resolves) or local */
@@ -56,6 +59,9 @@ struct sc_xfer {
   long status;
   CURLcode result;
   double started, elapsed;
+  /* its new connection's connect + handshakes, seconds; < 0 when the
+   * connection was reused or never got that far */
+  double handshake;
   sc_xfer_cb cb;
   void *ud;
   sc_loop_xfer_t done; /* the loop's completion record */

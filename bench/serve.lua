@@ -1,0 +1,117 @@
+-- serve: what `scatter serve` adds, against the same farm `good` proxies.
+--   latency   plain http on healthy proxies, one request at a time: p50 of
+--             pool:get in this process vs p50 of a kept-alive HTTP/1.1
+--             client (luasocket) through scatter serve; the difference is
+--             serve's added latency (target: p50 <= 1 ms)
+--   relay     a 100 MiB body through a CONNECT tunnel of scatter serve
+--             (curl -p -x) vs curl through the same SOCKS5 proxy directly
+--             (target: >= 0.8x)
+--
+--   luajit bench/serve.lua [requests] [runs]
+local B = dofile("bench/lib.lua")
+local env = B.env
+local scatter = require("scatter")
+local socket = require("socket")
+
+local N = tonumber(arg[1]) or 2000
+local RUNS = tonumber(arg[2]) or 2
+B.banner(string.format("serve: %d sequential requests, 100 MiB relay, %d run(s) each", N, RUNS))
+
+local web = env.nginx()
+local farm = env.farm({ "good count=4" })
+local big = web.root .. "/big100.bin"
+assert(B.sh("head -c 104857600 /dev/urandom > " .. big))
+
+local function pool_cfg()
+  return { proxies = farm.proxies, rate_limit = { default_interval = 0 }, metrics_log_interval = 0 }
+end
+
+local function pool_latencies()
+  local pool = scatter.pool(pool_cfg())
+  local lat = {}
+  scatter.run(function()
+    for i = 1, N + 100 do
+      local t0 = B.now()
+      local r = assert(pool:get(web:url("/small.txt?i=" .. i)))
+      assert(r.status == 200)
+      if i > 100 then lat[#lat + 1] = B.now() - t0 end -- after a warm-up
+    end
+  end)
+  pool:close()
+  return lat
+end
+
+local function start_serve()
+  local plist = {}
+  for i, a in ipairs(farm.proxies) do plist[i] = ("%q"):format(a) end
+  local cfgf = env.script("serve_bench.lua", "return { proxies = {" .. table.concat(plist, ",")
+    .. "}, rate_limit = { default_interval = 0 }, metrics_log_interval = 0, connect_ports = { "
+    .. web.port .. " } }")
+  local p = env.spawn({ env.build_dir() .. "/scatter", "serve", "--listen", "127.0.0.1:0",
+                        "--config", cfgf, "--quiet" }, { name = "serve" })
+  local port = env.wait_until(function()
+    return tonumber((env.read_file(p.log) or ""):match("listening on http://127%.0%.0%.1:(%d+)"))
+  end, "scatter serve", p)
+  return p, port
+end
+
+-- One kept-alive connection, one request at a time.
+local function serve_latencies(port)
+  local c = assert(socket.connect("127.0.0.1", port))
+  c:setoption("tcp-nodelay", true)
+  c:settimeout(30)
+  local lat = {}
+  for i = 1, N + 100 do
+    local t0 = B.now()
+    c:send("GET " .. web:url("/small.txt?i=" .. i) .. " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    local status = assert(c:receive("*l"))
+    assert(status:find("^HTTP/1.1 200"), status)
+    local len
+    while true do
+      local l = assert(c:receive("*l"))
+      if l == "" then break end
+      len = len or tonumber(l:match("^[Cc]ontent%-[Ll]ength: (%d+)"))
+    end
+    assert(c:receive(len))
+    if i > 100 then lat[#lat + 1] = B.now() - t0 end
+  end
+  c:close()
+  return lat
+end
+
+local function curl_speed(args)
+  local ok, out = B.sh("curl -sS -o /dev/null -w '%{speed_download} %{size_download}' " .. args)
+  local speed, size = out:match("([%d.]+) (%d+)")
+  assert(ok and tonumber(size) == 104857600, "curl: " .. out)
+  return tonumber(speed) / (1024 * 1024)
+end
+
+local sp, sport = start_serve()
+local rows = { { "measure", "pool:get", "through serve", "difference / ratio" } }
+local lat_rows, p50_diffs = {}, {}
+for run = 1, RUNS do
+  local a, b = pool_latencies(), serve_latencies(sport)
+  local pa, pb = B.quantile(a, 0.5) * 1000, B.quantile(b, 0.5) * 1000
+  p50_diffs[#p50_diffs + 1] = pb - pa
+  lat_rows[#lat_rows + 1] = { "latency p50 / p99 ms (run " .. run .. ")",
+    string.format("%.3f / %.3f", pa, B.quantile(a, 0.99) * 1000),
+    string.format("%.3f / %.3f", pb, B.quantile(b, 0.99) * 1000),
+    string.format("+%.3f ms at p50", pb - pa) }
+end
+for _, r in ipairs(lat_rows) do rows[#rows + 1] = r end
+local ratios = {}
+local url = web:url("/big100.bin")
+for run = 1, RUNS do
+  local direct = curl_speed("--socks5-hostname " .. farm.proxies[1] .. " " .. url)
+  local via = curl_speed("-p -x http://127.0.0.1:" .. sport .. " " .. url)
+  ratios[#ratios + 1] = via / direct
+  rows[#rows + 1] = { "100 MiB relay MiB/s (run " .. run .. ")", string.format("%.0f (curl via SOCKS5)", direct),
+    string.format("%.0f (CONNECT)", via), string.format("%.2fx", via / direct) }
+end
+sp:stop()
+B.table(rows)
+local dlo, dhi = B.range(p50_diffs)
+local rlo, rhi = B.range(ratios)
+print(string.format("serve's added p50 latency: %.3f-%.3f ms (target <= 1 ms); relay %.2fx-%.2fx of curl direct (target >= 0.8x)",
+  dlo, dhi, rlo, rhi))
+env.cleanup()
