@@ -20,6 +20,7 @@
 -- | a local curl failure (missing ca_file)         | local_error, retried; no pair is charged                  |
 -- | a kill -9 within state_save_interval           | saved FIRST_SAVE (10 s) after the first outcomes          |
 -- | two processes naming one state_file            | the second warns "in use by another process", never saves |
+-- | a real 404/410, two proxies agree              | delivered as final, no pair charged (consensus_404)       |
 local env = require("support.env")
 local scatter = require("scatter")
 local log = require("scatter.log")
@@ -301,5 +302,25 @@ describe("hardening", function()
     assert.is_nil(env.read_file(path), "the second process wrote the file")
     pool:close()
     assert(require("scatter.state").read(path).default)
+  end)
+
+  it("a 404 two different proxies agree on is final, and charges no pair", function()
+    local pool = scatter.pool({ proxies = { farm.proxies[1], farm.proxies[2] }, metrics_log_interval = 0,
+      rate_limit = { default_interval = 0 } })
+    local resp, err = pool:get(ng.url("/status/404"), { timeout = 10 })
+    assert.truthy(resp, err)
+    assert.equal(404, resp.status)
+    assert.is_true(resp.elapsed < 5, "took " .. resp.elapsed .. " s")
+    local m = pool:metrics()
+    assert.equal(0, m.verdicts.proxy_blocked)
+    assert.equal(0, m.cooldown_proxies)
+    pool:close()
+    -- consensus_404 = false: the old rule, a 404 is the proxy's fault
+    pool = scatter.pool({ proxies = { farm.proxies[1], farm.proxies[2] }, metrics_log_interval = 0,
+      consensus_404 = false })
+    resp, err = pool:get(ng.url("/status/404"), { timeout = 1 })
+    assert.is_nil(resp)
+    assert.truthy(err:find("proxy_blocked", 1, true), err)
+    pool:close()
   end)
 end)

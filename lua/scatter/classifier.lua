@@ -22,6 +22,11 @@ function M.default(resp)
   elseif s == 503 and resp.headers["retry-after"] and core.retry_after(resp.headers["retry-after"]) then
     -- "come back later" to this client: the pair rests (DESIGN.md 11)
     return "proxy_blocked"
+  elseif s == 404 or s == 410 then
+    -- maybe the target's truth, maybe a proxy's lie: no pair is charged;
+    -- in C (a pool keeping this classifier) two proxies agreeing make it
+    -- final
+    return "target_error"
   elseif s >= 500 and s < 600 then
     return "target_error"
   end

@@ -132,6 +132,7 @@ function M.new(cfg, where)
   cc.ca_file = cfg.ca_file
   cc.proxy_ca_file = cfg.proxy_ca_file
   cc.tls_session_sharing = cfg.tls_session_sharing
+  cc.consensus_404 = cfg.consensus_404
   local c = core.pool_new(cc)
   local self = setmetatable({
     c = c, cfg = cfg, name = cfg.name, tasks = {}, room = {},

@@ -231,6 +231,9 @@ int sc_lua_pool_new(lua_State *L) {
   lua_getfield(L, 1, "tls_session_sharing");
   p->no_tls_share = !lua_isnil(L, -1) && !lua_toboolean(L, -1);
   lua_pop(L, 1);
+  lua_getfield(L, 1, "consensus_404");
+  p->no_consensus = !lua_isnil(L, -1) && !lua_toboolean(L, -1);
+  lua_pop(L, 1);
   lua_getfield(L, 1, "ca_file");
   if (!lua_isnil(L, -1)) {
     p->ca_file = strdup(luaL_checkstring(L, -1));
