@@ -6,7 +6,12 @@ local classifier = require("scatter.classifier")
 local scatter = require("scatter")
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local function example(name) return dofile(here .. "../examples/classifiers/" .. name .. ".lua") end
+-- the module scatter.classifiers; the example files must return the same
+local function example(name)
+  local c = require("scatter.classifiers")[name]
+  assert(c == dofile(here .. "../examples/classifiers/" .. name .. ".lua"), name .. ": the example differs")
+  return c
+end
 
 local function resp_of(status, body, headers)
   return { status = status, body = body or "", headers = headers or {}, url = "http://x.test/", proxy = "127.0.0.1:1" }
