@@ -219,7 +219,7 @@ function B:flush_completes()
 end
 
 function B:complete(item, recs, line)
-  local job = { item = item, recs = recs, line = line, w = runtime.waiter() }
+  local job = { item = item, recs = recs or {}, line = line, w = runtime.waiter() }
   self.cq[#self.cq + 1] = job
   if not self.cq_armed then
     self.cq_armed = true
