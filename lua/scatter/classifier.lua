@@ -57,11 +57,19 @@ M.shown = shown
 
 -- Returns verdict, err. Runs the classifier in its own coroutine so that a
 -- yield is caught instead of suspending whoever drives the loop.
-function M.call(fn, resp)
+-- limit (seconds, 0: none): the watchdog's classifier_timeout; name: the
+-- pool's, for the watchdog's own line when it cannot interrupt.
+function M.call(fn, resp, limit, name)
   local co = coroutine.create(fn)
   runtime.no_wait = "a classifier"
+  local armed = limit and limit > 0 and core.watchdog_arm(limit, name, co)
   local ok, v = coroutine.resume(co, resp)
+  local overran = armed and core.watchdog_disarm()
   runtime.no_wait = nil
+  if overran and not ok then
+    return "target_error", "classifier_timeout: the classifier ran past classifier_timeout ("
+      .. limit .. " s) and was interrupted", true
+  end
   if not ok then
     return "target_error", "classifier error: " .. (type(v) == "string" and log.cap(v, 1000) or shown(v))
   end

@@ -115,6 +115,8 @@ local FIELDS = {
   -- the default classifier: a 404/410 charges no pair, and two different
   -- proxies agreeing on it make it final
   consensus_404 = { typed("boolean"), true },
+  -- the watchdog: a classifier running longer is interrupted (0: off)
+  classifier_timeout = { dur(false, 3600), 1 },
   racing = { function(v)
     if v ~= "continuous" and v ~= "rounds" then return '"continuous" or "rounds"' end
   end, "continuous" },

@@ -137,7 +137,7 @@ function M.new(cfg, where)
   local self = setmetatable({
     c = c, cfg = cfg, name = cfg.name, tasks = {}, room = {},
     classify = classifier.check(cfg.classifier, where),
-    classifier_errors = 0, last_classifier_log = -math.huge,
+    classifier_errors = 0, classifier_timeouts = 0, last_classifier_log = -math.huge,
   }, Pool)
   for host, iv in pairs(cfg.rate_limit.host_overrides) do c:host_interval(host, iv) end
   for i, line in ipairs(cfg.proxies) do
@@ -213,7 +213,8 @@ function Pool:_on_response(ah, th)
   end
   local resp = self.c:response(ah)
   if not resp then return end -- its task ended meanwhile
-  local verdict, err = classifier.call(self.classify, resp)
+  local verdict, err, timed_out = classifier.call(self.classify, resp, self.cfg.classifier_timeout, self.name or "")
+  if timed_out then self.classifier_timeouts = self.classifier_timeouts + 1 end
   if err then
     self.classifier_errors = self.classifier_errors + 1
     local now = core.now()
@@ -388,6 +389,7 @@ function Pool:metrics()
   if self.closed then return self.final_metrics end
   local m = self.c:metrics()
   m.classifier_errors = self.classifier_errors
+  m.classifier_timeouts = self.classifier_timeouts
   return m
 end
 
@@ -415,6 +417,7 @@ function Pool:close()
   -- taken once its tasks have ended: pending 0, each of them failed
   local m = self.c:metrics()
   m.classifier_errors = self.classifier_errors
+  m.classifier_timeouts = self.classifier_timeouts
   self.final_metrics = m
   local write = self.state and self.state:freeze()
   self.c:close()
