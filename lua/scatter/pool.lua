@@ -141,7 +141,12 @@ function M.new(cfg, where)
   }, Pool)
   for host, iv in pairs(cfg.rate_limit.host_overrides) do c:host_interval(host, iv) end
   for i, line in ipairs(cfg.proxies) do
-    local key, err = c:add_proxy(line)
+    local key, err
+    if line:find("%z") then
+      err = "contains a NUL byte" -- the C parser's "spaces" named it wrongly
+    else
+      key, err = c:add_proxy(line)
+    end
     if key == nil then
       c:close()
       error(where .. ": proxies[" .. i .. "]: " .. err .. ": " .. log.redact(("%q"):format(line)), 0)
