@@ -109,8 +109,10 @@ end
 local function metrics_line(self)
   local m = self:metrics()
   return string.format(
-    "throughput=%.1f/s | success=%d%% | pool: %d healthy, %d cooldown, %d dead | tasks: %d pending, %d delayed, %d inflight | K=%d",
-    m.throughput_10s, math.floor(m.success_rate_1m * 100 + 0.5), m.healthy_proxies, m.cooldown_proxies,
+    "throughput=%.1f/s | success=%d%% | pool: %d healthy, %d untested, %d failing, %d cooldown, %d dead"
+      .. " | tasks: %d pending, %d delayed, %d inflight | K=%d",
+    m.throughput_10s, math.floor(m.success_rate_1m * 100 + 0.5), m.healthy_proxies, m.untested_proxies,
+    m.failing_proxies, m.cooldown_proxies,
     m.dead_proxies, m.pending_tasks, m.delayed_tasks, m.inflight, m.k_current)
 end
 

@@ -466,6 +466,8 @@ static int l_pool_metrics(lua_State *L) {
   SETN("cooldown_proxies", m.cooldown_proxies);
   SETN("dead_proxies", m.dead_proxies);
   SETN("retired_proxies", m.retired_proxies);
+  SETN("untested_proxies", m.untested_proxies);
+  SETN("failing_proxies", m.failing_proxies);
   SETN("pending_tasks", m.pending_tasks);
   SETN("ready_tasks", m.ready_tasks);
   SETN("delayed_tasks", m.delayed_tasks);
