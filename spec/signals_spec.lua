@@ -148,8 +148,9 @@ describe("scatter run and signals", function()
     f:close()
     local out = dir .. "/lib.out"
     local argv = { "luajit", lib, path, ng.url("/small.txt"), farm.proxies[1], "lua", env.build_dir() }
-    -- the ASan build's module needs its runtime preloaded into luajit
-    if env.asan_preload then table.insert(argv, 1, "LD_PRELOAD=" .. env.asan_preload) table.insert(argv, 1, "env") end
+    -- the sanitizer build's module needs the ASan runtime first (env execs
+    -- luajit, so the pid signalled is the script's)
+    if env.asan_preload then table.insert(argv, 1, "env") table.insert(argv, 2, "LD_PRELOAD=" .. env.asan_preload) end
     local proc = env.spawn(argv, { log = out, name = "lib-signal" })
     env.wait_until(function() return (read(out) or ""):find("ready", 1, true) end, "the script to start", proc, 30)
     env.sleep(0.3)
