@@ -178,7 +178,7 @@ describe("bad input", function()
         if name == "name" or name == "state_file" or name == "ca_file" or name == "proxy_ca_file" then
           bads = { 5, {}, true }
         end
-        if name == "prefer_remote_dns" or name == "tls_session_sharing" then bads = { "yes", 1, {} } end
+        if name == "prefer_remote_dns" or name == "tls_session_sharing" or name == "consensus_404" then bads = { "yes", 1, {} } end
         for _, bad in ipairs(bads) do
           local cfg = { proxies = { farm.proxies[1] }, metrics_log_interval = 0 }
           cfg[name] = bad

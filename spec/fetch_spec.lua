@@ -141,10 +141,13 @@ describe("scatter fetch", function()
 
     it("--classifier FILE: the file's classifier decides", function()
       local cls = dir .. "/cls.lua"
-      write(cls, 'return function(r) if r.status == 404 then return "final" end return "success" end\n')
+      write(cls, 'local d = require("scatter.classifier").default\n'
+        .. 'return function(r) if r.status == 404 then return "final" end return d(r) end\n')
       local rc, _, err = scatter("fetch " .. q(ng.url("/status/404")) .. " --proxies " .. q(list)
         .. " --classifier " .. q(cls) .. " --timeout 20")
-      assert.equal(0, rc, err)
+      -- delivered at once as the target's answer (a 4xx exits 1, named)
+      assert.equal(1, rc, err)
+      assert.truthy(err:find("HTTP 404 (the target's answer", 1, true), err)
       write(cls, "return 42\n")
       rc, _, err = scatter("fetch " .. q(ng.url("/small.txt")) .. " --proxies " .. q(list) .. " --classifier " .. q(cls))
       assert.equal(2, rc)

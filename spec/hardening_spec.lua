@@ -20,6 +20,9 @@
 -- | a local curl failure (missing ca_file)         | local_error, retried; no pair is charged                  |
 -- | a kill -9 within state_save_interval           | saved FIRST_SAVE (10 s) after the first outcomes          |
 -- | two processes naming one state_file            | the second warns "in use by another process", never saves |
+-- | a real 404/410, two proxies agree              | delivered as final, no pair charged (consensus_404)       |
+-- | a classifier that never returns                | interrupted after classifier_timeout: target_error, counted |
+-- | ... in a loop LuaJIT compiled                  | the watchdog says so on stderr with the pool's name       |
 local env = require("support.env")
 local scatter = require("scatter")
 local log = require("scatter.log")
@@ -109,6 +112,9 @@ describe("hardening", function()
     assert.is_nil(resp)
     assert.equal("invalid_request: url contains a NUL byte", err)
     pool:close()
+    local ok, perr = pcall(scatter.pool, { proxies = { "127.0.0.1:10\0" .. "80" }, metrics_log_interval = 0 })
+    assert.is_false(ok)
+    assert.truthy(perr:find("proxies[1]: contains a NUL byte", 1, true), perr)
   end)
 
   it("D3: redaction is linear and a log line is capped", function()
@@ -301,5 +307,57 @@ describe("hardening", function()
     assert.is_nil(env.read_file(path), "the second process wrote the file")
     pool:close()
     assert(require("scatter.state").read(path).default)
+  end)
+
+  it("a 404 two different proxies agree on is final, and charges no pair", function()
+    local pool = scatter.pool({ proxies = { farm.proxies[1], farm.proxies[2] }, metrics_log_interval = 0,
+      rate_limit = { default_interval = 0 } })
+    local resp, err = pool:get(ng.url("/status/404"), { timeout = 10 })
+    assert.truthy(resp, err)
+    assert.equal(404, resp.status)
+    assert.is_true(resp.elapsed < 5, "took " .. resp.elapsed .. " s")
+    local m = pool:metrics()
+    assert.equal(0, m.verdicts.proxy_blocked)
+    assert.equal(0, m.cooldown_proxies)
+    pool:close()
+    -- consensus_404 = false: the old rule, a 404 is the proxy's fault
+    pool = scatter.pool({ proxies = { farm.proxies[1], farm.proxies[2] }, metrics_log_interval = 0,
+      consensus_404 = false })
+    resp, err = pool:get(ng.url("/status/404"), { timeout = 1 })
+    assert.is_nil(resp)
+    assert.truthy(err:find("proxy_blocked", 1, true), err)
+    pool:close()
+  end)
+  it("the watchdog interrupts a classifier that never returns", function()
+    local lines, resp, err, m = logged(function()
+      local p = pool_of({ classifier = function() while true do debug.getinfo(1, "l") end end,
+        classifier_timeout = 0.2, name = "wd" })
+      local t0 = scatter.now()
+      local r, e = p:get(ng.url("/small.txt"), { timeout = 1.5, race = false })
+      local mm = p:metrics()
+      p:close()
+      assert.is_true(scatter.now() - t0 < 5)
+      return r, e, mm
+    end)
+    assert.is_nil(resp)
+    assert.truthy(err:find("^timeout"), err)
+    assert.is_true(m.classifier_timeouts >= 1)
+    assert.is_true(m.classifier_errors >= 1)
+    assert.truthy(grep(lines, "classifier_timeout"), table.concat(lines, "\n"))
+  end)
+
+  it("the watchdog names the pool when LuaJIT cannot interrupt a compiled loop", function()
+    local script = env.script("endless.lua", ([[
+      local scatter = require("scatter")
+      local pool = scatter.pool({ proxies = { %q }, metrics_log_interval = 0, name = "stuckpool",
+        classifier_timeout = 0.2, classifier = function() local x = 0 while true do x = x + 1 end end })
+      pool:get(%q, { timeout = 5 })
+    ]]):format(farm.proxies[1], ng.url("/small.txt")))
+    local out = dir .. "/endless.err"
+    local proc = env.spawn({ env.build_dir() .. "/scatter", "run", script }, { log = out, name = "endless" })
+    env.wait_until(function() return (env.read_file(out) or ""):find("cannot be interrupted", 1, true) end,
+      "the watchdog's line", proc, 20)
+    assert.truthy(env.read_file(out):find("[stuckpool] classifier running past classifier_timeout", 1, true))
+    proc:stop(0.2) -- SIGTERM, then SIGKILL: the loop never turns
   end)
 end)

@@ -22,6 +22,11 @@ function M.default(resp)
   elseif s == 503 and resp.headers["retry-after"] and core.retry_after(resp.headers["retry-after"]) then
     -- "come back later" to this client: the pair rests (DESIGN.md 11)
     return "proxy_blocked"
+  elseif s == 404 or s == 410 then
+    -- maybe the target's truth, maybe a proxy's lie: no pair is charged;
+    -- in C (a pool keeping this classifier) two proxies agreeing make it
+    -- final
+    return "target_error"
   elseif s >= 500 and s < 600 then
     return "target_error"
   end
@@ -52,11 +57,19 @@ M.shown = shown
 
 -- Returns verdict, err. Runs the classifier in its own coroutine so that a
 -- yield is caught instead of suspending whoever drives the loop.
-function M.call(fn, resp)
+-- limit (seconds, 0: none): the watchdog's classifier_timeout; name: the
+-- pool's, for the watchdog's own line when it cannot interrupt.
+function M.call(fn, resp, limit, name)
   local co = coroutine.create(fn)
   runtime.no_wait = "a classifier"
+  local armed = limit and limit > 0 and core.watchdog_arm(limit, name, co)
   local ok, v = coroutine.resume(co, resp)
+  local overran = armed and core.watchdog_disarm()
   runtime.no_wait = nil
+  if overran and not ok then
+    return "target_error", "classifier_timeout: the classifier ran past classifier_timeout ("
+      .. limit .. " s) and was interrupted", true
+  end
   if not ok then
     return "target_error", "classifier error: " .. (type(v) == "string" and log.cap(v, 1000) or shown(v))
   end

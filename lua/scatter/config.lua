@@ -112,6 +112,11 @@ local FIELDS = {
   -- DESIGN.md section 10: nil learns it from the pool's handshakes
   connect_timeout = { dur(true), nil },
   tls_session_sharing = { typed("boolean"), true },
+  -- the default classifier: a 404/410 charges no pair, and two different
+  -- proxies agreeing on it make it final
+  consensus_404 = { typed("boolean"), true },
+  -- the watchdog: a classifier running longer is interrupted (0: off)
+  classifier_timeout = { dur(false, 3600), 1 },
   racing = { function(v)
     if v ~= "continuous" and v ~= "rounds" then return '"continuous" or "rounds"' end
   end, "continuous" },

@@ -109,8 +109,10 @@ end
 local function metrics_line(self)
   local m = self:metrics()
   return string.format(
-    "throughput=%.1f/s | success=%d%% | pool: %d healthy, %d cooldown, %d dead | tasks: %d pending, %d delayed, %d inflight | K=%d",
-    m.throughput_10s, math.floor(m.success_rate_1m * 100 + 0.5), m.healthy_proxies, m.cooldown_proxies,
+    "throughput=%.1f/s | success=%d%% | pool: %d healthy, %d untested, %d failing, %d cooldown, %d dead"
+      .. " | tasks: %d pending, %d delayed, %d inflight | K=%d",
+    m.throughput_10s, math.floor(m.success_rate_1m * 100 + 0.5), m.healthy_proxies, m.untested_proxies,
+    m.failing_proxies, m.cooldown_proxies,
     m.dead_proxies, m.pending_tasks, m.delayed_tasks, m.inflight, m.k_current)
 end
 
@@ -132,15 +134,21 @@ function M.new(cfg, where)
   cc.ca_file = cfg.ca_file
   cc.proxy_ca_file = cfg.proxy_ca_file
   cc.tls_session_sharing = cfg.tls_session_sharing
+  cc.consensus_404 = cfg.consensus_404
   local c = core.pool_new(cc)
   local self = setmetatable({
     c = c, cfg = cfg, name = cfg.name, tasks = {}, room = {},
     classify = classifier.check(cfg.classifier, where),
-    classifier_errors = 0, last_classifier_log = -math.huge,
+    classifier_errors = 0, classifier_timeouts = 0, last_classifier_log = -math.huge,
   }, Pool)
   for host, iv in pairs(cfg.rate_limit.host_overrides) do c:host_interval(host, iv) end
   for i, line in ipairs(cfg.proxies) do
-    local key, err = c:add_proxy(line)
+    local key, err
+    if line:find("%z") then
+      err = "contains a NUL byte" -- the C parser's "spaces" named it wrongly
+    else
+      key, err = c:add_proxy(line)
+    end
     if key == nil then
       c:close()
       error(where .. ": proxies[" .. i .. "]: " .. err .. ": " .. log.redact(("%q"):format(line)), 0)
@@ -212,7 +220,8 @@ function Pool:_on_response(ah, th)
   end
   local resp = self.c:response(ah)
   if not resp then return end -- its task ended meanwhile
-  local verdict, err = classifier.call(self.classify, resp)
+  local verdict, err, timed_out = classifier.call(self.classify, resp, self.cfg.classifier_timeout, self.name or "")
+  if timed_out then self.classifier_timeouts = self.classifier_timeouts + 1 end
   if err then
     self.classifier_errors = self.classifier_errors + 1
     local now = core.now()
@@ -387,6 +396,7 @@ function Pool:metrics()
   if self.closed then return self.final_metrics end
   local m = self.c:metrics()
   m.classifier_errors = self.classifier_errors
+  m.classifier_timeouts = self.classifier_timeouts
   return m
 end
 
@@ -414,6 +424,7 @@ function Pool:close()
   -- taken once its tasks have ended: pending 0, each of them failed
   local m = self.c:metrics()
   m.classifier_errors = self.classifier_errors
+  m.classifier_timeouts = self.classifier_timeouts
   self.final_metrics = m
   local write = self.state and self.state:freeze()
   self.c:close()

@@ -47,5 +47,7 @@ int sc_lua_proxyd_count(lua_State *L);
 int sc_lua_read_file(lua_State *L); /* readfile.c */
 int sc_lua_lock_file(lua_State *L);
 int sc_lua_unlock_file(lua_State *L);
+int sc_lua_watchdog_arm(lua_State *L); /* watchdog.c */
+int sc_lua_watchdog_disarm(lua_State *L);
 
 #endif

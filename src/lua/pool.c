@@ -231,6 +231,9 @@ int sc_lua_pool_new(lua_State *L) {
   lua_getfield(L, 1, "tls_session_sharing");
   p->no_tls_share = !lua_isnil(L, -1) && !lua_toboolean(L, -1);
   lua_pop(L, 1);
+  lua_getfield(L, 1, "consensus_404");
+  p->no_consensus = !lua_isnil(L, -1) && !lua_toboolean(L, -1);
+  lua_pop(L, 1);
   lua_getfield(L, 1, "ca_file");
   if (!lua_isnil(L, -1)) {
     p->ca_file = strdup(luaL_checkstring(L, -1));
@@ -463,6 +466,8 @@ static int l_pool_metrics(lua_State *L) {
   SETN("cooldown_proxies", m.cooldown_proxies);
   SETN("dead_proxies", m.dead_proxies);
   SETN("retired_proxies", m.retired_proxies);
+  SETN("untested_proxies", m.untested_proxies);
+  SETN("failing_proxies", m.failing_proxies);
   SETN("pending_tasks", m.pending_tasks);
   SETN("ready_tasks", m.ready_tasks);
   SETN("delayed_tasks", m.delayed_tasks);

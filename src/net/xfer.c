@@ -82,6 +82,14 @@ static int tls_is_openssl(void) {
   return is;
 }
 
+/* The key's host is an IPv6 literal (after any scheme and credentials). */
+static int ipv6_literal(const char *key) {
+  const char *rest;
+  sc_proxy_scheme(key, &rest);
+  const char *at = strrchr(rest, '@');
+  return (at ? at[1] : rest[0]) == '[';
+}
+
 static void on_done(CURL *easy, CURLcode res, void *ud) {
   sc_xfer_t *x = ud;
   x->running = 0;
@@ -152,8 +160,9 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
   curl_easy_setopt(e, CURLOPT_URL, r->url);
   curl_easy_setopt(e, CURLOPT_PROXY, proxy);
   curl_easy_setopt(e, CURLOPT_ADDRESS_SCOPE,
-                   proxy_key && proxy_key[0] != '[' ? (long)conn_group(proxy_key)
-                                                    : 0L);
+                   proxy_key && !ipv6_literal(proxy_key)
+                       ? (long)conn_group(proxy_key)
+                       : 0L);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(o->timeout * 1000.0));
   /* 0 is libcurl's default (300 s), under the whole-attempt timeout */
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,

@@ -145,7 +145,12 @@ function C.run(args)
   end
   for i, u in ipairs(pos) do
     local r = results[i]
-    if r and r.resp then
+    if r and r.resp and r.resp.status >= 400 then
+      -- a final error page (proxies agreeing on a 404): not a body
+      rc = 1
+      io.stderr:write("scatter fetch: ", u, ": HTTP ", r.resp.status, " (the target's answer, through ",
+        r.resp.attempts, " attempt", r.resp.attempts == 1 and "" or "s", ")\n")
+    elseif r and r.resp then
       local resp = r.resp
       if opts.v then
         io.stderr:write(string.format("%s: %d via %s (%d attempt%s, %.2f s, %d bytes)\n", u, resp.status,
