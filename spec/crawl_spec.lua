@@ -308,4 +308,50 @@ describe("scatter.crawl", function()
     assert.same({ queued = 0, leased = 0, done = PAGES, failed = 0, seen = PAGES }, q:stats())
     q:close()
   end)
+  it("stops cleanly on SIGTERM: items in flight go back untried, no failure recorded, the rerun finishes", function()
+    local db, out = dir .. "/q.db", dir .. "/out.jsonl"
+    local script = env.script("crawl_term.lua", [[
+      local scatter = require("scatter")
+      local db, out, proxy, start = ...
+      local pool = scatter.pool{ proxies = { proxy }, metrics_log_interval = 0, rate_limit = { default_interval = 0 } }
+      local q = assert(scatter.queue{ path = db, commit_ms = 20 })
+      q:push(start)
+      local s = scatter.crawl{ queue = q, pool = pool, concurrency = 8, output = out,
+        on_failed = function(item, err) print("on_failed", item.url, err) end,
+        handle = function(resp, item)
+          for _, u in ipairs(scatter.links(resp)) do item:push(u) end
+          scatter.sleep(0.05 * math.random())
+          return { url = item.url, tries = item.tries }
+        end }
+      print("summary", s.done, s.failed, s.stopped)
+      q:close()
+    ]])
+    local log = dir .. "/term.log"
+    local child = env.spawn({ env.build_dir() .. "/scatter", "run", script, db, out, ms.url, ng.url("/p0.html") },
+      { log = log })
+    env.wait_until(function() return #lines_of(out) >= 20 end, "the crawl to get going", child, 30)
+    assert.equal(0, require("ffi").C.kill(child.pid, 15))
+    env.wait_until(function() return child:reap() end, "the crawl to stop", nil, 30)
+    assert.equal("exit 143", child.status)
+    local text = env.read_file(log) or ""
+    assert.is_nil(text:find("on_failed", 1, true), text)
+    assert.is_nil(text:find("scatter.crawl", 1, true), text)
+    assert.is_nil(text:find("error", 1, true), text)
+    local q = assert(scatter.queue({ path = db, readonly = true }))
+    local st = q:stats()
+    q:close()
+    assert.equal(0, st.leased)
+    assert.equal(0, st.failed)
+    assert.truthy(st.queued > 0, "the crawl ended before the signal; make it longer")
+    local rc, _, stderr = env.cli(table.concat({ "run", script, db, out, ms.url, ng.url("/p0.html") }, " "))
+    assert.equal(0, rc, stderr)
+    local n = 0
+    for _, l in ipairs(lines_of(out)) do
+      local r = cjson.decode(l)
+      -- an item the stop interrupted was given back, not charged a try
+      assert.equal(1, r.tries, l)
+      n = n + 1
+    end
+    assert.equal(PAGES, n)
+  end)
 end)

@@ -7,6 +7,7 @@
 local core = require("scatter.core")
 local runtime = require("scatter.runtime")
 local queue = require("scatter.queue")
+local stopping = require("scatter.signals").stopping
 
 local M = {}
 
@@ -126,7 +127,8 @@ function M.crawl(cfg)
   -- The next item for a free worker, or nil when the crawl is over.
   local function take()
     while true do
-      if st.fatal or st.finished then return nil end
+      -- a signal's stop: take nothing more; what is leased goes back at close
+      if st.fatal or st.finished or stopping() then return nil end
       local it = table.remove(st.buf)
       if it then return it end
       local list, err = b:lease(o.concurrency - st.held, core.now())
@@ -180,7 +182,10 @@ function M.crawl(cfg)
     local final = it.tries >= o.max_tries
     local ok, ferr = b:fail(it, err, not final and retry_at(it.tries) or nil)
     st.held = st.held - 1
-    if not ok then return fatal(ferr) end
+    if not ok then
+      if stopping() then return end
+      return fatal(ferr)
+    end
     if final then
       st.failed = st.failed + 1
       if on_failed then
@@ -202,7 +207,12 @@ function M.crawl(cfg)
     end
     local rok, resp, rerr = pcall(pool.request, pool, req)
     if not rok then return failed_try(it, "request: " .. tostring(resp)) end
-    if not resp then return failed_try(it, rerr) end
+    if not resp then
+      -- closed by a signal's stop: not the item's failure; its lease goes
+      -- back untried when the queue closes
+      if stopping() then return end
+      return failed_try(it, rerr)
+    end
     slot.since = core.now()
     local ok, v = pcall(handle, resp, it)
     slot.since = nil
@@ -217,7 +227,10 @@ function M.crawl(cfg)
     if st.fatal then return end
     local n, cerr = b:complete(it, it._pushes or NO_PUSHES, line)
     st.held = st.held - 1
-    if not n then return fatal(cerr) end
+    if not n then
+      if stopping() then return end -- the stop closed the queue: nothing was recorded
+      return fatal(cerr)
+    end
     st.done = st.done + 1
     st.pushed = st.pushed + n
     if n > 0 then wake_idle(n) end
@@ -289,9 +302,14 @@ function M.crawl(cfg)
   renew_timer.cancelled = true
   M.running[st] = nil
   local fok, ferr = b:flush()
-  if not fok then fatal(ferr) end
-  if st.fatal then error("scatter.crawl: " .. st.fatal, 2) end
-  return { done = st.done, failed = st.failed, pushed = st.pushed, secs = core.now() - st.t0 }
+  if not fok and not stopping() then fatal(ferr) end
+  if st.fatal and stopping() then -- what went wrong after the stop began: said, not raised
+    runtime.report("scatter.crawl: while stopping: " .. st.fatal)
+  elseif st.fatal then
+    error("scatter.crawl: " .. st.fatal, 2)
+  end
+  return { done = st.done, failed = st.failed, pushed = st.pushed, secs = core.now() - st.t0,
+           stopped = stopping() or nil }
 end
 
 -- The progress line's part: "queue 1200 queued, 300 done, 2 failed | ETA 0:01:10"
