@@ -7,6 +7,8 @@
 --   scatter          defaults (K = 3, adaptive), rate limit off
 --   scatter K=1      max_concurrent_per_request = 1 and race = false: one
 --                    path at a time, the next proxy only after a failure
+--   scatter rounds   defaults with racing = "rounds": the rule before
+--                    continuous racing (DESIGN.md section 10), same run
 --   crawlee          Crawlee 3 HttpCrawler through a proxy-chain bridge
 --                    (bench/crawlee_run.cjs), its default retries
 --   crawlee+serve    the same crawler with `scatter serve` (same proxies,
@@ -18,6 +20,8 @@
 -- ratio of each contender to scatter.
 --
 --   luajit bench/faultmix.lua [urls] [repeat]
+-- FAULTMIX_TIMEOUT=2 sets the attempt timeout (default 5); FAULTMIX_ONLY=name
+-- runs scatter and that contender only; FAULTMIX_FARMS=1 the first farm only.
 -- Crawlee is installed by bench/peers.sh (bash bench/run.sh faultmix does it).
 local B = dofile("bench/lib.lua")
 local env = B.env
@@ -27,7 +31,7 @@ local cjson = require("cjson")
 local N = tonumber(arg[1]) or 1000
 local REPEAT = tonumber(arg[2]) or 1
 local CONCURRENCY = 50
-local TIMEOUT = 5 -- seconds, one attempt through one proxy
+local TIMEOUT = tonumber(os.getenv("FAULTMIX_TIMEOUT")) or 5 -- one attempt, seconds
 local MARKER = "canary-data-ok"
 
 B.banner(string.format("faultmix: %d URLs, %d in flight, %d s per attempt, %d run(s) each",
@@ -56,8 +60,8 @@ local function classify(resp)
   return scatter.pool and require("scatter.classifier").default(resp)
 end
 
-local function scatter_run(proxies, k1)
-  local pool = scatter.pool{
+local function scatter_run(proxies, k1, racing)
+  local pool = scatter.pool{ racing = racing,
     proxies = proxies, max_concurrent_per_request = k1 and 1 or 3, max_inflight = CONCURRENCY,
     rate_limit = { default_interval = 0 }, proxy_timeout = TIMEOUT, metrics_log_interval = 0,
     classifier = classify,
@@ -70,7 +74,10 @@ local function scatter_run(proxies, k1)
     end)
   end)
   local wall = B.now() - t0
-  local attempts = pool:metrics().attempts_started
+  local m = pool:metrics()
+  local attempts = m.attempts_started
+  io.stderr:write(string.format("    replaced %d, hedged %d, connect deadline %.0f ms (handshake p95 %.0f ms)\n",
+    m.attempts_replaced or 0, m.attempts_hedged or 0, m.connect_timeout_ms or -1, m.handshake_p95_ms or -1))
   pool:close()
   return { ok = ok, wall = wall, lat = lat, attempts = attempts }
 end
@@ -118,6 +125,7 @@ end
 local CONTENDERS = {
   { name = "scatter", run = function(p) return scatter_run(p, false) end },
   { name = "scatter K=1", run = function(p) return scatter_run(p, true) end },
+  { name = "scatter rounds", run = function(p) return scatter_run(p, false, "rounds") end },
   { name = "crawlee", run = crawlee_run },
   { name = "crawlee+serve", run = crawlee_serve_run },
 }
@@ -125,7 +133,8 @@ local only = os.getenv("FAULTMIX_ONLY")
 
 local rows = { { "pool", "contender", "done %", "wall s (range)", "p50 ms", "p99 ms", "attempts/task", "wall vs scatter" } }
 local notes = {}
-for _, fm in ipairs(FARMS) do
+for fi, fm in ipairs(FARMS) do
+  if fi > (tonumber(os.getenv("FAULTMIX_FARMS")) or #FARMS) then break end
   local farm = env.farm(fm.lines, { seed = 7 })
   local res = {}
   for _ = 1, REPEAT do

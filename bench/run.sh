@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command per benchmark, from a fresh checkout: installs the packages
 # (.ci/deps, as root) and builds into build/ when they are missing.
-#   bash bench/run.sh overhead|faultmix|hedging|scale|memory|state|protocols|serve|all [args...]
+#   bash bench/run.sh overhead|faultmix|hedging|scale|memory|state|protocols|serve|frontier|all [args...]
 # Extra args go to the benchmark (see each script's header).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,12 +22,12 @@ export LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$build/lib/?.so;;"
 name="${1:-}"
 shift || true
 case "$name" in
-  overhead|hedging|memory|protocols) exec luajit "bench/$name.lua" "$@" ;;
+  overhead|hedging|memory|protocols|frontier|tls) exec luajit "bench/$name.lua" "$@" ;;
   faultmix) bash bench/peers.sh && exec luajit bench/faultmix.lua "$@" ;;
   scale) exec luajit bench/sim_bench.lua "${1:-1000000}" ;;
   state) exec luajit bench/state_bench.lua "$@" ;;
   serve) exec luajit bench/serve.lua "$@" ;;
   all)
-    for b in overhead faultmix hedging scale memory; do bash bench/run.sh "$b"; echo; done ;;
-  *) echo "usage: bash bench/run.sh overhead|faultmix|hedging|scale|memory|state|protocols|serve|all [args...]" >&2; exit 2 ;;
+    for b in overhead faultmix hedging scale memory frontier; do bash bench/run.sh "$b"; echo; done ;;
+  *) echo "usage: bash bench/run.sh overhead|faultmix|hedging|scale|memory|state|protocols|serve|frontier|tls|all [args...]" >&2; exit 2 ;;
 esac

@@ -24,6 +24,8 @@ external_dependencies = {
   HTTP_PARSER = { header = "http_parser.h", library = "http_parser" },
   -- the Redis client of scale-out (DESIGN.md section 9): Debian's libhiredis-dev
   HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
+  -- libcurl's OpenSSL (libssl-dev): TLS session tickets (DESIGN.md section 10)
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
 }
 build = {
   type = "cmake",

@@ -24,7 +24,7 @@
 -- | a target answering garbage instead of HTTP   | nil, "timeout: last error: ..." (a transport error, not a response)   |
 -- | a target sending endless headers             | the attempt is cut at 1 MiB of headers; nil, "timeout: ..."           |
 -- | a target sending an endless body             | too_large at max_body; nil, "timeout: last error: too_large ..."      |
--- | a 50 MB junk source list                     | warn "no proxies in N line(s) (not a proxy list?)"; tasks time out     |
+-- | a 50 MB junk source list                     | warn "no proxies in N line(s) (not a proxy list?)"; "timeout: no_proxies" |
 -- | a junk source beside a good proxy            | a warning; the pool works with the good proxy                         |
 -- | state_file that is a directory               | warn "starting cold"; saving fails with a warning; pool works         |
 -- | state_file under a regular file (unreadable) | same: warn, cold start, save fails with a warning                     |
@@ -178,7 +178,7 @@ describe("bad input", function()
         if name == "name" or name == "state_file" or name == "ca_file" or name == "proxy_ca_file" then
           bads = { 5, {}, true }
         end
-        if name == "prefer_remote_dns" or name == "tls_session_sharing" then bads = { "yes", 1, {} } end
+        if name == "prefer_remote_dns" or name == "tls_session_sharing" or name == "consensus_404" then bads = { "yes", 1, {} } end
         for _, bad in ipairs(bads) do
           local cfg = { proxies = { farm.proxies[1] }, metrics_log_interval = 0 }
           cfg[name] = bad
@@ -220,7 +220,7 @@ describe("bad input", function()
         ["ftp://x.test/"] = "unsupported scheme", ["http://"] = "no host",
         ["http://x.test:0/"] = "bad port", ["http://x.test:99999/"] = "bad port",
         ["http://x.test/a b"] = "spaces or control", ["http://x.test/\r\nX: y"] = "spaces or control",
-        ["http://x.test/\0"] = "spaces or control", ["http://bad_host!/"] = "bad host",
+        ["http://x.test/\0"] = "contains a NUL byte", ["http://bad_host!/"] = "bad host",
         ["http://x.test:8o/"] = "bad port",
       }
       local before = pool:metrics().attempts_started
@@ -418,7 +418,7 @@ describe("bad input", function()
       assert.truthy(grep(lines, "no proxies in %d+ line%(s%) %(not a proxy list%?%)"), table.concat(lines, "\n"))
       local resp, err = pool:get(ng.url("/small.txt"), { timeout = 0.5 })
       assert.is_nil(resp)
-      assert.equal("timeout", err)
+      assert.truthy(err:find("^timeout: no_proxies"), err)
       pool:close()
     end)
 

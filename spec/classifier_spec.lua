@@ -6,7 +6,12 @@ local classifier = require("scatter.classifier")
 local scatter = require("scatter")
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local function example(name) return dofile(here .. "../examples/classifiers/" .. name .. ".lua") end
+-- the module scatter.classifiers; the example files must return the same
+local function example(name)
+  local c = require("scatter.classifiers")[name]
+  assert(c == dofile(here .. "../examples/classifiers/" .. name .. ".lua"), name .. ": the example differs")
+  return c
+end
 
 local function resp_of(status, body, headers)
   return { status = status, body = body or "", headers = headers or {}, url = "http://x.test/", proxy = "127.0.0.1:1" }
@@ -191,7 +196,8 @@ describe("classifiers", function()
     assert.equal("proxy_blocked", d(resp_of(503, "x", { ["retry-after"] = "120" })))
     assert.equal("proxy_blocked", d(resp_of(503, "x", { ["retry-after"] = "Wed, 21 Oct 2015 07:28:00 GMT" })))
     assert.equal("target_error", d(resp_of(503, "x", { ["retry-after"] = "soon" })))
-    assert.equal("proxy_blocked", d(resp_of(404, "x")))
+    assert.equal("target_error", d(resp_of(404, "x")))
+    assert.equal("target_error", d(resp_of(410, "x")))
     assert.equal("proxy_blocked", d(resp_of(302, "")))
   end)
 

@@ -158,6 +158,20 @@ describe("continuous racing", function()
       end
     end)
 
+    it("hedges a task that started on blackholes before any latency was known", function()
+      local function cold(racing)
+        return simulate{ seed = 4, tasks = 40, config = { racing = racing, max_concurrent_per_request = 1,
+            proxy_timeout = 8, rate_limit = { default_interval = 0 } },
+          proxies = { { count = 10, profile = "blackhole" }, { count = 10, latency = 0.1 } } }
+      end
+      local r, old = cold(), cold("rounds")
+      assert.are.equal(40, r.delivered)
+      assert.is_true(old.latency_max >= 8 - 1e-9, old.latency_max) -- waited out a blackhole
+      -- looked again a tenth of proxy_timeout later, when a p95 was known
+      assert.is_true(r.latency_max < 1, r.latency_max)
+      assert.is_true(r.metrics.attempts_hedged > 0)
+    end)
+
     it("never runs more than 2 x K paths of a task", function()
       -- every proxy slow: each live path passes the p95, again and again
       local r = simulate{ seed = 2, tasks = 200, trace = true,

@@ -266,7 +266,7 @@ describe("scatter.crawl", function()
       local s = scatter.crawl{ queue = q, pool = pool, concurrency = 8, output = out,
         handle = function(resp, item)
           for _, u in ipairs(scatter.links(resp)) do item:push(u) end
-          scatter.sleep(0.002 * math.random())
+          scatter.sleep(0.03 * math.random()) -- long enough to be killed mid-crawl
           return { url = item.url, tries = item.tries }
         end }
       print("summary", s.done, s.failed)
@@ -274,17 +274,20 @@ describe("scatter.crawl", function()
     ]])
     local args = { env.build_dir() .. "/scatter", "run", script, db, out, ms.url, ng.url("/p0.html") }
     math.randomseed(os.time())
-    local kills = 0
+    local kills, tails = 0, {}
     for _ = 1, 4 do
       local child = env.spawn(args)
-      env.sleep(0.15 + 0.25 * math.random())
+      env.sleep(0.1 + 0.2 * math.random())
       if child:alive() then
         assert.equal(0, require("ffi").C.kill(child.pid, 9))
         child:stop(0)
         kills = kills + 1
+      else
+        tails[#tails + 1] = child:tail(5)
       end
     end
-    assert.truthy(kills >= 2, "the crawl ended before it could be killed; make it longer")
+    assert.truthy(kills >= 2, "the crawl ended before it could be killed; make it longer\n"
+      .. table.concat(tails, "\n"))
     local rc, stdout, stderr = env.cli(table.concat({ "run", script, db, out, ms.url, ng.url("/p0.html") }, " "))
     assert.equal(0, rc, stderr)
     assert.matches("summary", stdout)

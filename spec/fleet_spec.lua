@@ -8,8 +8,8 @@ local scatter = require("scatter")
 
 local CRAWL = "spec/support/fleet_crawl.lua"
 
-local function worker(srv, name, proxy, base, pages)
-  return env.spawn({ env.build_dir() .. "/scatter", "run", CRAWL, srv.url, name, proxy, base, pages },
+local function worker(srv, name, proxy, base, pages, hold)
+  return env.spawn({ env.build_dir() .. "/scatter", "run", CRAWL, srv.url, name, proxy, base, pages, hold or "0.02" },
     { name = "crawl-worker" })
 end
 
@@ -32,7 +32,8 @@ describe("a crawl on a shared Redis queue", function()
 
   it("survives a worker killed -9 while it holds leases: every page done, its output kept once", function()
     local base, pages = ng.url("/small.txt"), 300
-    local ws = { worker(srv, "kill9", proxy, base, pages), worker(srv, "kill9", proxy, base, pages) }
+    -- the victim's handlers are slow: it holds leases whenever it is killed
+    local ws = { worker(srv, "kill9", proxy, base, pages, "0.5"), worker(srv, "kill9", proxy, base, pages) }
     local q = assert(scatter.queue({ redis = srv.url, name = "kill9" }))
     -- the victim holds leases (its consumer name carries its pid)
     local pat = ":" .. ws[1].pid .. ':%x+"%s+%d+%) "pending"%s+%d+%) %(integer%) (%d+)'

@@ -100,7 +100,10 @@ describe("metrics", function()
       m = pool:metrics()
       if m.cooldown_proxies == 3 then break end
     end
-    assert.same({ 5, 2, 3, 0 }, { m.total_proxies, m.healthy_proxies, m.cooldown_proxies, m.dead_proxies })
+    -- the two good ones: healthy once they have succeeded, untested until tried
+    assert.same({ 5, 2, 3, 0 }, { m.total_proxies, m.healthy_proxies + m.untested_proxies, m.cooldown_proxies,
+      m.dead_proxies })
+    assert.equal(0, m.failing_proxies)
     local failures = m.verdicts.transport
     for _ = 1, 5 do assert(pool:get(ng.url("/small.txt"), { timeout = 30 })) end
     m = pool:metrics()
@@ -122,7 +125,8 @@ describe("metrics", function()
       m = pool:metrics()
       if m.dead_proxies == 3 then break end
     end
-    assert.same({ 5, 2, 0, 3 }, { m.total_proxies, m.healthy_proxies, m.cooldown_proxies, m.dead_proxies })
+    assert.same({ 5, 2, 0, 3 }, { m.total_proxies, m.healthy_proxies + m.untested_proxies, m.cooldown_proxies,
+      m.dead_proxies })
     local dead = {}
     for _, p in ipairs(pool:proxies()) do dead[p.key] = p.dead end
     for i, addr in ipairs(farm.proxies) do
@@ -163,7 +167,10 @@ describe("metrics", function()
         if line:find("throughput=", 1, true) then
           n = n + 1
           assert.truthy(line:match("^%S+ INFO %[sum%.test%] throughput=%d+%.%d/s | success=%d+%% | "
-            .. "pool: 2 healthy, 0 cooldown, 0 dead | tasks: %d+ pending, %d+ delayed, %d+ inflight | K=%d+$"), line)
+            .. "pool: %d healthy, %d untested, 0 failing, 0 cooldown, 0 dead | tasks: %d+ pending, %d+ delayed, "
+            .. "%d+ inflight | K=%d+$"), line)
+          local h, u = line:match("pool: (%d) healthy, (%d) untested")
+          assert.equal(2, tonumber(h) + tonumber(u), line)
         end
       end
       assert.is_true(n >= 2, "summary lines: " .. n)
@@ -240,7 +247,9 @@ describe("metrics", function()
       assert.equal(m.completed_tasks, value(body, 'scatter_tasks_completed_total{pool="a.test"}'))
       assert.equal(m.attempts_started, value(body, 'scatter_attempts_started_total{pool="a.test"}'))
       assert.equal(m.healthy_proxies, value(body, 'scatter_proxies{pool="a.test",state="healthy"}'))
-      assert.equal(1, value(body, 'scatter_proxies{pool="b.test",state="healthy"}'))
+      -- b.test's proxy was never tried: untested, not healthy
+      assert.equal(0, value(body, 'scatter_proxies{pool="b.test",state="healthy"}'))
+      assert.equal(1, value(body, 'scatter_proxies{pool="b.test",state="untested"}'))
       assert.equal(0, value(body, 'scatter_tasks_completed_total{pool="b.test"}'))
 
       assert.equal(404, (scrape("http://" .. addr .. "/other")))

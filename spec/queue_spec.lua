@@ -173,10 +173,17 @@ describe("scatter.queue", function()
     for i = 1, 2000 do list[i] = "http://a.test/" .. i end
     cq:push_many(list)
     cq:close()
-    local f = io.open(dir .. "/corrupt.db", "r+b")
-    f:seek("set", 100)
-    f:write(("\255"):rep(8192))
-    f:close()
+    -- every page after the header, and the WAL's too when close left one
+    -- (its newer copies of the pages would hide the damage)
+    for _, name in ipairs({ "/corrupt.db", "/corrupt.db-wal" }) do
+      local f = io.open(dir .. name, "r+b")
+      if f then
+        local size = f:seek("end")
+        f:seek("set", 100)
+        f:write(("\255"):rep(size - 100))
+        f:close()
+      end
+    end
     bad, berr = scatter.queue({ path = dir .. "/corrupt.db" })
     assert.is_nil(bad)
     assert.matches("corrupt", berr)

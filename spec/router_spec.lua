@@ -82,7 +82,7 @@ describe("router", function()
   it("rejects a bad router table, naming the host", function()
     assert.equal([[scatter.router["a.test"]: unknown field 'max_inflght' (did you mean 'max_inflight'?)]],
       raises(function() scatter.router({ ["a.test"] = host_cfg({ max_inflght = 3 }) }) end))
-    assert.equal([[scatter.router["b.test"]: field 'proxy_timeout' must be a duration > 0, got 0]],
+    assert.equal([[scatter.router["b.test"]: field 'proxy_timeout' must be a duration > 0 (seconds, at most 2592000), got 0]],
       raises(function() scatter.router({ ["a.test"] = host_cfg(), ["b.test"] = host_cfg({ proxy_timeout = 0 }) }) end))
     assert.truthy(raises(function() scatter.router({ ["a.test:8080"] = host_cfg() }) end)
       :find('key "a.test:8080" is a host with a port', 1, true))

@@ -62,8 +62,8 @@ describe("scatter stats", function()
     local rc, out, err = stats(q(snapshot_file()))
     assert.equal(0, rc, err)
     local x = assert(out:match("(%[main%] x%.test:.-)\n\n"), out)
-    assert.truthy(out:find("[main] x.test: 2 healthy, 1 cooldown, 1 dead, 1 untried\n", 1, true), out)
-    assert.truthy(out:find("[main] y.test: 1 healthy, 0 cooldown, 0 dead, 4 untried\n", 1, true), out)
+    assert.truthy(out:find("[main] x.test: 2 healthy, 0 failing, 1 cooldown, 1 dead, 1 untried\n", 1, true), out)
+    assert.truthy(out:find("[main] y.test: 1 healthy, 0 failing, 0 cooldown, 0 dead, 4 untried\n", 1, true), out)
     assert.truthy(out:find("[idle] no host has been tried yet", 1, true), out)
     local rows = {}
     for line in x:gmatch("[^\n]+") do

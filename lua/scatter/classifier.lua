@@ -1,6 +1,7 @@
 -- The default classifier (the Rust crate's table) and the safe call that
 -- turns a classifier's error, yield or bad return into target_error.
 local runtime = require("scatter.runtime")
+local log = require("scatter.log")
 local core = require("scatter.core")
 
 local M = {}
@@ -21,6 +22,11 @@ function M.default(resp)
   elseif s == 503 and resp.headers["retry-after"] and core.retry_after(resp.headers["retry-after"]) then
     -- "come back later" to this client: the pair rests (DESIGN.md 11)
     return "proxy_blocked"
+  elseif s == 404 or s == 410 then
+    -- maybe the target's truth, maybe a proxy's lie: no pair is charged;
+    -- in C (a pool keeping this classifier) two proxies agreeing make it
+    -- final
+    return "target_error"
   elseif s >= 500 and s < 600 then
     return "target_error"
   end
@@ -40,21 +46,38 @@ function M.check(c, where)
   error(where .. ": classifier must be a function or an object with :classify(resp)", 3)
 end
 
+-- A user value in a message: never raising (its __tostring may), never
+-- longer than a log line carries.
+local function shown(v)
+  local s
+  if type(v) == "string" then s = ("%q"):format(log.cap(v, 200)) else s = log.show(v) end
+  return (log.cap(s, 1000))
+end
+M.shown = shown
+
 -- Returns verdict, err. Runs the classifier in its own coroutine so that a
 -- yield is caught instead of suspending whoever drives the loop.
-function M.call(fn, resp)
+-- limit (seconds, 0: none): the watchdog's classifier_timeout; name: the
+-- pool's, for the watchdog's own line when it cannot interrupt.
+function M.call(fn, resp, limit, name)
   local co = coroutine.create(fn)
   runtime.no_wait = "a classifier"
+  local armed = limit and limit > 0 and core.watchdog_arm(limit, name, co)
   local ok, v = coroutine.resume(co, resp)
+  local overran = armed and core.watchdog_disarm()
   runtime.no_wait = nil
+  if overran and not ok then
+    return "target_error", "classifier_timeout: the classifier ran past classifier_timeout ("
+      .. limit .. " s) and was interrupted", true
+  end
   if not ok then
-    return "target_error", "classifier error: " .. tostring(v)
+    return "target_error", "classifier error: " .. (type(v) == "string" and log.cap(v, 1000) or shown(v))
   end
   if coroutine.status(co) ~= "dead" then
     return "target_error", "classifier yielded (it must return a verdict without waiting)"
   end
-  if not M.VERDICTS[v] then
-    return "target_error", "classifier returned " .. (type(v) == "string" and ("%q"):format(v) or tostring(v))
+  if type(v) ~= "string" or not M.VERDICTS[v] then
+    return "target_error", "classifier returned " .. shown(v)
       .. " (expected success, proxy_blocked, target_error or final)"
   end
   return v

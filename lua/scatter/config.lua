@@ -4,20 +4,26 @@ local M = {}
 
 local function is_int(v) return type(v) == "number" and v == math.floor(v) and v == v end
 
-local function dur(min_exclusive)
+-- Every number is bounded: the C side turns seconds into uint64
+-- milliseconds and counts into int, where 1e17 s (hedge_delay) or 2^53
+-- (max_inflight) overflowed into a spinning timer or an opaque -22.
+M.MAX_SECONDS = 30 * 86400 -- 30 days: longer than any sane wait
+M.MAX_COUNT = 1e7
+
+local function dur(min_exclusive, max)
+  max = max or M.MAX_SECONDS
+  local range = (min_exclusive and "> 0" or ">= 0") .. " (seconds, at most " .. max .. ")"
   return function(v)
-    if type(v) ~= "number" or v ~= v or v == math.huge then return "a number of seconds" end
-    if min_exclusive and v <= 0 then return "a duration > 0" end
-    if v < 0 then return "a duration >= 0" end
+    if type(v) ~= "number" or v ~= v then return "a number of seconds " .. range end
+    if (min_exclusive and v <= 0) or v < 0 or v > max then return "a duration " .. range end
   end
 end
 
 local function int(lo, hi)
+  hi = hi or M.MAX_COUNT
+  local range = ("an integer from %.0f to %.0f"):format(lo, hi)
   return function(v)
-    if not is_int(v) then return "an integer" end
-    if v < lo or (hi and v > hi) then
-      return hi and ("an integer from " .. lo .. " to " .. hi) or ("an integer >= " .. lo)
-    end
+    if not is_int(v) or v < lo or v > hi then return range end
   end
 end
 
@@ -96,16 +102,21 @@ local FIELDS = {
   end, nil },
   hedge_delay = { function(v)
     if v == "auto" then return end
-    if type(v) ~= "number" or v ~= v or v < 0 or v == math.huge then
-      return 'a number of seconds >= 0 or "auto"'
+    if type(v) ~= "number" or v ~= v or v < 0 or v > 3600 then
+      return 'a number of seconds from 0 to 3600, or "auto"'
     end
   end, 0 },
   ca_file = { typed("string"), nil },
   proxy_ca_file = { typed("string"), nil },
-  seed = { int(0), 1 },
+  seed = { int(0, 2 ^ 53), 1 },
   -- DESIGN.md section 10: nil learns it from the pool's handshakes
   connect_timeout = { dur(true), nil },
   tls_session_sharing = { typed("boolean"), true },
+  -- the default classifier: a 404/410 charges no pair, and two different
+  -- proxies agreeing on it make it final
+  consensus_404 = { typed("boolean"), true },
+  -- the watchdog: a classifier running longer is interrupted (0: off)
+  classifier_timeout = { dur(false, 3600), 1 },
   racing = { function(v)
     if v ~= "continuous" and v ~= "rounds" then return '"continuous" or "rounds"' end
   end, "continuous" },

@@ -58,6 +58,8 @@ end
 local Item = {}
 Item.__index = Item
 
+local NO_PUSHES = {} -- (backends only read it: the interface takes a list)
+
 -- item:push(url [, opts]) inside handle: queued together with this item's
 -- done mark, or not at all if this try fails. Returns false for a key this
 -- try already pushed; the queue drops keys it has seen when it commits.
@@ -213,7 +215,7 @@ function M.crawl(cfg)
     end
     it._over = true
     if st.fatal then return end
-    local n, cerr = b:complete(it, it._pushes, line)
+    local n, cerr = b:complete(it, it._pushes or NO_PUSHES, line)
     st.held = st.held - 1
     if not n then return fatal(cerr) end
     st.done = st.done + 1

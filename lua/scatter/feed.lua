@@ -18,7 +18,7 @@ local M = {}
 local Feed = {}
 Feed.__index = Feed
 
-local function is_file(url) return url:match("^[Ff][Ii][Ll][Ee]://") ~= nil end
+local function is_file(url) return sources.file_path(url) ~= nil end
 
 -- pool: the Lua pool (pool.c, pool.cfg, pool.name), its inline proxies
 -- already added. restored: what its state file brought back, or nil.
@@ -55,6 +55,7 @@ function M.start(pool, restored)
   end
   self:apply(false)
   self:probe(read)
+  if #remote == 0 then self:warn_if_empty() end
   if #remote > 0 then
     if not (restored and self:has_known_good()) then
       core.pool_hold(self.c, true)
@@ -63,12 +64,23 @@ function M.start(pool, restored)
     self:fetch_all(remote, function()
       if self.holding and not self.stopped then core.pool_hold(self.c, false) end
       self.holding = false
+      if not self.stopped then self:warn_if_empty() end
       self:arm()
     end)
   else
     self:arm()
   end
   return self
+end
+
+-- An empty pool says so at once: its tasks can only time out (with
+-- "no_proxies" in the error), or wait for good without a timeout.
+function Feed:warn_if_empty()
+  local m = self.c:metrics()
+  if m.total_proxies - m.retired_proxies > 0 then return end
+  log.emit("warn", self.name, "no proxies: "
+    .. (#self.cfg.sources > 0 and "every proxy source was empty, missing or failed" or "no proxies were given")
+    .. "; requests can only time out until a source refresh brings some")
 end
 
 -- True when a proxy in the pool is alive, listed and has worked before.

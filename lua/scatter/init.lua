@@ -16,6 +16,10 @@ M.spawn = runtime.spawn
 M.sleep = runtime.sleep
 M.wait_any = runtime.wait_any
 M.wait_all = runtime.wait_all
+M.channel = require("scatter.sync").channel
+M.semaphore = require("scatter.sync").semaphore
+M.stopping = require("scatter.signals").stopping
+M.on_signal = require("scatter.signals").on_signal
 
 function M.pool(cfg)
   if cfg ~= nil and type(cfg) ~= "table" then

@@ -17,6 +17,7 @@ local FAMILIES = {
     return {
       { 'state="healthy"', m.healthy_proxies }, { 'state="cooldown"', m.cooldown_proxies },
       { 'state="dead"', m.dead_proxies }, { 'state="retired"', m.retired_proxies or 0 },
+      { 'state="untested"', m.untested_proxies or 0 }, { 'state="failing"', m.failing_proxies or 0 },
     }
   end },
   { "scatter_tasks", "gauge", "Unfinished tasks by state (pending = ready + delayed + running).", function(m)

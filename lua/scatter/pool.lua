@@ -18,6 +18,13 @@ Handle.__index = Handle
 M.open = setmetatable({}, { __mode = "k" }) -- pools to close at exit
 
 local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true }
+-- What curl itself refuses locally (its send buffer, its URL parser) is
+-- refused here first, as invalid_request: failing inside curl, it was
+-- charged to every proxy that tried it.
+M.MAX_URL = 65536
+M.MAX_HEADER_LINE = 65536
+M.MAX_HEADERS = 262144
+M.MAX_BODY = 2 ^ 32 -- max_body: bytes buffered for one response
 local REQ_FIELDS = {
   method = true, url = true, headers = true, body = true, timeout = true,
   race = true, follow_redirects = true, max_body = true, insecure = true,
@@ -29,6 +36,8 @@ M.REQ_FIELDS = REQ_FIELDS
 -- Returns host or nil, reason.
 function M.parse_url(u)
   if type(u) ~= "string" then return nil, "url must be a string, got " .. type(u) end
+  if #u > M.MAX_URL then return nil, "url longer than " .. M.MAX_URL .. " bytes" end
+  if u:find("%z") then return nil, "url contains a NUL byte" end
   return core.url_host(u)
 end
 
@@ -37,16 +46,21 @@ local NO_HEADERS = {} -- only read (by C)
 local function header_lines(h)
   if h == nil then return NO_HEADERS end
   if type(h) ~= "table" then return nil, "headers must be a table" end
-  local out = {}
+  local out, total = {}, 0
   for name, value in pairs(h) do
     if type(name) ~= "string" or not name:match("^[%w!#$%%&'*+%-.^_`|~]+$") then
-      return nil, "bad header name " .. ("%q"):format(tostring(name))
+      return nil, "bad header name " .. ("%q"):format(runtime.show(name))
     end
     local vals = type(value) == "table" and value or { value }
     for _, v in ipairs(vals) do
       if type(v) == "number" then v = tostring(v) end
       if type(v) ~= "string" then return nil, "header '" .. name .. "' must be a string" end
       if v:find("[\r\n%z]") then return nil, "header '" .. name .. "' contains CR, LF or NUL" end
+      if #name + #v + 2 > M.MAX_HEADER_LINE then
+        return nil, "header '" .. name .. "' is longer than " .. M.MAX_HEADER_LINE .. " bytes"
+      end
+      total = total + #name + #v + 4
+      if total > M.MAX_HEADERS then return nil, "headers are longer than " .. M.MAX_HEADERS .. " bytes in all" end
       -- "Name:" with nothing after it would make curl drop the header
       out[#out + 1] = v == "" and (name .. ";") or (name .. ": " .. v)
     end
@@ -64,7 +78,7 @@ local EMPTY = {}
 -- (no closure or table in here: this runs for every request)
 local function check(req, url)
   for k in pairs(req) do
-    if not REQ_FIELDS[k] then return bad("unknown field '" .. tostring(k) .. "'") end
+    if not REQ_FIELDS[k] then return bad("unknown field '" .. runtime.show(k) .. "'") end
   end
   local method = req.method or "GET"
   if method ~= "GET" then
@@ -77,12 +91,12 @@ local function check(req, url)
   if not headers then return bad(herr) end
   if req.body ~= nil and type(req.body) ~= "string" then return bad("body must be a string") end
   local t = req.timeout
-  if t ~= nil and (type(t) ~= "number" or t ~= t or t <= 0) then
-    return bad("timeout must be a number of seconds > 0")
+  if t ~= nil and (type(t) ~= "number" or t ~= t or t <= 0 or t > config.MAX_SECONDS) then
+    return bad("timeout must be a number of seconds > 0 (at most " .. config.MAX_SECONDS .. ")")
   end
   local mb = req.max_body
-  if mb ~= nil and (type(mb) ~= "number" or mb < 0 or mb ~= math.floor(mb)) then
-    return bad("max_body must be a whole number of bytes")
+  if mb ~= nil and (type(mb) ~= "number" or mb < 0 or mb ~= math.floor(mb) or mb > M.MAX_BODY) then
+    return bad(("max_body must be a whole number of bytes from 0 to %.0f"):format(M.MAX_BODY))
   end
   local race = req.race
   if race == nil then race = IDEMPOTENT[method] or false end
@@ -95,8 +109,10 @@ end
 local function metrics_line(self)
   local m = self:metrics()
   return string.format(
-    "throughput=%.1f/s | success=%d%% | pool: %d healthy, %d cooldown, %d dead | tasks: %d pending, %d delayed, %d inflight | K=%d",
-    m.throughput_10s, math.floor(m.success_rate_1m * 100 + 0.5), m.healthy_proxies, m.cooldown_proxies,
+    "throughput=%.1f/s | success=%d%% | pool: %d healthy, %d untested, %d failing, %d cooldown, %d dead"
+      .. " | tasks: %d pending, %d delayed, %d inflight | K=%d",
+    m.throughput_10s, math.floor(m.success_rate_1m * 100 + 0.5), m.healthy_proxies, m.untested_proxies,
+    m.failing_proxies, m.cooldown_proxies,
     m.dead_proxies, m.pending_tasks, m.delayed_tasks, m.inflight, m.k_current)
 end
 
@@ -118,15 +134,21 @@ function M.new(cfg, where)
   cc.ca_file = cfg.ca_file
   cc.proxy_ca_file = cfg.proxy_ca_file
   cc.tls_session_sharing = cfg.tls_session_sharing
+  cc.consensus_404 = cfg.consensus_404
   local c = core.pool_new(cc)
   local self = setmetatable({
     c = c, cfg = cfg, name = cfg.name, tasks = {}, room = {},
     classify = classifier.check(cfg.classifier, where),
-    classifier_errors = 0, last_classifier_log = -math.huge,
+    classifier_errors = 0, classifier_timeouts = 0, last_classifier_log = -math.huge,
   }, Pool)
   for host, iv in pairs(cfg.rate_limit.host_overrides) do c:host_interval(host, iv) end
   for i, line in ipairs(cfg.proxies) do
-    local key, err = c:add_proxy(line)
+    local key, err
+    if line:find("%z") then
+      err = "contains a NUL byte" -- the C parser's "spaces" named it wrongly
+    else
+      key, err = c:add_proxy(line)
+    end
     if key == nil then
       c:close()
       error(where .. ": proxies[" .. i .. "]: " .. err .. ": " .. log.redact(("%q"):format(line)), 0)
@@ -198,7 +220,8 @@ function Pool:_on_response(ah, th)
   end
   local resp = self.c:response(ah)
   if not resp then return end -- its task ended meanwhile
-  local verdict, err = classifier.call(self.classify, resp)
+  local verdict, err, timed_out = classifier.call(self.classify, resp, self.cfg.classifier_timeout, self.name or "")
+  if timed_out then self.classifier_timeouts = self.classifier_timeouts + 1 end
   if err then
     self.classifier_errors = self.classifier_errors + 1
     local now = core.now()
@@ -217,9 +240,20 @@ local function check_open(self, fname)
   end
 end
 
--- Returns handle or nil, err; waits for room when `wait`. `url` is
--- req.url, or pool:get's URL (then req holds only its options).
-local function submit(self, req, url, wait, cookies)
+-- a wait for room ran out: w.pool is the pool it waits in
+local function room_expired(w)
+  local room = w.pool.room
+  for i = 1, #room do
+    if room[i] == w then table.remove(room, i) break end
+  end
+  w.expired = true
+  runtime.wake(w)
+end
+
+-- Returns handle or nil, err; waits for room when `wait`, until
+-- `deadline` (scatter.now() time) if given. `url` is req.url, or
+-- pool:get's URL (then req holds only its options).
+local function submit(self, req, url, wait, deadline, cookies)
   if self.closed then return nil, "closed" end
   local host, method, headers, flags = check(req, url)
   if not host then return nil, method end
@@ -227,8 +261,18 @@ local function submit(self, req, url, wait, cookies)
     if not wait then return nil, "pool_full" end
     local w = runtime.waiter()
     self.room[#self.room + 1] = w
+    local timer
+    if deadline then
+      w.pool = self
+      timer = runtime.at(deadline, room_expired, w)
+    end
     runtime.block(w)
+    if timer then timer.cancelled = true end
     if self.closed then return nil, "closed" end
+    if w.expired then
+      return nil, "timeout: waiting for room in a full pool (task_pool_capacity "
+        .. self.cfg.task_pool_capacity .. ")"
+    end
   end
   local th, serr = self.c:submit(host, method, url, headers, req.body, req.max_body, flags, cookies)
   if not th then return nil, serr end
@@ -256,13 +300,34 @@ function Pool:try_submit(req)
   return submit(self, req, req.url, false)
 end
 
+-- Why a timed-out task had no attempt to blame: nil, or "no_proxies ...".
+local function no_proxies(self)
+  local m = self.c:metrics()
+  local usable = m.total_proxies - m.retired_proxies - m.dead_proxies
+  if usable > 0 then return nil end
+  if m.total_proxies - m.retired_proxies == 0 then
+    return "no_proxies (the pool has none: its lists were empty, missing or failed)"
+  end
+  return "no_proxies (all " .. (m.total_proxies - m.retired_proxies) .. " listed proxies are dead)"
+end
+M.no_proxies = no_proxies
+
 local function request(self, req, url, cookies)
-  local h, err = submit(self, req, url, true, cookies)
+  -- refused before anything is submitted: an inner task left behind by
+  -- the refusal would have no timeout and hold a slot for good
+  if runtime.no_wait then
+    error("scatter: pool:get and pool:request inside " .. runtime.no_wait
+      .. " must not wait (it runs inside the event loop)", 3)
+  end
+  local deadline = req.timeout and core.now() + req.timeout
+  local h, err = submit(self, req, url, true, deadline, cookies)
   if not h then return nil, err end
-  local resp, werr = h:wait(req.timeout)
+  local resp, werr = h:wait(deadline and math.max(0, deadline - core.now()))
   if werr == "timeout" then
     local last = h:cancel()
-    return nil, last and ("timeout: last error: " .. last) or "timeout"
+    if last then return nil, "timeout: last error: " .. last end
+    local why = not self.closed and no_proxies(self)
+    return nil, why and ("timeout: " .. why) or "timeout"
   end
   return resp, werr
 end
@@ -313,7 +378,7 @@ function Pool:get(url, opts)
   elseif type(opts) ~= "table" then
     error("pool:get: bad argument #2 (options table expected, got " .. type(opts) .. ")", 2)
   end
-  if opts.method ~= nil and tostring(opts.method):upper() ~= "GET" then
+  if opts.method ~= nil and runtime.show(opts.method):upper() ~= "GET" then
     return nil, "invalid_request: pool:get is GET only; use pool:request"
   end
   return request(self, opts, url)
@@ -331,6 +396,7 @@ function Pool:metrics()
   if self.closed then return self.final_metrics end
   local m = self.c:metrics()
   m.classifier_errors = self.classifier_errors
+  m.classifier_timeouts = self.classifier_timeouts
   return m
 end
 
@@ -344,7 +410,6 @@ end
 function Pool:close()
   check_open(self, "close")
   if self.closed then return end
-  self.final_metrics = self:metrics()
   self.closed = true
   M.open[self] = nil
   if self.metrics_timer then self.metrics_timer.cancelled = true end
@@ -356,6 +421,11 @@ function Pool:close()
   if self.share then pcall(self.share.stop, self.share) end
   -- in-flight attempts stop before the final snapshot is taken
   for _, rec in ipairs(recs) do self.c:cancel(rec.th) end
+  -- taken once its tasks have ended: pending 0, each of them failed
+  local m = self.c:metrics()
+  m.classifier_errors = self.classifier_errors
+  m.classifier_timeouts = self.classifier_timeouts
+  self.final_metrics = m
   local write = self.state and self.state:freeze()
   self.c:close()
   for _, rec in ipairs(recs) do finish(self, rec, nil, "closed") end

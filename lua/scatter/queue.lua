@@ -26,7 +26,7 @@
 --                          each is now leased and its tries incremented
 -- b:complete(item, recs, line)
 --                       -> n_new   ONE atomic step: the item done, recs
---                          pushed (deduplicated as push does), and line
+--                          (nil when the try pushed nothing) pushed (deduplicated as push does), and line
 --                          (the handler's JSON output, no newline, or nil)
 --                          appended to the output. Nothing of it is
 --                          visible after a crash unless all of it is.

@@ -76,7 +76,7 @@ local function decode(prio, data)
 end
 
 local function push_args(argv, recs)
-  for _, r in ipairs(recs) do
+  for _, r in ipairs(recs or {}) do
     argv[#argv + 1] = r.key
     argv[#argv + 1] = ("%d"):format(r.priority or 0)
     argv[#argv + 1] = encode(r, 0)
@@ -219,11 +219,25 @@ function B:flush_completes()
 end
 
 function B:complete(item, recs, line)
-  local job = { item = item, recs = recs, line = line, w = runtime.waiter() }
+  local job = { item = item, recs = recs or {}, line = line, w = runtime.waiter() }
   self.cq[#self.cq + 1] = job
   if not self.cq_armed then
     self.cq_armed = true
-    runtime.after(0, function() runtime.spawn(self.flush_completes, self) end)
+    runtime.after(0, function()
+      runtime.spawn(function()
+        -- a waiter left unwoken would hold its crawl worker forever
+        local jobs = self.cq
+        local ok, err = pcall(self.flush_completes, self)
+        if not ok then
+          for _, j in ipairs(jobs) do
+            if not j.w.woken then
+              j.err = "queue: completing: " .. tostring(err)
+              runtime.wake(j.w)
+            end
+          end
+        end
+      end)
+    end)
   end
   runtime.block(job.w)
   if job.err then return nil, job.err end

@@ -22,6 +22,15 @@ R.report = function(msg) io.stderr:write(msg, "\n") end
 
 local function pack(...) return { n = select("#", ...), ... } end
 
+-- tostring() of a user value that cannot raise (its __tostring may)
+local function show(v)
+  if type(v) == "string" then return v end
+  local ok, s = pcall(tostring, v)
+  if ok and type(s) == "string" then return s end
+  return "<" .. type(v) .. " (its __tostring failed)>"
+end
+R.show = show
+
 R.now = core.now
 
 -- ---- timers ----
@@ -179,7 +188,7 @@ local function finish(th, ok, ...)
   threads[th.co] = nil
   if not ok then
     local err = ...
-    th.traceback = debug.traceback(th.co, tostring(err))
+    th.traceback = debug.traceback(th.co, show(err))
     if th.on_error ~= false then
       R.uncollected_errors = R.uncollected_errors + 1
       th.uncollected = true
@@ -305,7 +314,7 @@ function R.step(block)
     -- one failing handler must not lose the rest of the batch
     if h then
       local ok, err = pcall(h, a, t)
-      if not ok then R.report("scatter: error while handling an event: " .. tostring(err)) end
+      if not ok then R.report("scatter: error while handling an event: " .. show(err)) end
     end
   end
   fire_timers()

@@ -94,6 +94,7 @@ function Session:_pinned(req, url, host, method, headers, flags, deadline)
     c:direct_cancel(op)
     return false, "timeout"
   end
+  if res.err == "closed" then return false, "closed" end
   if res.err then
     self.errors = self.errors + 1
     self.last_error = res.err
@@ -146,6 +147,7 @@ function Session:_request(req, url)
       resp.elapsed = core.now() - t0
       return resp
     end
+    if what == "closed" then return nil, "closed" end
     if what == "timeout" then
       return nil, self.last_error and ("timeout: last error: " .. self.last_error) or "timeout"
     end

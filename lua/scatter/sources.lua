@@ -22,15 +22,19 @@ function M.redact(url)
   return (url:gsub("^(%a[%w+.-]*://)[^/?#]*@", "%1***@"))
 end
 
+-- non-blocking and regular files only (a FIFO hung open() for good)
 local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, "cannot read: " .. tostring(err) end
-  local data, rerr = f:read(MAX_BYTES + 1)
-  f:close()
-  if not data and rerr then return nil, "cannot read: " .. tostring(rerr) end
-  data = data or ""
-  if #data > MAX_BYTES then return nil, "larger than 64 MiB" end
+  local data, err = core.read_file(path, MAX_BYTES)
+  if not data then return nil, "cannot read: " .. err end
   return data
+end
+
+-- The path of a local list: "file://PATH", or a bare path (no
+-- "scheme://"), as the CLI has always taken them; else nil.
+function M.file_path(url)
+  local path = url:match("^[Ff][Ii][Ll][Ee]://(.+)$")
+  if path then return path end
+  if url ~= "" and not url:match("^%a[%w+.-]*://") then return url end
 end
 
 -- Calls done(body) or done(nil, err) from the loop when the GET ends.
@@ -115,14 +119,14 @@ function M.fetch(url, opts, cb)
     end
     if failed then error(failed, 0) end
   end
-  local path = url:match("^[Ff][Ii][Ll][Ee]://(.+)$")
+  local path = M.file_path(url)
   if path then
     done(read_file(path))
   elseif url:match("^[Hh][Tt][Tt][Pp][Ss]?://") then
     download(url, done)
   else
     inflight[ck] = nil
-    cb(nil, "unsupported source URL " .. ("%q"):format(M.redact(url)) .. " (file://, http:// or https://)")
+    cb(nil, "unsupported source URL " .. ("%q"):format(M.redact(url)) .. " (a path, file://, http:// or https://)")
   end
 end
 

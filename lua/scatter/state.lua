@@ -1,6 +1,7 @@
 -- State files (DESIGN.md section 5): a versioned JSON snapshot of each
 -- pool's proxies and their per-host health, restored when a pool opens and
--- written every state_save_interval and when it closes.
+-- written FIRST_SAVE (10) seconds after the first outcomes, then every
+-- state_save_interval, and when it closes.
 --
 -- One file can hold several pools (a router's pools naming the same
 -- state_file), one section per pool name, always written as one document.
@@ -37,6 +38,8 @@ M.PAIR_FIELDS = {
 M.CHUNK = 1000    -- rows read and encoded at a time (about 2 ms)
 M.SLICE = 0.004   -- seconds of encoding before a thread yields to the loop
 M.MODE = 384      -- 0600: keys can hold proxy credentials
+M.MAX_BYTES = 512 * 1024 * 1024 -- a state file larger than this is refused
+M.FIRST_SAVE = 10 -- seconds from the first outcomes to the first save
 
 local files = {} -- path -> File, while a pool uses it
 local File = {}
@@ -77,14 +80,13 @@ end
 -- Returns the decoded sections (name -> section), {} for a missing file,
 -- or nil, why for a file that cannot be used.
 local function read_sections(path)
-  local f, err, code = io.open(path, "rb")
-  if not f then
+  -- a FIFO or a device is refused, not read (open() hung on a FIFO, and
+  -- /dev/zero was read until memory ran out); size capped like sources
+  local data, err, code = core.read_file(path, M.MAX_BYTES)
+  if not data then
     if code == 2 then return {} end -- ENOENT: a cold start, nothing to say
-    return nil, tostring(err)
+    return nil, err
   end
-  local data, rerr = f:read("*a")
-  f:close()
-  if not data then return nil, tostring(rerr) end
   local doc, derr = jsafe.decode(data)
   if doc == nil then return nil, "not JSON (" .. tostring(derr) .. "; truncated?)" end
   if type(doc) ~= "table" or doc.format ~= M.FORMAT then return nil, "not a scatter state file" end
@@ -194,6 +196,20 @@ local function open_file(path)
     path = path, pools = {}, frozen = {}, last = {}, loaded = {},
     busy = false, queue = {}, interval = math.huge,
   }, File)
+  -- one owner per state file: a second process overwrote the first's
+  -- learning without a word; now it starts warm from the file but never
+  -- writes it
+  local fd, lerr, pid = core.lock_file(path .. "-lock")
+  if fd then
+    F.lockfd = fd
+  elseif lerr ~= "locked" then
+    -- no lock to be had here (a read-only directory...): saving will tell
+    log.emit("debug", nil, "state file " .. path .. ": cannot lock " .. path .. "-lock: " .. lerr)
+  else
+    F.readonly = true
+    log.emit("warn", nil, string.format("state file %s: %s; starting warm from it, read-only: this process will not save it",
+      path, "in use by another process" .. (pid > 0 and (" (pid " .. pid .. ")") or "")))
+  end
   local sections, err = read_sections(path)
   if sections then
     F.loaded = sections
@@ -233,6 +249,7 @@ end
 -- now (periodic saves); otherwise reuse their latest encoding (a close
 -- saves its own frozen section and leaves the others as last written).
 function File:write(fresh, can_yield)
+  if self.readonly then return nil, "read-only (another process owns the state file)" end
   local pause = pauser(can_yield)
   local names, open = {}, 0
   for n in pairs(self.pools) do
@@ -270,13 +287,31 @@ function File:write(fresh, can_yield)
   return true
 end
 
+-- True once a pool of the file has an outcome worth keeping.
+function File:learnt()
+  for _, pool in pairs(self.pools) do
+    local ok, m = pcall(pool.c.metrics, pool.c)
+    if ok and m.attempts_finished > 0 then return true end
+  end
+  return false
+end
+
+-- The first save comes FIRST_SAVE seconds after the first outcomes (a
+-- kill -9 in a crawl's first state_save_interval lost all it learnt),
+-- then one every interval.
 function File:arm()
   if self.timer or not next(self.pools) then return end
-  self.timer = runtime.after(self.interval, function()
+  local first = not self.saved_once
+  if first and not self.first_due then self.first_due = core.now() + self.interval end
+  local delay = first and math.min(M.FIRST_SAVE, self.interval) or self.interval
+  self.timer = runtime.after(delay, function()
     self.timer = nil
     if not next(self.pools) then return end
+    -- nothing learnt yet: look again, but save by the interval regardless
+    if first and not self:learnt() and core.now() < self.first_due then return self:arm() end
     runtime.spawn(function()
       if next(self.pools) then self:locked(self.write, self, true, true) end
+      self.saved_once = true
       self:arm()
     end)
   end)
@@ -344,6 +379,10 @@ function Handle:freeze()
     if not next(F.pools) then
       if F.timer then F.timer.cancelled = true end
       if files[F.path] == F then files[F.path] = nil end
+      if F.lockfd then
+        core.unlock_file(F.lockfd)
+        F.lockfd = nil
+      end
     end
     return ok, err
   end

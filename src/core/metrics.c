@@ -34,19 +34,29 @@ void sc_sched_metrics(sc_sched_t *s, sc_metrics_t *m) {
   m->total_proxies = s->proxy_names.count;
   m->dead_proxies = s->dead;
   m->retired_proxies = s->retired;
-  uint32_t cool = 0;
+  uint32_t cool = 0, untested = 0, failing = 0, healthy = 0;
   for (uint32_t id = 0; id < s->proxy_names.count; id++) {
-    if (s->proxies[id].dead || s->proxies[id].retired) continue;
+    const proxy *px = &s->proxies[id];
+    if (px->dead || px->retired) continue;
+    int cooling = 0;
     for (uint32_t i = 0; i < s->host_names.count; i++) {
       const pair *p = &s->hosts[i].pairs[id];
       if (p->cooldown_until > tn) {
-        cool++;
+        cooling = 1;
         break;
       }
     }
+    /* "healthy" counted every proxy never tried: 77 healthy from a list
+     * where none worked. Healthy now means it has succeeded. */
+    if (cooling) cool++;
+    else if (px->successes > 0) healthy++;
+    else if (px->attempts == 0) untested++;
+    else failing++;
   }
   m->cooldown_proxies = cool;
-  m->healthy_proxies = m->total_proxies - s->dead - s->retired - cool;
+  m->healthy_proxies = healthy;
+  m->untested_proxies = untested;
+  m->failing_proxies = failing;
   m->pending_tasks = s->ntasks;
   m->ready_tasks = s->ready.n;
   uint32_t delayed = s->nstarved;

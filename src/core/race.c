@@ -126,6 +126,10 @@ double sc_race_hedge_delay(sc_sched_t *s, const host *h) {
  * paths live, then, when every live path has run longer than the host's
  * p95 latency, one more past K, up to 2 x K. */
 
+/* How long a task waits for a host latency to be known before it looks
+ * again whether to hedge. */
+#define UNKNOWN_P95_WAIT(s) (0.1 * (s)->cfg.proxy_timeout)
+
 static double youngest(const sc_sched_t *s, const task *t) {
   double y = -1;
   for (uint32_t i = t->first; i != NONE; i = s->attempts[i].next)
@@ -146,9 +150,10 @@ static void arm(sc_sched_t *s, task *t) {
     if (t->want < t->round_k && d > 0)
       at = y + d;
     else if (!(t->flags & SC_TASK_NORACE) && t->active < 2 * t->round_k &&
-             h->lat_p95 > 0 &&
              s->proxy_names.count - s->dead - s->retired > t->active)
-      at = y + h->lat_p95;
+      /* no latency known yet (a cold pool): look again later, or a task
+       * that started on blackholes would wait them out */
+      at = y + (h->lat_p95 > 0 ? h->lat_p95 : UNKNOWN_P95_WAIT(s));
   }
   if (at >= 0) {
     sc_task_delay(s, t, at, 1);
@@ -175,16 +180,22 @@ void sc_race_hedge(sc_sched_t *s, task *t, double tn) {
   }
   /* past K: one more path when every live one is older than the p95 */
   double y = youngest(s, t);
-  if (y < 0 || t->active >= 2 * t->round_k || !(h->lat_p95 > 0)) return;
+  if (y < 0 || t->active >= 2 * t->round_k) return;
+  if (!(h->lat_p95 > 0)) {
+    sc_task_delay(s, t, tn + UNKNOWN_P95_WAIT(s), 1);
+    return;
+  }
   if (y + h->lat_p95 > tn) { /* the p95 grew since the timer was set */
     arm(s, t);
     return;
   }
   if (sc_race_launch(s, t, 1) == 0) {
-    /* nothing eligible now: try again when the host's next proxy is
-     * (a later outcome re-arms sooner) */
-    double at = h->wait.n ? sc_select_wait_key(h, 0) : -1;
-    if (at >= 0) sc_task_delay(s, t, at > tn ? at : tn + h->lat_p95, 1);
+    /* nothing eligible or no in-flight room now: try again when the
+     * host's next proxy is, or a while later (a later outcome re-arms);
+     * not every p95 of a few ms: a full pool's tasks would spin */
+    double at = h->wait.n ? sc_select_wait_key(h, 0) : -1, again = h->lat_p95;
+    if (again < UNKNOWN_P95_WAIT(s) / 2) again = UNKNOWN_P95_WAIT(s) / 2;
+    sc_task_delay(s, t, at > tn ? at : tn + again, 1);
     return;
   }
   if (t->active > t->want) t->want = t->active;

@@ -89,6 +89,9 @@ typedef struct sc_env {
 typedef struct sc_metrics {
   uint32_t total_proxies, healthy_proxies, cooldown_proxies, dead_proxies;
   uint32_t retired_proxies;
+  /* of the live proxies not cooling down: never tried (untested), tried
+   * without a success yet (failing); healthy ones have had a success */
+  uint32_t untested_proxies, failing_proxies;
   uint32_t pending_tasks, ready_tasks, delayed_tasks, running_tasks;
   uint64_t completed_tasks, failed_tasks, cancelled_tasks;
   double throughput_1s, throughput_10s, throughput_60s;

@@ -7,7 +7,7 @@
  * heap entry behind with an old generation; the entry is skipped when it
  * reaches the top, which keeps cancel O(1).
  */
-#include "sim.h"
+#include "sim_int.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -19,88 +19,6 @@
  * times (a zero hedge delay); this many times with nothing started is a
  * hot loop. */
 #define HOT_LOOP_WAKES 1000
-
-typedef struct ev {
-  double t;
-  uint64_t seq;
-  uint32_t slot, gen;
-} ev;
-
-typedef struct att { /* one simulated attempt in flight */
-  sc_handle_t handle;
-  double latency;
-  double handshake; /* < 0: the connection never got through its handshake */
-  uint32_t gen;
-  uint32_t next; /* free list */
-  uint32_t task; /* slot in sim->tasks */
-  uint32_t proxy, host;
-  uint8_t verdict;
-  uint8_t rest; /* script 'r': blocked with the group's retry_after */
-} att;
-
-typedef struct stask { /* one submitted, undelivered task */
-  double submitted;
-  uint64_t num; /* 1-based submission number */
-  uint32_t active;
-  uint32_t next; /* free list */
-} stask;
-
-typedef struct sproxy {
-  uint32_t group, script_pos, starts;
-} sproxy;
-
-typedef struct sgroup {
-  sc_sim_group_t g;
-  size_t script_len;
-} sgroup;
-
-struct sc_sim {
-  sc_config_t cfg;
-  sc_sim_opts_t o;
-  sc_sched_t *s;
-  double clock;
-  uint64_t rng, seq;
-  double wake_at; /* < 0: no wake-up asked for */
-  uint64_t wake_seq;
-
-  ev *heap;
-  size_t nheap, heap_cap;
-  att *atts;
-  uint32_t att_cap, att_free;
-  stask *tasks;
-  uint32_t task_cap, task_free;
-  sproxy *proxies;
-  uint32_t nproxies, proxy_cap;
-  sgroup *groups;
-  uint32_t ngroups;
-  uint32_t *rr; /* host ids, tasks go round-robin over them */
-  uint32_t nrr;
-
-  double *last_start; /* per pair, [host * nproxies + proxy]; < 0: none */
-  double *min_gap;    /* per host; < 0: no pair started twice */
-  uint32_t ngap_hosts;
-
-  sc_sim_event_t *trace;
-  size_t ntrace, trace_cap;
-  int64_t trace_proxy, trace_host; /* < 0: any */
-  uint32_t inflight;
-  int ran, closing;
-  double lat_sum;
-  sc_sim_report_t r;
-};
-
-/* ---- randomness: splitmix64, fast and good enough for outcome draws ---- */
-
-static uint64_t rnd(sc_sim_t *sim) {
-  uint64_t z = (sim->rng += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-static double unif(sc_sim_t *sim) { /* [0, 1) */
-  return (double)(rnd(sim) >> 11) * 0x1.0p-53;
-}
 
 /* ---- the event heap ---- */
 
@@ -187,86 +105,6 @@ static void env_wake(void *ud, double at) {
   if (at >= 0) sim->wake_seq = sim->seq++;
 }
 
-static double jittered(sc_sim_t *sim, const sc_sim_group_t *g) {
-  double lat = g->latency;
-  if (g->jitter > 0) lat += g->jitter * (2.0 * unif(sim) - 1.0);
-  return lat < 0 ? 0 : lat;
-}
-
-static sc_verdict_t script_verdict(char c) {
-  switch (c) {
-  case 's': return SC_V_SUCCESS;
-  case 'f': return SC_V_FINAL;
-  case 'e': return SC_V_TARGET_ERROR;
-  case 't': return SC_V_TRANSPORT;
-  default: return SC_V_PROXY_BLOCKED; /* 'b'; add_group checked the rest */
-  }
-}
-
-/* The connect + proxy handshake takes this share of an answering proxy's
- * latency (a SOCKS handshake is two of the three round trips of a small
- * request); a blackhole never finishes it. */
-#define HANDSHAKE_SHARE 0.5
-
-/* What happens to an attempt through proxy px, decided now; ct is its
- * connect deadline (0: none but proxy_timeout). */
-/* What happens to an attempt through proxy px, decided now; ct is its
- * connect deadline (0: none but proxy_timeout); *rest: the answer asks
- * the pair to rest (a script's letter r, Retry-After). */
-static sc_verdict_t draw(sc_sim_t *sim, sproxy *px, double ct, double *latency,
-                         double *handshake, int *rest) {
-  const sgroup *sg = &sim->groups[px->group];
-  const sc_sim_group_t *g = &sg->g;
-  sc_verdict_t v;
-  double lat;
-  switch (g->profile) {
-  case SC_SIM_GOOD:
-  case SC_SIM_SLOW:
-    lat = jittered(sim, g);
-    if (g->target_error > 0 && unif(sim) < g->target_error)
-      v = SC_V_TARGET_ERROR;
-    else
-      v = unif(sim) < g->success ? SC_V_SUCCESS : SC_V_PROXY_BLOCKED;
-    break;
-  case SC_SIM_DEAD:
-    lat = g->latency;
-    v = SC_V_TRANSPORT;
-    break;
-  case SC_SIM_BLACKHOLE:
-    lat = ct > 0 ? ct : sim->cfg.proxy_timeout;
-    v = SC_V_TRANSPORT;
-    break;
-  case SC_SIM_BLOCK:
-    lat = jittered(sim, g);
-    v = SC_V_PROXY_BLOCKED;
-    break;
-  default: /* SC_SIM_SCRIPT */
-    lat = jittered(sim, g);
-    *rest = g->script[px->script_pos % sg->script_len] == 'r';
-    v = script_verdict(g->script[px->script_pos++ % sg->script_len]);
-    break;
-  }
-  double hs = -1;
-  if (g->profile != SC_SIM_DEAD && g->profile != SC_SIM_BLACKHOLE) {
-    hs = HANDSHAKE_SHARE * lat;
-    if (ct > 0 && hs > ct) { /* the connect deadline cuts it */
-      lat = ct;
-      hs = -1;
-      v = SC_V_TRANSPORT;
-      *rest = 0;
-    }
-  }
-  if (lat >= sim->cfg.proxy_timeout) { /* the transport gives up first */
-    lat = sim->cfg.proxy_timeout;
-    v = SC_V_TRANSPORT;
-    if (hs >= lat) hs = -1;
-    *rest = 0;
-  }
-  *latency = lat;
-  *handshake = hs;
-  return v;
-}
-
 static int env_start(void *ud, sc_attempt_t *a) {
   sc_sim_t *sim = ud;
   if (sim->att_free == NONE) {
@@ -286,7 +124,7 @@ static int env_start(void *ud, sc_attempt_t *a) {
   sproxy *px = &sim->proxies[a->proxy];
   double lat, hs;
   int rest = 0;
-  sc_verdict_t v = draw(sim, px, a->connect_timeout, &lat, &hs, &rest);
+  sc_verdict_t v = sc_sim_draw(sim, px, a->connect_timeout, &lat, &hs, &rest);
   if (heap_push(sim, sim->clock + lat, slot, at->gen) < 0) return SC_ENOMEM;
   sim->att_free = at->next;
   at->handle = a->handle;

@@ -36,6 +36,9 @@ sc_url_err_t sc_url_host(const char *u, size_t n, char *host, size_t cap,
   while (e < n && s[e] != '/' && s[e] != '?' && s[e] != '#') e++;
   for (size_t k = e; k > a; k--)
     if (s[k - 1] == '@') {
+      /* RFC 3986 has no '@' in a userinfo (it is %40); curl fails such a
+       * URL locally, which must not be blamed on the proxies */
+      if (memchr(s + a, '@', k - 1 - a)) return SC_URL_BAD_USERINFO;
       a = k;
       break;
     }

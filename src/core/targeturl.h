@@ -13,7 +13,8 @@ typedef enum {
   SC_URL_SCHEME,   /* a scheme other than http or https */
   SC_URL_NO_HOST,
   SC_URL_BAD_PORT,
-  SC_URL_BAD_HOST
+  SC_URL_BAD_HOST,
+  SC_URL_BAD_USERINFO /* a raw '@' in the userinfo: curl refuses the URL */
 } sc_url_err_t;
 
 /* Writes the lower-cased host (IPv6 literals keep their brackets) of an

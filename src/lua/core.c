@@ -56,6 +56,10 @@ static int l_url_host(lua_State *L) {
     lua_pushnil(L);
     lua_pushfstring(L, "bad port in URL: %s", u);
     return 2;
+  case SC_URL_BAD_USERINFO:
+    lua_pushnil(L);
+    lua_pushfstring(L, "bad userinfo in URL ('@' must be written %%40): %s", u);
+    return 2;
   default:
     lua_pushnil(L);
     lua_pushfstring(L, "bad host in URL: %s", u);
@@ -102,6 +106,11 @@ static const luaL_Reg funcs[] = {{"pool_new", sc_lua_pool_new},
                                  {"state_check", sc_lua_state_check},
                                  {"state_restore", sc_lua_state_restore},
                                  {"write_atomic", sc_lua_write_atomic},
+                                 {"read_file", sc_lua_read_file},
+                                 {"lock_file", sc_lua_lock_file},
+                                 {"unlock_file", sc_lua_unlock_file},
+                                 {"watchdog_arm", sc_lua_watchdog_arm},
+                                 {"watchdog_disarm", sc_lua_watchdog_disarm},
                                  {"pool_hold", sc_lua_pool_hold},
                                  {"pool_add_keys", sc_lua_pool_add_keys},
                                  {"pool_retire", sc_lua_pool_retire},

@@ -185,10 +185,13 @@ static int l_pair_usable(lua_State *L) {
   return 1;
 }
 
+/* Its waiter must not wait forever: the op ends "closed". */
 void sc_lua_direct_close_pool(lpool *p) {
   for (direct *d = directs, *n; d; d = n) {
     n = d->next;
-    if (d->pool == p) direct_free(d);
+    if (d->pool != p) continue;
+    if (d->x && d->x->running) sc_ops_done(d->op, 0, NULL, 0, "closed");
+    direct_free(d);
   }
 }
 

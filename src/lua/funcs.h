@@ -44,4 +44,10 @@ int sc_lua_proxyd_tunnel(lua_State *L);
 int sc_lua_proxyd_close(lua_State *L);
 int sc_lua_proxyd_count(lua_State *L);
 
+int sc_lua_read_file(lua_State *L); /* readfile.c */
+int sc_lua_lock_file(lua_State *L);
+int sc_lua_unlock_file(lua_State *L);
+int sc_lua_watchdog_arm(lua_State *L); /* watchdog.c */
+int sc_lua_watchdog_disarm(lua_State *L);
+
 #endif

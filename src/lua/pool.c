@@ -76,8 +76,11 @@ static void on_xfer(sc_xfer_t *x, void *ud) {
   double latency = x->elapsed;
   sc_handle_t h = la->handle;
   ((sc_attempt_t *)a)->tdata = NULL;
+  int local = sc_xfer_local(x);
   sc_lua_pool_latt_free(la);
-  sc_sched_attempt_done(p->sched, h, SC_V_TRANSPORT, latency);
+  /* a local failure is retried like a target error, charging no pair */
+  sc_sched_attempt_done(p->sched, h, local ? SC_V_TARGET_ERROR : SC_V_TRANSPORT,
+                        latency);
 }
 
 static int env_start(void *ud, sc_attempt_t *a) {
@@ -227,6 +230,9 @@ int sc_lua_pool_new(lua_State *L) {
   lua_pop(L, 1);
   lua_getfield(L, 1, "tls_session_sharing");
   p->no_tls_share = !lua_isnil(L, -1) && !lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "consensus_404");
+  p->no_consensus = !lua_isnil(L, -1) && !lua_toboolean(L, -1);
   lua_pop(L, 1);
   lua_getfield(L, 1, "ca_file");
   if (!lua_isnil(L, -1)) {
@@ -460,6 +466,8 @@ static int l_pool_metrics(lua_State *L) {
   SETN("cooldown_proxies", m.cooldown_proxies);
   SETN("dead_proxies", m.dead_proxies);
   SETN("retired_proxies", m.retired_proxies);
+  SETN("untested_proxies", m.untested_proxies);
+  SETN("failing_proxies", m.failing_proxies);
   SETN("pending_tasks", m.pending_tasks);
   SETN("ready_tasks", m.ready_tasks);
   SETN("delayed_tasks", m.delayed_tasks);

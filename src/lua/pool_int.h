@@ -22,6 +22,10 @@ typedef struct lreq { /* a task's request; the scheduler's task ud */
   /* allocated at the first failure: most tasks never fail, and 100,000
    * pending tasks paid 1 KiB each for it (bench/memory.lua) */
   char *last_error;
+  /* consensus on a 404/410 (DESIGN.md, Hardening): the first such status
+   * and the proxy that gave it; a different proxy agreeing makes it final */
+  long gone_status;
+  uint32_t gone_proxy;
 } lreq;
 
 #define LAST_ERROR_SIZE 1024
@@ -40,6 +44,7 @@ struct lpool {
   char *proxy_ca_file;
   int id;
   int no_tls_share; /* tls_session_sharing = false */
+  int no_consensus; /* consensus_404 = false */
   lreq *reqs; /* every live request, to free them at close */
 };
 

@@ -120,8 +120,18 @@ static int l_pool_verdict(lua_State *L) {
 
 /* The default classifier (lua/scatter/classifier.lua M.default; a spec
  * holds the two to the same table). */
-static sc_verdict_t default_verdict(const sc_xfer_t *x, const lreq *r) {
+static sc_verdict_t default_verdict(const sc_xfer_t *x, lreq *r,
+                                    const lpool *p, uint32_t proxy) {
   long s = x->status;
+  /* a 404 or 410 may be a proxy's lie or the truth: no pair is charged
+   * for it (target_error), and a different proxy giving the same status
+   * for the task settles it as the target's real answer */
+  if ((s == 404 || s == 410) && !p->no_consensus) {
+    if (r->gone_status == s && r->gone_proxy != proxy) return SC_V_FINAL;
+    r->gone_status = s;
+    r->gone_proxy = proxy;
+    return SC_V_TARGET_ERROR;
+  }
   if (s >= 200 && s < 300)
     return x->len > 0 || s == 204 || strcmp(r->req.method, "HEAD") == 0
                ? SC_V_SUCCESS
@@ -143,8 +153,8 @@ static int l_pool_settle_default(lua_State *L) {
   sc_handle_t ah = check_handle(L, 2);
   sc_attempt_t *a = (sc_attempt_t *)sc_sched_attempt(p->sched, ah);
   if (!a || !a->tdata) return 0;
-  sc_verdict_t v = default_verdict(((latt *)a->tdata)->x, a->task_ud);
-  if (v != SC_V_SUCCESS) {
+  sc_verdict_t v = default_verdict(((latt *)a->tdata)->x, a->task_ud, p, a->proxy);
+  if (v != SC_V_SUCCESS && v != SC_V_FINAL) {
     settle(p, ah, a, v);
     lua_pushboolean(L, 0);
     return 1;

@@ -1,4 +1,7 @@
-/* SIGINT and SIGTERM for `scatter run` (lua/scatter/cmd/run.lua).
+/* SIGINT, SIGTERM, SIGHUP and SIGPIPE for `scatter run` and
+ * scatter.on_signal (lua/scatter/signals.lua). SIGHUP (a closed terminal)
+ * and SIGPIPE (`scatter run x.lua | head -1`) killed a run without saving
+ * state: they are a stop like SIGTERM.
  *
  * A plain sigaction handler rather than uv_signal_t: libuv delivers a
  * uv_signal_t callback only when the loop turns, and the second signal must
@@ -21,6 +24,9 @@ static uv_async_t async;
 static uint32_t op_id;
 
 static void handler(int sig) {
+  /* every write to a closed pipe raises SIGPIPE again: only a different
+   * signal is the user's "again" */
+  if (got && sig == SIGPIPE) return;
   if (got) _exit(128 + sig);
   got = sig;
   uv_async_send(&async);
@@ -31,7 +37,10 @@ static void on_async(uv_async_t *a) {
   sc_ops_done(op_id, got, NULL, 0, NULL);
 }
 
-/* core.signal_watch() -> op id: from now on the first SIGINT or SIGTERM is
+static const int SIGNALS[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+
+/* core.signal_watch() -> op id: from now on the first SIGINT, SIGTERM,
+ * SIGHUP or SIGPIPE is
  * the op's result {status = signal number}; a second one exits the process
  * at once with 128 + its number. Calling it again returns the same op. */
 int sc_lua_signal_watch(lua_State *L) {
@@ -46,11 +55,13 @@ int sc_lua_signal_watch(lua_State *L) {
     sa.sa_handler = handler;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    sigaddset(&sa.sa_mask, SIGINT); /* one handler at a time: `got` is */
-    sigaddset(&sa.sa_mask, SIGTERM); /* then never raced */
+    /* one handler at a time: `got` is then never raced */
+    for (size_t i = 0; i < sizeof(SIGNALS) / sizeof(SIGNALS[0]); i++)
+      sigaddset(&sa.sa_mask, SIGNALS[i]);
     op_id = sc_ops_new();
-    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
-      return luaL_error(L, "scatter: cannot watch signals");
+    for (size_t i = 0; i < sizeof(SIGNALS) / sizeof(SIGNALS[0]); i++)
+      if (sigaction(SIGNALS[i], &sa, NULL) < 0)
+        return luaL_error(L, "scatter: cannot watch signals");
   }
   lua_pushnumber(L, op_id);
   return 1;

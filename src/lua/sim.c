@@ -92,6 +92,8 @@ static void push_metrics(lua_State *L, const sc_metrics_t *m) {
   SETN("cooldown_proxies", m->cooldown_proxies);
   SETN("dead_proxies", m->dead_proxies);
   SETN("retired_proxies", m->retired_proxies);
+  SETN("untested_proxies", m->untested_proxies);
+  SETN("failing_proxies", m->failing_proxies);
   SETN("pending_tasks", m->pending_tasks);
   SETN("ready_tasks", m->ready_tasks);
   SETN("delayed_tasks", m->delayed_tasks);

@@ -23,10 +23,17 @@ typedef struct afile {
 
 static unsigned next_seq; /* loop thread only */
 
-static int fail(afile *f, const char *step, int e) {
+static int fail_at(afile *f, const char *step, const char *path, int e) {
   f->status = -e;
-  snprintf(f->err, sizeof(f->err), "%s %s: %s", step, f->path, strerror(e));
+  /* a long path is cut: the message stays a message */
+  if (snprintf(f->err, sizeof(f->err), "%s %s: %s", step, path,
+               strerror(e)) >= (int)sizeof(f->err))
+    memcpy(f->err + sizeof(f->err) - 4, "...", 4);
   return -1;
+}
+
+static int fail(afile *f, const char *step, int e) {
+  return fail_at(f, step, f->path, e);
 }
 
 /* Temp files of writers killed mid-write ("<base>.<pid>-<n>.tmp" whose pid
@@ -94,19 +101,20 @@ static void work(uv_work_t *req) {
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
                 f->mode);
   if (fd < 0) {
-    fail(f, "create", errno);
+    /* the temp file is what could not be made: name it, not the target */
+    fail_at(f, "create temp file", tmp, errno);
     return;
   }
   /* the umask may have taken bits away, never added them: set it exactly */
   if (fchmod(fd, (mode_t)f->mode) < 0 || write_all(fd, f->buf, f->len) < 0 ||
       fsync(fd) < 0) {
-    fail(f, "write", errno);
+    fail_at(f, "write temp file", tmp, errno);
     close(fd);
     unlink(tmp);
     return;
   }
   if (close(fd) < 0) {
-    fail(f, "close", errno);
+    fail_at(f, "close temp file", tmp, errno);
     unlink(tmp);
     return;
   }

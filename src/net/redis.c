@@ -106,8 +106,24 @@ static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop) {
 
 static void on_timer(uv_timer_t *t);
 
+/* An idle connection keeps no loop alive (like the metrics server): its
+ * handles are referenced only while a command or a connect is under way,
+ * so a script whose threads all wait on nothing still ends (or reports
+ * a deadlock) instead of sleeping forever on the connection's socket. */
+static void hold_loop(sc_redis_t *r, int on) {
+  ev *e = r->ac ? r->ac->ev.data : NULL;
+  if (on) {
+    uv_ref((uv_handle_t *)&r->timer);
+    if (e) uv_ref((uv_handle_t *)&e->poll);
+  } else {
+    uv_unref((uv_handle_t *)&r->timer);
+    if (e) uv_unref((uv_handle_t *)&e->poll);
+  }
+}
+
 static void arm(sc_redis_t *r) {
   if (r->state == ST_CLOSED) return;
+  hold_loop(r, r->head != NULL || r->state == ST_RESOLVING);
   uint64_t at;
   if (r->state == ST_RESOLVING)
     at = r->connect_deadline;
@@ -145,6 +161,7 @@ static void went_down(sc_redis_t *r) {
   uint64_t ms = (uint64_t)(r->backoff * 1000.0);
   r->backoff *= 2;
   if (r->backoff > r->o.backoff_max) r->backoff = r->o.backoff_max;
+  hold_loop(r, 0); /* whoever waits for the reconnect has a timer of its own */
   uv_timer_start(&r->timer, on_timer, ms, 0);
 }
 

@@ -29,8 +29,9 @@ static int add_head(sc_reqparse_t *r, const char *p, size_t n) {
 
 static int on_url(http_parser *hp, const char *p, size_t n) {
   sc_reqparse_t *r = hp->data;
-  r->target_len += n;
-  return add_head(r, p, n);
+  if (add_head(r, p, n)) return -1;
+  r->target_len += n; /* counted once kept: offsets never pass len */
+  return 0;
 }
 
 /* A name or a value may come in several pieces: they are contiguous in
@@ -48,8 +49,9 @@ static int on_field(http_parser *hp, const char *p, size_t n) {
     r->hdrs[r->nhdrs++] = (sc_reqhdr_t){r->len, 0, 0, 0};
     r->last_was_value = 0;
   }
+  if (add_head(r, p, n)) return -1;
   r->hdrs[r->nhdrs - 1].name_len += n;
-  return add_head(r, p, n);
+  return 0;
 }
 
 static int on_value(http_parser *hp, const char *p, size_t n) {
@@ -60,8 +62,9 @@ static int on_value(http_parser *hp, const char *p, size_t n) {
     h->val = r->len;
     r->last_was_value = 1;
   }
+  if (add_head(r, p, n)) return -1;
   h->val_len += n;
-  return add_head(r, p, n);
+  return 0;
 }
 
 static int on_headers(http_parser *hp) {

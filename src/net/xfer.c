@@ -1,6 +1,7 @@
 #include "xfer.h"
 
 #include <arpa/inet.h>
+#include <openssl/ssl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,26 @@ static unsigned long conn_group(const char *key) {
   for (const unsigned char *p = (const unsigned char *)key; *p; p++)
     h = (h ^ *p) * 16777619u;
   return (h & 0x7fffffffu) | 1u;
+}
+
+/* libcurl (7.88) turns TLS session tickets off (SSL_OP_NO_TICKET), so a
+ * TLS 1.2 target resumes only if it keeps a session cache, which many do
+ * not (nginx's default is none): turn them back on, so the pool's shared
+ * sessions resume there too. Only for an OpenSSL libcurl (tls_is_openssl). */
+static CURLcode ssl_ctx_tickets(CURL *easy, void *ctx, void *ud) {
+  (void)easy;
+  (void)ud;
+  SSL_CTX_clear_options((SSL_CTX *)ctx, SSL_OP_NO_TICKET);
+  return CURLE_OK;
+}
+
+static int tls_is_openssl(void) {
+  static int is = -1;
+  if (is < 0) {
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    is = v->ssl_version && strncmp(v->ssl_version, "OpenSSL/", 8) == 0;
+  }
+  return is;
 }
 
 /* The key's host is an IPv6 literal (after any scheme and credentials). */
@@ -132,6 +153,8 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
      * the caller's headers say who it is, and it costs ~4% of a request */
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (tls_is_openssl())
+      curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_tickets);
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   }
   curl_easy_setopt(e, CURLOPT_URL, r->url);
@@ -217,6 +240,23 @@ void sc_xfer_free(sc_xfer_t *x) {
   free(x);
 }
 
+/* Failures of this process, never of the proxy: curl refused the request
+ * or our own settings before anything reached the network (a URL its
+ * parser rejects, a request too big for its buffer, a missing ca_file). */
+int sc_xfer_local(const sc_xfer_t *x) {
+  switch (x->result) {
+  case CURLE_URL_MALFORMAT:
+  case CURLE_OUT_OF_MEMORY:
+  case CURLE_BAD_FUNCTION_ARGUMENT:
+  case CURLE_FAILED_INIT:
+  case CURLE_NOT_BUILT_IN:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CERTPROBLEM:
+  case CURLE_READ_ERROR: return 1;
+  default: return 0;
+  }
+}
+
 int sc_xfer_ok(const sc_xfer_t *x) {
   if (x->done.detach) return x->result == CURLE_OK && x->done.detached >= 0;
   /* 407 comes from a proxy only (RFC 9110 15.5.8): never the target's
@@ -290,7 +330,7 @@ static const char *px_kind(long px) {
 }
 
 void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
-  const char *kind = "transport";
+  const char *kind = sc_xfer_local(x) ? "local_error" : "transport";
   char extra[96] = "";
   long cc = 0;
   if (!x->direct) curl_easy_getinfo(x->easy, CURLINFO_HTTP_CONNECTCODE, &cc);
@@ -328,9 +368,7 @@ void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
   case CURLE_GOT_NOTHING: kind = "dropped"; break;
   case CURLE_PEER_FAILED_VERIFICATION:
   case CURLE_SSL_CONNECT_ERROR:
-  case CURLE_SSL_CERTPROBLEM:
-  case CURLE_SSL_CIPHER:
-  case CURLE_SSL_CACERT_BADFILE: kind = "tls_error"; break;
+  case CURLE_SSL_CIPHER: kind = "tls_error"; break;
   case CURLE_TOO_MANY_REDIRECTS: kind = "too_many_redirects"; break;
   case CURLE_WEIRD_SERVER_REPLY:
   case CURLE_UNSUPPORTED_PROTOCOL: /* "HTTP/0.9 when not allowed" */

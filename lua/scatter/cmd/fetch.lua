@@ -25,14 +25,47 @@ options:
   -v                   status, winning proxy, attempts and time on stderr
   --ca-file FILE       CA bundle for https URLs
   --insecure           do not verify TLS certificates
+  --expect TEXT        a 2xx body must contain TEXT, else the proxy tampered
+                       with it and another one is tried (repeatable: all)
+  --classifier FILE    a Lua file returning the classifier (a function of
+                       the response, or an object with :classify(resp))
 ]],
 }
 
 local SPEC = {
   ["--proxies"] = "list", ["-k"] = "value", ["-o"] = "value", ["--timeout"] = "value",
   ["-H"] = "list", ["--header"] = "list", ["-v"] = "flag", ["--ca-file"] = "value",
-  ["--insecure"] = "flag",
+  ["--insecure"] = "flag", ["--expect"] = "list", ["--classifier"] = "value",
 }
+
+-- The classifier of --classifier FILE and --expect TEXT (both: the file's
+-- verdict counts only for a body that has every TEXT).
+local function make_classifier(opts)
+  local cls
+  if opts.classifier then
+    local chunk, err = loadfile(opts.classifier)
+    if not chunk then return nil, "--classifier: " .. err end
+    local ok, c = pcall(chunk)
+    if not ok then return nil, "--classifier " .. opts.classifier .. ": " .. tostring(c) end
+    local okc, checked = pcall(require("scatter.classifier").check, c, "--classifier " .. opts.classifier)
+    if not okc or c == nil then
+      return nil, "--classifier " .. opts.classifier
+        .. ": the file must return a function or an object with :classify(resp)"
+    end
+    cls = checked
+  end
+  local expect = opts.expect
+  if not expect then return cls end
+  local base = cls or require("scatter.classifier").default
+  return function(resp)
+    if resp.status >= 200 and resp.status < 300 then
+      for _, text in ipairs(expect) do
+        if not resp.body:find(text, 1, true) then return "proxy_blocked" end
+      end
+    end
+    return base(resp)
+  end
+end
 
 function C.run(args)
   local opts, pos = getopt.parse(args, SPEC)
@@ -60,6 +93,8 @@ function C.run(args)
       headers[name:lower()] = value
     end
   end
+  local classify, cerr = make_classifier(opts)
+  if cerr then return cli.usage_error("fetch: " .. cerr, C) end
   local srcs = {}
   for i, s in ipairs(opts.proxies) do
     srcs[i] = s:match("^%a[%w+.-]*://") and s or ("file://" .. s)
@@ -67,16 +102,24 @@ function C.run(args)
 
   local scatter = require("scatter")
   local log = require("scatter.log")
-  local results = {}
+  local sources = require("scatter.sources")
+  local results, fatal = {}, nil
   local ok, err = pcall(scatter.run, function()
+    -- every list is loaded before the pool counts its proxies (an http
+    -- list arrives in the background); the pool then reuses what came
+    local why, got = {}, 0
+    for i, src in ipairs(srcs) do
+      local list, lerr = sources.load(src, { max_age = 600 })
+      if list then got = got + #list.keys else why[#why + 1] = opts.proxies[i] .. ": " .. lerr end
+    end
+    if got == 0 then
+      fatal = "no proxies: " .. (#why > 0 and table.concat(why, "; ") or table.concat(opts.proxies, ", ") .. " listed none")
+      return
+    end
     local pool = scatter.pool({
       sources = srcs, max_concurrent_per_request = k, metrics_log_interval = 0,
-      proxy_timeout = math.min(8, timeout), ca_file = opts["ca-file"],
+      proxy_timeout = math.min(8, timeout), ca_file = opts["ca-file"], classifier = classify,
     })
-    if pool:metrics().total_proxies == 0 then
-      pool:close()
-      error("no proxies in " .. table.concat(opts.proxies, ", "), 0)
-    end
     local ths = {}
     for i, u in ipairs(pos) do
       ths[i] = scatter.spawn(function()
@@ -87,8 +130,8 @@ function C.run(args)
     scatter.wait_all(unpack(ths))
     pool:close()
   end)
-  if not ok then
-    io.stderr:write("scatter fetch: ", log.redact(tostring(err)), "\n")
+  if not ok or fatal then
+    io.stderr:write("scatter fetch: ", log.redact(fatal or tostring(err)), "\n")
     return 1
   end
   local out, rc = nil, 0
@@ -102,7 +145,12 @@ function C.run(args)
   end
   for i, u in ipairs(pos) do
     local r = results[i]
-    if r and r.resp then
+    if r and r.resp and r.resp.status >= 400 then
+      -- a final error page (proxies agreeing on a 404): not a body
+      rc = 1
+      io.stderr:write("scatter fetch: ", u, ": HTTP ", r.resp.status, " (the target's answer, through ",
+        r.resp.attempts, " attempt", r.resp.attempts == 1 and "" or "s", ")\n")
+    elseif r and r.resp then
       local resp = r.resp
       if opts.v then
         io.stderr:write(string.format("%s: %d via %s (%d attempt%s, %.2f s, %d bytes)\n", u, resp.status,

@@ -27,7 +27,7 @@ options:
 
 local SPEC = { ["--pool"] = "value", ["--host"] = "value", ["--top"] = "value", ["--json"] = "flag" }
 
-local RANK = { healthy = 1, cooldown = 2, dead = 3 }
+local RANK = { healthy = 1, failing = 2, cooldown = 3, dead = 4 }
 
 -- Rows by the file's own field names, so a reordered layout still reads.
 local function accessor(fields, want)
@@ -74,7 +74,7 @@ local function analyse(doc, opts, redact)
       table.sort(hosts)
       for _, h in ipairs(hosts) do
         if not opts.host or opts.host:lower() == h then
-          local list, counts = {}, { healthy = 0, cooldown = 0, dead = 0 }
+          local list, counts = {}, { healthy = 0, failing = 0, cooldown = 0, dead = 0 }
           for _, row in ipairs(sec.hosts[h]) do
             local prow = type(row) == "table" and sec.proxies[R(row, "proxy")]
             if type(prow) ~= "table" or type(P(prow, "key")) ~= "string" then
@@ -83,7 +83,9 @@ local function analyse(doc, opts, redact)
             local outcomes, succ = num(R(row, "outcomes")) or 0, num(R(row, "successes")) or 0
             local cool_until = num(R(row, "cooldown_until")) or 0
             local dead_since = num(P(prow, "dead_since")) or -1
-            local st = dead_since >= 0 and "dead" or (cool_until > saved and "cooldown") or "healthy"
+            -- healthy means it has succeeded here; tried without a success: failing
+            local st = dead_since >= 0 and "dead" or (cool_until > saved and "cooldown")
+              or (succ > 0 and "healthy") or "failing"
             counts[st] = counts[st] + 1
             local function ms(v)
               v = num(v)
@@ -144,8 +146,8 @@ local function render_text(a)
     for _, h in ipairs(pool.hosts) do
       local c = h.counts
       out[#out + 1] = ""
-      out[#out + 1] = string.format("[%s] %s: %d healthy, %d cooldown, %d dead, %d untried", pool.name, h.host,
-        c.healthy, c.cooldown, c.dead, c.untried)
+      out[#out + 1] = string.format("[%s] %s: %d healthy, %d failing, %d cooldown, %d dead, %d untried", pool.name,
+        h.host, c.healthy, c.failing, c.cooldown, c.dead, c.untried)
       local w = 5
       for _, p in ipairs(h.proxies) do w = math.max(w, #p.proxy) end
       local fmt = "%-" .. w .. "s  %-8s %7s %7s %8s %8s %5s %8s  %s"
@@ -179,7 +181,8 @@ local function render_json(a)
   end
   return obj({ saved_at = a.saved_at }, '"pools":' .. list(a.pools, function(p)
     return obj({ name = p.name }, '"hosts":' .. list(p.hosts, function(h)
-      return obj({ host = h.host, healthy = h.counts.healthy, cooldown = h.counts.cooldown, dead = h.counts.dead,
+      return obj({ host = h.host, healthy = h.counts.healthy, failing = h.counts.failing,
+        cooldown = h.counts.cooldown, dead = h.counts.dead,
         untried = h.counts.untried },
         '"proxies":' .. list(h.proxies, function(x) return obj(x) end))
     end))
