@@ -1,7 +1,7 @@
 -- retry_after: how many requests reach proxies inside the Retry-After
 -- windows they asked for. A farm of 10 `ratelimit wait=1.5` proxies (every
 -- second connection answered 429 + Retry-After: 1.5), N tasks, 50 in
--- flight, rate limit off; the farm counts accepts that arrive from 100 ms
+-- flight, rate limit off; the farm counts accepts that arrive from 250 ms
 -- after a 429 to the end of its window. Run it from a checkout's root
 -- with that checkout's build (SCATTER_BUILD_DIR) to compare versions.
 --
