@@ -117,9 +117,11 @@ static void record_outcome(sc_sched_t *s, uint32_t id, uint32_t hid,
     s->lat_ewma = s->lat_ewma < 0 ? (float)latency
                                   : (float)(0.9 * s->lat_ewma + 0.1 * latency);
   } else {
-    if (p->consec < UINT16_MAX) p->consec++;
+    /* the site's Retry-After, not the failure count, says how long the
+     * pair waits: it does not push the pair into a longer cooldown */
+    if (rest < 0 && p->consec < UINT16_MAX) p->consec++;
     int over = (int)p->consec - s->cfg.cooldown_fails;
-    if (over >= 0) {
+    if (rest < 0 && over >= 0) {
       double c = s->cfg.cooldown_base * pow(2, over > 30 ? 30 : over);
       if (c > s->cfg.cooldown_max) c = s->cfg.cooldown_max;
       p->cooldown_until = t + c;

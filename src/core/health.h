@@ -14,7 +14,7 @@ void sc_health_record(sc_sched_t *s, uint32_t id, uint32_t hid,
 /* The same for a blocked answer with a rest (Retry-After, seconds >= 0;
  * < 0: none): no attempt starts through the pair for `rest` (capped by
  * cooldown_max; its rate-limit gate) and the attempt is not counted
- * towards eviction. */
+ * towards eviction or the consecutive failures of a cooldown. */
 void sc_health_record_rest(sc_sched_t *s, uint32_t id, uint32_t hid,
                            sc_verdict_t v, double latency, double t,
                            double rest);

@@ -185,9 +185,9 @@ int sc_sched_attempt_done(sc_sched_t *s, sc_handle_t attempt, sc_verdict_t v,
 /* The same for a blocked attempt whose answer asked the pair to wait `rest`
  * seconds (a 429 or 503 with Retry-After; DESIGN.md section 11): the pair
  * rests min(rest, cooldown_max) (its rate-limit gate, which a success
- * already in flight does not lift; a cooldown may add to it), the
- * attempt is a failure of the pair that never counts towards eviction, and
- * the task moves on at once. v must be SC_V_PROXY_BLOCKED when rest >= 0;
+ * already in flight does not lift), the attempt is a failure in the pair's
+ * window that never counts towards eviction or a cooldown, and the task
+ * moves on at once. v must be SC_V_PROXY_BLOCKED when rest >= 0;
  * rest < 0 is sc_sched_attempt_done. */
 int sc_sched_attempt_rest(sc_sched_t *s, sc_handle_t attempt, sc_verdict_t v,
                           double latency, double rest);

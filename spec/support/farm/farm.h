@@ -20,7 +20,7 @@
 #define LINGER_MS 2000           /* how long we wait for a peer's FIN */
 #define DROP_MS 50               /* drop_mid: RST this long after the last byte */
 #define BACKLOG 1024
-#define RETRY_GRACE_MS 100 /* ratelimit: requests under way when a 429 went out */
+#define RETRY_GRACE_MS 250 /* ratelimit: requests under way when a 429 went out */
 
 #define container_of(ptr, type, field) \
   ((type *)((char *)(ptr) - offsetof(type, field)))
