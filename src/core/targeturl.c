@@ -1,5 +1,6 @@
 #include "targeturl.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static int is_alpha(unsigned char c) {
@@ -70,4 +71,32 @@ sc_url_err_t sc_url_host(const char *u, size_t n, char *host, size_t cap,
   for (size_t k = a; k < he; k++) host[k - a] = (char)lower(s[k]);
   host[he - a] = '\0';
   return SC_URL_OK;
+}
+
+int sc_url_why(sc_url_err_t rc, const char *scheme, size_t scheme_len,
+               char *buf, size_t n) {
+  const char *w;
+  switch (rc) {
+  case SC_URL_OK: w = "ok"; break;
+  case SC_URL_CONTROL: w = "url contains spaces or control characters"; break;
+  case SC_URL_SCHEME: {
+    char low[64];
+    size_t k = 0;
+    for (; scheme && k < scheme_len && k < sizeof(low) - 1; k++)
+      low[k] = (scheme[k] >= 'A' && scheme[k] <= 'Z') ? (char)(scheme[k] + 32)
+                                                       : scheme[k];
+    low[k] = '\0';
+    snprintf(buf, n, "unsupported scheme '%s' (http or https only)", low);
+    return 0;
+  }
+  case SC_URL_RELATIVE: w = "not an absolute http(s) URL"; break;
+  case SC_URL_NO_HOST: w = "no host in URL"; break;
+  case SC_URL_BAD_PORT: w = "bad port in URL"; break;
+  case SC_URL_BAD_USERINFO:
+    w = "bad userinfo in URL ('@' must be written %40)";
+    break;
+  default: w = "bad host in URL"; break;
+  }
+  snprintf(buf, n, "%s", w);
+  return rc != SC_URL_OK && rc != SC_URL_CONTROL;
 }

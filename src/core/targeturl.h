@@ -24,4 +24,10 @@ typedef enum {
 sc_url_err_t sc_url_host(const char *u, size_t n, char *host, size_t cap,
                          const char **scheme, size_t *scheme_len);
 
+/* The words for a failed sc_url_host, written to buf (n bytes): one text
+ * for the submit path and the frontier alike. Returns 1 when they name a
+ * part of the URL (the caller may append ": <url>"), 0 otherwise. */
+int sc_url_why(sc_url_err_t rc, const char *scheme, size_t scheme_len,
+               char *buf, size_t n);
+
 #endif

@@ -27,44 +27,18 @@ static int l_url_host(lua_State *L) {
   const char *u = luaL_checklstring(L, 1, &n);
   const char *scheme = NULL;
   char host[1024];
-  switch (sc_url_host(u, n, host, sizeof(host), &scheme, &sl)) {
-  case SC_URL_OK: lua_pushstring(L, host); return 1;
-  case SC_URL_CONTROL:
-    lua_pushnil(L);
-    lua_pushliteral(L, "url contains spaces or control characters");
-    return 2;
-  case SC_URL_RELATIVE:
-    lua_pushnil(L);
-    lua_pushfstring(L, "not an absolute http(s) URL: %s", u);
-    return 2;
-  case SC_URL_SCHEME: {
-    char low[64];
-    size_t k = 0;
-    for (; k < sl && k < sizeof(low) - 1; k++)
-      low[k] = (scheme[k] >= 'A' && scheme[k] <= 'Z') ? (char)(scheme[k] + 32)
-                                                       : scheme[k];
-    low[k] = '\0';
-    lua_pushnil(L);
-    lua_pushfstring(L, "unsupported scheme '%s' (http or https only)", low);
-    return 2;
+  sc_url_err_t rc = sc_url_host(u, n, host, sizeof(host), &scheme, &sl);
+  if (rc == SC_URL_OK) {
+    lua_pushstring(L, host);
+    return 1;
   }
-  case SC_URL_NO_HOST:
-    lua_pushnil(L);
-    lua_pushfstring(L, "no host in URL: %s", u);
-    return 2;
-  case SC_URL_BAD_PORT:
-    lua_pushnil(L);
-    lua_pushfstring(L, "bad port in URL: %s", u);
-    return 2;
-  case SC_URL_BAD_USERINFO:
-    lua_pushnil(L);
-    lua_pushfstring(L, "bad userinfo in URL ('@' must be written %%40): %s", u);
-    return 2;
-  default:
-    lua_pushnil(L);
-    lua_pushfstring(L, "bad host in URL: %s", u);
-    return 2;
-  }
+  char why[128];
+  lua_pushnil(L);
+  if (sc_url_why(rc, scheme, sl, why, sizeof(why)))
+    lua_pushfstring(L, "%s: %s", why, u);
+  else
+    lua_pushstring(L, why);
+  return 2;
 }
 
 static int l_redact(lua_State *L) {

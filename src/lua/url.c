@@ -22,35 +22,13 @@
 static int check_http(lua_State *L, const char *u, size_t n) {
   size_t sl = 0;
   const char *scheme = NULL;
-  char host[1024];
-  switch (sc_url_host(u, n, host, sizeof(host), &scheme, &sl)) {
-  case SC_URL_OK: return 0;
-  case SC_URL_CONTROL:
-    lua_pushnil(L);
-    lua_pushliteral(L, "url contains spaces or control characters");
-    return 2;
-  case SC_URL_RELATIVE:
-    lua_pushnil(L);
-    lua_pushliteral(L, "not an absolute http(s) URL");
-    return 2;
-  case SC_URL_SCHEME: {
-    char low[33];
-    size_t k = 0;
-    for (; k < sl && k < sizeof(low) - 1; k++)
-      low[k] = (scheme[k] >= 'A' && scheme[k] <= 'Z') ? (char)(scheme[k] + 32)
-                                                       : scheme[k];
-    low[k] = '\0';
-    lua_pushnil(L);
-    lua_pushfstring(L, "unsupported scheme '%s' (http or https only)", low);
-    return 2;
-  }
-  case SC_URL_NO_HOST: lua_pushnil(L); lua_pushliteral(L, "no host"); return 2;
-  case SC_URL_BAD_PORT:
-    lua_pushnil(L);
-    lua_pushliteral(L, "bad port");
-    return 2;
-  default: lua_pushnil(L); lua_pushliteral(L, "bad host"); return 2;
-  }
+  char host[1024], why[128];
+  sc_url_err_t rc = sc_url_host(u, n, host, sizeof(host), &scheme, &sl);
+  if (rc == SC_URL_OK) return 0;
+  sc_url_why(rc, scheme, sl, why, sizeof(why));
+  lua_pushnil(L);
+  lua_pushstring(L, why);
+  return 2;
 }
 
 static int curl_fail(lua_State *L, CURLU *h, CURLUcode rc) {
