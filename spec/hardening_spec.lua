@@ -331,12 +331,14 @@ describe("hardening", function()
     pool:close()
   end)
   it("the watchdog interrupts a classifier that never returns", function()
+    local prom
     local lines, resp, err, m = logged(function()
       local p = pool_of({ classifier = function() while true do debug.getinfo(1, "l") end end,
-        classifier_timeout = 0.2, name = "wd" })
+        classifier_timeout = 0.2, name = "wd", metrics_log_interval = 0.4 })
       local t0 = scatter.now()
       local r, e = p:get(ng.url("/small.txt"), { timeout = 1.5, race = false })
       local mm = p:metrics()
+      prom = require("scatter.metrics").render({ p })
       p:close()
       assert.is_true(scatter.now() - t0 < 5)
       return r, e, mm
@@ -346,6 +348,12 @@ describe("hardening", function()
     assert.is_true(m.classifier_timeouts >= 1)
     assert.is_true(m.classifier_errors >= 1)
     assert.truthy(grep(lines, "classifier_timeout"), table.concat(lines, "\n"))
+    -- counted where users look: Prometheus and the summary line
+    local n = prom:match('\nscatter_classifier_timeouts_total{pool="wd"} (%d+)\n')
+    assert.truthy(n, prom)
+    assert.is_true(tonumber(n) >= 1, prom)
+    assert.truthy(prom:find("# TYPE scatter_classifier_timeouts_total counter", 1, true))
+    assert.truthy(grep(lines, "| classifier: %d+ errors, %d+ timeouts"), table.concat(lines, "\n"))
   end)
 
   it("the watchdog names the pool when LuaJIT cannot interrupt a compiled loop", function()

@@ -21,6 +21,8 @@ int sc_lua_state_hosts(lua_State *L);
 int sc_lua_state_pairs(lua_State *L);
 int sc_lua_state_check(lua_State *L);
 int sc_lua_state_restore(lua_State *L);
+int sc_lua_state_recent(lua_State *L);
+int sc_lua_state_recent_restore(lua_State *L);
 int sc_lua_write_atomic(lua_State *L);
 int sc_lua_pool_hold(lua_State *L); /* feed.c */
 int sc_lua_pool_add_keys(lua_State *L);
