@@ -396,7 +396,6 @@ describe("hardening", function()
       for i = 1, 1000000 do lines[#lines + 1] = refused(i) end
       local path = dir .. "/million.txt"
       env.write_file(path, table.concat(lines, "\n") .. "\n")
-      lines = nil
       local pool = scatter.pool({ sources = { path }, metrics_log_interval = 0,
         rate_limit = { default_interval = 0 } })
       -- before: the whole list was parsed inside scatter.pool{}
