@@ -24,6 +24,7 @@
 -- | a classifier that never returns                | interrupted after classifier_timeout: target_error, counted |
 -- | ... in a loop LuaJIT compiled                  | the watchdog says so on stderr with the pool's name       |
 -- | a source of a million lines                    | pool{} returns after its first slice; served meanwhile    |
+-- | a proxy that worked once, then failed          | failing, not healthy (healthy = a recent success)         |
 local env = require("support.env")
 local scatter = require("scatter")
 local log = require("scatter.log")
@@ -394,6 +395,28 @@ describe("hardening", function()
     assert.truthy(env.read_file(out):find("[stuckpool] classifier running past classifier_timeout", 1, true))
     proc:stop(0.2) -- SIGTERM, then SIGKILL: the loop never turns
   end)
+  it("healthy means a recent success: a proxy that worked once and has failed since is failing", function()
+    local pool = pool_of({ proxies = { farm.proxies[2] }, health_window = 3, cooldown_consecutive_fails = 1000,
+      eviction_min_samples = 1000, rate_limit = { default_interval = 0.02 } })
+    assert(pool:get(ng.url("/small.txt"), { timeout = 10 }))
+    assert.same({ 1, 0 }, { pool:metrics().healthy_proxies, pool:metrics().failing_proxies })
+    assert.truthy(farm.control("down 1"):match("^OK")) -- RST its connections, refuse new ones
+    local ok, err = pcall(function()
+      scatter.run(function()
+        -- failures until the window (3) holds no success; counted, not timed
+        while pool:metrics().attempts_finished - pool:metrics().attempts_succeeded < 3 do
+          pool:get(ng.url("/small.txt?again"), { timeout = 0.3 })
+        end
+      end)
+      local m = pool:metrics()
+      -- before: healthy (it had succeeded once), whatever came after
+      assert.same({ 0, 1, 0 }, { m.healthy_proxies, m.failing_proxies, m.cooldown_proxies })
+    end)
+    assert.truthy(farm.control("up 1"):match("^OK"))
+    pool:close()
+    assert(ok, err)
+  end)
+
   describe("big lists", function()
     local feed = require("scatter.feed")
     local slice
