@@ -215,13 +215,23 @@ describe("scatter serve through independent proxies", function()
     end
   end)
 
-  it("refuses to relay a tunnel through an https:// proxy, saying why", function()
+  it("tunnels https through an https:// proxy (TLS to the proxy stays in curl)", function()
     local ng = env.nginx()
-    local p, port = serve("{ proxies = { 'https://127.0.0.1:9' }, connect_ports = { "
-      .. ng.tls_port .. " } }", { "--timeout", "1" })
-    local out = raw(port, "CONNECT localhost:" .. ng.tls_port .. " HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert.matches("^HTTP/1.1 504 ", out)
-    assert.matches("X%-Scatter%-Error: timeout: last error: proxy_protocol: a CONNECT tunnel is not relayed", out)
+    local farm = env.farm({ "good proto=https count=2" })
+    local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. ", proxy_ca_file = "
+      .. ("%q"):format(ng.ca) .. ", connect_ports = { " .. ng.tls_port .. " } }")
+    local out = curl(port, "--cacert " .. q(ng.ca) .. " " .. q(ng.tls_url("/small.txt")))
+    assert.matches("^HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK", out)
+    assert.matches("hello from scatter\n$", out)
+    -- a body bigger than any buffer, both ways: a POST echoed back
+    local big = sh("curl -sS --cacert " .. q(ng.ca) .. " -x http://127.0.0.1:" .. port .. " "
+      .. q(ng.tls_url("/big.bin")) .. " | sha256sum")
+    assert.equals(ng.big_sha256, big:match("^(%x+)"))
+    local body = env.script("post.bin", ("0123456789abcdef"):rep(40000))
+    local echoed = sh("curl -sS --cacert " .. q(ng.ca) .. " -x http://127.0.0.1:" .. port
+      .. " --data-binary @" .. q(body) .. " " .. q(ng.tls_url("/echo")))
+    assert.matches("body=" .. ("0123456789abcdef"):rep(4), echoed)
+    assert.matches("^HTTP/1.1 200 OK", curl(port, q(ng.url("/small.txt"))))
     p:stop()
   end)
 end)

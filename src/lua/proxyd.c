@@ -11,7 +11,8 @@
  *   core.proxyd_respond(conn, head, body) -> true | nil, err
  *       head: status line and header lines, each ending in CRLF, without
  *       Connection (added here) or the blank line
- *   core.proxyd_tunnel(conn, fd) -> true | nil, err   (always takes fd)
+ *   core.proxyd_tunnel(conn, tunnel) -> true | nil, err   (always takes
+ *       the tunnel: pool:tunnel's value, tunref.h)
  *   core.proxyd_close(op id, drain)   drain: stop accepting, close idle
  *       connections, close the others once their answer is written;
  *       otherwise close everything now
@@ -27,12 +28,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "../net/loop.h"
 #include "../net/reqparse.h"
 #include "../net/tunnel.h"
+#include "../net/xfer.h"
 #include "ops.h"
+#include "tunref.h"
 
 #include "funcs.h"
 
@@ -49,8 +53,8 @@ enum { C_READ, C_LUA, C_WRITE, C_TUNNEL };
 typedef struct pconn {
   uv_tcp_t tcp;
   uv_timer_t idle;
-  uv_tcp_t up; /* a tunnel's upstream */
-  sc_tunnel_t tun;
+  sc_tunnel_t tun; /* C_TUNNEL: the client's dup and the proxy's socket */
+  sc_xfer_t *xf;   /* a tunnel whose bytes go through curl, or NULL */
   sc_reqparse_t rq;
   psrv *srv;
   int id, slot, state, handles, closing, keep_alive;
@@ -71,26 +75,35 @@ static int nslots, *free_slots, nfree;
 static unsigned gen;
 static char rbuf[64 * 1024]; /* every read lands here, then is parsed */
 
-static void conn_free_cb(uv_handle_t *h) {
-  pconn *c = h->data;
+static void conn_unref(pconn *c) {
   if (--c->handles) return;
   sc_reqparse_free(&c->rq);
   free(c->rest);
   free(c);
 }
 
+static void conn_free_cb(uv_handle_t *h) { conn_unref(h->data); }
+
+/* The tunnel's descriptors are closed: its curl handle may go now. */
+static void on_tunnel_closed(sc_tunnel_t *t) {
+  pconn *c = t->data;
+  sc_xfer_free(c->xf);
+  c->xf = NULL;
+  conn_unref(c);
+}
+
 static void conn_close(pconn *c) {
   if (c->closing) return;
   c->closing = 1;
-  if (c->state == C_TUNNEL) sc_tunnel_stop(&c->tun);
   slots[c->slot] = NULL;
   free_slots[nfree++] = c->slot;
   if (c->srv) c->srv->nconns--;
-  /* the tunnel reassigned the streams' data */
-  c->tcp.data = c->idle.data = c->up.data = c;
+  if (c->state == C_TUNNEL) {
+    c->handles++;
+    sc_tunnel_close(&c->tun, on_tunnel_closed);
+  }
   uv_close((uv_handle_t *)&c->idle, conn_free_cb);
   uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
-  if (c->state == C_TUNNEL) uv_close((uv_handle_t *)&c->up, conn_free_cb);
 }
 
 static pconn *conn_find(lua_Integer id) {
@@ -437,33 +450,31 @@ static int send_copy(pconn *c, uv_stream_t *st, const char *p, size_t n) {
 }
 
 int sc_lua_proxyd_tunnel(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 2);
+  int fd;
+  sc_xfer_t *x;
+  if (sc_lua_tunref_take(L, 2, &fd, &x) < 0)
+    return luaL_argerror(L, 2, "an open tunnel expected (pool:tunnel)");
   pconn *c = check_waiting(L, 1);
   if (!c) {
     close(fd);
+    sc_xfer_free(x);
     return gone(L);
   }
-  uv_tcp_init(c->tcp.loop, &c->up);
-  c->up.data = c;
-  c->handles++;
+  /* the client's stream stays open but idle (not reading, nothing
+   * queued): the tunnel polls a dup of its socket */
+  uv_os_fd_t cfd = -1;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &cfd) == 0)
+    cfd = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
+  c->xf = x;
   c->state = C_TUNNEL;
-  c->tun.ended = 1; /* until it starts: conn_close must not stop it */
-  int rc = uv_tcp_open(&c->up, fd);
-  if (rc < 0)
-    close(fd);
-  else
-    uv_tcp_nodelay(&c->up, 1);
+  c->tun.data = c;
   /* the answer first, then what the client sent ahead (a TLS hello) */
-  if (rc == 0)
-    rc = send_copy(c, (uv_stream_t *)&c->tcp, ESTABLISHED,
-                   sizeof(ESTABLISHED) - 1);
-  if (rc == 0 && c->rest_len)
-    rc = send_copy(c, (uv_stream_t *)&c->up, c->rest, c->rest_len);
-  if (rc == 0) {
-    c->tun.data = c;
-    rc = sc_tunnel_start(&c->tun, (uv_stream_t *)&c->tcp, (uv_stream_t *)&c->up,
-                         on_tunnel_end);
-  }
+  sc_tunnel_end_t e[2] = {
+      {cfd, NULL, ESTABLISHED, sizeof(ESTABLISHED) - 1},
+      {fd, x ? x->easy : NULL, c->rest, c->rest_len},
+  };
+  /* no dup (EMFILE): the poll fails, and the tunnel closes the other */
+  int rc = sc_tunnel_start(&c->tun, c->tcp.loop, e, on_tunnel_end);
   if (rc < 0) {
     conn_close(c);
     lua_pushnil(L);
