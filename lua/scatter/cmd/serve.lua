@@ -26,6 +26,9 @@ options:
                        serve-only fields: connect_ports (list, default
                        {443}) and session (pool:session options)
   --timeout S          each request's timeout in seconds (default 30)
+  --session-idle S     close an X-Scatter-Session session after S seconds
+                       without a request (default 300); the name's next
+                       request starts a new one
   --log-level LEVEL    error, warn, info, debug or trace (SCATTER_LOG)
   --log-format FORMAT  text or json (SCATTER_LOG_FORMAT)
   --metrics ADDR       Prometheus metrics at http://ADDR/metrics
@@ -54,6 +57,12 @@ C.OPTIONS = {
     state.timeout = t
     return true
   end,
+  ["--session-idle"] = function(v)
+    local t = tonumber(v)
+    if not t or t ~= t or t <= 0 or t == math.huge then return nil, "a number of seconds > 0 expected" end
+    state.session_idle = t
+    return true
+  end,
   ["--metrics"] = function(addr)
     local ok, err = require("scatter.metrics").parse_addr(addr)
     if not ok then return nil, err end
@@ -77,7 +86,8 @@ local function load_config(sources)
     end
     cfg = res
   end
-  local opts = { timeout = state.timeout, connect_ports = cfg.connect_ports, session = cfg.session }
+  local opts = { timeout = state.timeout, connect_ports = cfg.connect_ports, session = cfg.session,
+                  session_idle = state.session_idle }
   cfg.connect_ports, cfg.session = nil, nil
   if opts.connect_ports ~= nil then
     if type(opts.connect_ports) ~= "table" then
