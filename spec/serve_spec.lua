@@ -236,6 +236,70 @@ describe("scatter serve through independent proxies", function()
   end)
 end)
 
+describe("scatter serve tunnels", function()
+  teardown(function() env.cleanup() end)
+
+  -- A server that reads a length line and that many bytes, or (length
+  -- "eof") until the client's half-close; then answers with what it got
+  -- and closes.
+  local SINK = [[
+import hashlib, socket, threading
+def serve(c):
+    f = c.makefile("rb")
+    line = f.readline().strip()
+    want = None if line == b"eof" else int(line or b"0")
+    h, n = hashlib.sha256(), 0
+    while want is None or n < want:
+        b = f.read1(1 << 16)
+        if not b:
+            break
+        h.update(b)
+        n += len(b)
+    try:
+        c.sendall(("got %d %s\n" % (n, h.hexdigest())).encode())
+    except OSError:
+        pass  # a race's losing tunnel, closed
+    c.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+]]
+
+  it("relays a big upload both ways (SOCKS5: splice; https:// proxy: through curl), half-close passed on", function()
+    local ng = env.nginx()
+    local sink = env.spawn({ PY, env.script("sink.py", SINK) }, { name = "sink" })
+    local sport = env.wait_until(function() return tonumber((env.read_file(sink.log) or ""):match("^(%d+)")) end,
+      "the sink to listen", sink)
+    local data = ("scatter tunnel "):rep(350000) -- 5.25 MB
+    local sha = sh("sha256sum " .. q(env.script("upload.bin", data))):match("^(%x+)")
+    -- through an https:// proxy the half-close reaches the proxy as a TCP
+    -- FIN under its TLS (curl sends no close_notify for a CONNECT_ONLY
+    -- handle), which the farm, like many, takes for the end of everything
+    for _, case in ipairs({ { "good count=2", "eof" }, { "good count=2", #data },
+                            { "good proto=https count=2", #data } }) do
+      local farm = env.farm({ case[1] })
+      local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. ", proxy_ca_file = "
+        .. ("%q"):format(ng.ca) .. ", connect_ports = { " .. sport .. " } }")
+      local c = socket.tcp()
+      c:settimeout(20)
+      assert(c:connect("127.0.0.1", port))
+      assert(c:send("CONNECT 127.0.0.1:" .. sport .. " HTTP/1.1\r\nHost: x\r\n\r\n" .. case[2] .. "\n" .. data))
+      if case[2] == "eof" then c:shutdown("send") end
+      local out = c:receive("*a")
+      c:close()
+      assert.equals("HTTP/1.1 200 Connection established\r\n\r\ngot " .. #data .. " " .. sha .. "\n", out,
+        case[1] .. " " .. case[2])
+      p:stop()
+      farm.stop()
+    end
+    sink:stop()
+  end)
+end)
+
 describe("scatter serve errors and shutdown", function()
   local ng
   setup(function() ng = env.nginx() end)
