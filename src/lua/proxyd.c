@@ -470,8 +470,8 @@ int sc_lua_proxyd_tunnel(lua_State *L) {
   c->tun.data = c;
   /* the answer first, then what the client sent ahead (a TLS hello) */
   sc_tunnel_end_t e[2] = {
-      {cfd, NULL, ESTABLISHED, sizeof(ESTABLISHED) - 1},
-      {fd, x ? x->easy : NULL, c->rest, c->rest_len},
+      {cfd, NULL, ESTABLISHED, sizeof(ESTABLISHED) - 1, 0},
+      {fd, x ? x->easy : NULL, c->rest, c->rest_len, 0},
   };
   /* no dup (EMFILE): the poll fails, and the tunnel closes the other */
   int rc = sc_tunnel_start(&c->tun, c->tcp.loop, e, on_tunnel_end);

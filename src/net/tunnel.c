@@ -220,8 +220,11 @@ int sc_tunnel_start(sc_tunnel_t *t, uv_loop_t *loop, const sc_tunnel_end_t e[2],
     d->from = i;
     d->to = 1 - i;
     d->pipe[0] = d->pipe[1] = -1;
+    /* every read and write here must return rather than wait */
+    int fl = e[i].fd >= 0 ? fcntl(e[i].fd, F_GETFL) : -1;
+    if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(e[i].fd, F_SETFL, fl | O_NONBLOCK);
   }
-  t->splice = !e[0].easy && !e[1].easy;
+  t->splice = !e[0].easy && !e[1].easy && !e[0].copy && !e[1].copy;
   for (int i = 0; i < 2 && t->splice; i++)
     if (open_pipe(&t->d[i]) < 0) t->splice = 0;
   for (int i = 0; i < 2; i++) {

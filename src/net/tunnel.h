@@ -63,6 +63,7 @@ typedef struct sc_tunnel_end {
   CURL *easy; /* NULL: fd carries the bytes; else curl does (caller's) */
   const char *pre; /* written to this end before anything relayed */
   size_t pre_len;
+  int copy; /* through the buffer even where splice would do */
 } sc_tunnel_end_t;
 
 /* Starts relaying between ends e[0] and e[1]. A negative return: nothing
