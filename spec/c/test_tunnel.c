@@ -48,7 +48,12 @@ static void on_pause_done(uv_timer_t *t);
 
 static void on_side(uv_poll_t *h, int status, int events) {
   side *s = h->data;
-  if (status < 0) events = UV_READABLE; /* the read says what went wrong */
+  if (status < 0) { /* libuv stopped the handle (POLLERR): a reset peer */
+    s->events = 0;
+    s->eof = 1;
+    s->out_off = s->out_len;
+    events = 0;
+  }
   if ((events & UV_WRITABLE) && s->out_off < s->out_len) {
     ssize_t w = send(s->fd, s->out + s->out_off, s->out_len - s->out_off,
                      MSG_NOSIGNAL);
@@ -172,7 +177,7 @@ static void relay(int copy, size_t vanish) {
           (unsigned long long)r.t.bytes[0], (unsigned long long)r.t.bytes[1]);
   } else {
     CHECK(!r.cli.bad && !r.srv.bad, "what did arrive is intact");
-    CHECK(r.cli.eof, "the client saw the end");
+    CHECK(r.cli.eof && r.cli.closed, "the client saw the end");
   }
   free(up);
   free(down);

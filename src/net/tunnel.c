@@ -11,6 +11,15 @@
 /* A direction that moved bytes this many times in a row lets the loop
  * run (other clients, the other direction) before it goes on. */
 #define TURNS 16
+/* Each wakeup costs serve ~35 us (a context switch, epoll, two splices)
+ * and a bulk sender delivers 64 KiB at a time: once reads come that big,
+ * the socket's SO_RCVLOWAT asks the kernel to wake us per LOWAT instead,
+ * and a TAIL_MS timer after each read picks up the rest of a burst that
+ * stays below it. Reads under SMALL (interactive traffic) put it back. */
+#define LOWAT (256 * 1024)
+#define BULK (32 * 1024)
+#define SMALL (16 * 1024)
+#define TAIL_MS 1
 
 enum { AGAIN = -1000000 };
 
@@ -115,9 +124,28 @@ static ssize_t in(sc_tunnel_t *t, sc_tunnel_dir_t *d, size_t n) {
   return r;
 }
 
+static void set_lowat(sc_tunnel_t *t, sc_tunnel_dir_t *d, int on) {
+  int v = on ? LOWAT : 1;
+  if (setsockopt(t->fd[d->from], SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0)
+    d->lowat = on;
+}
+
+static void on_tail(uv_timer_t *h);
+
+/* After a pump that read `got` bytes from a plain socket. Only the tail
+ * timer's pump says a burst is over: any other may have come for the
+ * other side's readiness and found less than a wakeup's worth. */
+static void pace(sc_tunnel_t *t, sc_tunnel_dir_t *d, size_t got, int tail) {
+  if (t->easy[d->from] || t->ntimers < 2 || d->eof) return;
+  if (!d->lowat && got >= BULK) set_lowat(t, d, 1);
+  else if (d->lowat && (got ? got < SMALL : tail)) set_lowat(t, d, 0);
+  if (d->lowat) uv_timer_start(&t->tail[d == &t->d[0] ? 0 : 1], on_tail, TAIL_MS, 0);
+}
+
 /* Moves what it can one way; then says which readiness it waits for. */
-static void pump(sc_tunnel_t *t, sc_tunnel_dir_t *d) {
-  int rd_again = 0, wr_again = 0, turns = 0;
+static void pump_as(sc_tunnel_t *t, sc_tunnel_dir_t *d, int tail) {
+  int rd_again = 0, wr_again = 0, turns = 0, tried = 0;
+  size_t got = 0;
   while (!t->ended && turns < TURNS) {
     int moved = 0;
     if (pending(d) && !wr_again) {
@@ -134,6 +162,7 @@ static void pump(sc_tunnel_t *t, sc_tunnel_dir_t *d) {
      * or the buffer: wait for it to drain */
     if (!d->eof && !wr_again && !rd_again && (n = room(d)) > 0) {
       ssize_t r = in(t, d, n);
+      tried = 1;
       if (r == AGAIN) {
         rd_again = 1;
       } else if (r < 0) {
@@ -142,12 +171,15 @@ static void pump(sc_tunnel_t *t, sc_tunnel_dir_t *d) {
         if (r == 0) d->eof = 1;
         t->bytes[d == &t->d[0] ? 0 : 1] += (uint64_t)r;
         moved = 1;
+        got += (size_t)r;
+        if (r > 0) pace(t, d, (size_t)r, tail);
       }
     }
     if (!moved) break;
     turns++;
   }
   if (t->ended) return;
+  if (tried && !got) pace(t, d, 0, tail);
   if (d->eof && !pending(d) && !d->shut) {
     d->shut = 1;
     /* a peer gone before our shutdown reached it is an end, not an error */
@@ -159,6 +191,15 @@ static void pump(sc_tunnel_t *t, sc_tunnel_dir_t *d) {
    * hold decrypted bytes that no readiness of the socket announces */
   d->want_w = pending(d) > 0 || turns == TURNS;
   d->want_r = !d->eof && !d->want_w;
+}
+
+static void pump(sc_tunnel_t *t, sc_tunnel_dir_t *d) { pump_as(t, d, 0); }
+
+static void on_tail(uv_timer_t *h) {
+  sc_tunnel_t *t = h->data;
+  if (t->ended) return;
+  pump_as(t, &t->d[h == &t->tail[0] ? 0 : 1], 1);
+  if (!t->ended) watch(t);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
@@ -187,8 +228,8 @@ static void watch(sc_tunnel_t *t) {
 static void end(sc_tunnel_t *t, int status) {
   if (t->ended) return;
   t->ended = 1;
-  for (int i = 0; i < 2; i++)
-    if (t->open_polls > i) uv_poll_stop(&t->poll[i]);
+  for (int i = 0; i < t->npolls; i++) uv_poll_stop(&t->poll[i]);
+  for (int i = 0; i < t->ntimers; i++) uv_timer_stop(&t->tail[i]);
   if (t->started) t->cb(t, status);
 }
 
@@ -253,7 +294,14 @@ int sc_tunnel_start(sc_tunnel_t *t, uv_loop_t *loop, const sc_tunnel_end_t e[2],
     int rc = uv_poll_init_socket(loop, &t->poll[i], t->fd[i]);
     if (rc < 0) return rc;
     t->poll[i].data = t;
-    t->open_polls++;
+    t->npolls++;
+    t->open++;
+  }
+  for (int i = 0; i < 2; i++) {
+    uv_timer_init(loop, &t->tail[i]);
+    t->tail[i].data = t;
+    t->ntimers++;
+    t->open++;
   }
   t->started = 1;
   for (int i = 0; i < 2 && !t->ended; i++) pump(t, &t->d[i]);
@@ -275,9 +323,9 @@ static void release(sc_tunnel_t *t) {
   }
 }
 
-static void on_poll_closed(uv_handle_t *h) {
+static void on_handle_closed(uv_handle_t *h) {
   sc_tunnel_t *t = h->data;
-  if (--t->open_polls) return;
+  if (--t->open) return;
   release(t);
   if (t->closed) t->closed(t);
 }
@@ -286,12 +334,14 @@ void sc_tunnel_close(sc_tunnel_t *t, sc_tunnel_closed_cb closed) {
   t->started = 0; /* cb never runs again */
   end(t, 0);
   t->closed = closed;
-  if (!t->open_polls) {
+  if (!t->open) {
     release(t);
     if (closed) closed(t);
     return;
   }
-  int n = t->open_polls;
-  for (int i = 0; i < n; i++)
-    uv_close((uv_handle_t *)&t->poll[i], on_poll_closed);
+  for (int i = 0; i < t->npolls; i++)
+    uv_close((uv_handle_t *)&t->poll[i], on_handle_closed);
+  for (int i = 0; i < t->ntimers; i++)
+    uv_close((uv_handle_t *)&t->tail[i], on_handle_closed);
+  t->npolls = t->ntimers = 0;
 }

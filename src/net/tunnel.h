@@ -43,15 +43,17 @@ typedef struct sc_tunnel_dir {
   char *pre;       /* written before anything read (splice mode) */
   size_t pre_off, pre_len;
   int eof, shut, want_r, want_w;
+  int lowat; /* SO_RCVLOWAT raised on `from` (a bulk transfer) */
 } sc_tunnel_dir_t;
 
 struct sc_tunnel {
   uv_poll_t poll[2];
+  uv_timer_t tail[2]; /* per direction: reads what a raised lowat holds */
   int fd[2];
   CURL *easy[2];
   sc_tunnel_dir_t d[2]; /* d[0]: end 0 to end 1, d[1]: end 1 to end 0 */
   int events[2];
-  int started, ended, open_polls, splice;
+  int started, ended, npolls, ntimers, open, splice;
   sc_tunnel_cb cb;
   sc_tunnel_closed_cb closed;
   void *data;
