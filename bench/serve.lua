@@ -103,34 +103,55 @@ for run = 1, RUNS do
     string.format("+%.3f ms at p50", pb - pa) }
 end
 for _, r in ipairs(lat_rows) do rows[#rows + 1] = r end
-local ratios = {}
 local url = web:url("/big100.bin")
 -- one unmeasured transfer of each kind first: the first 100 MiB after the
 -- latency loops ran measurably slower, whichever path it took
 curl_speed("--socks5-hostname " .. farm.proxies[1] .. " " .. url)
 curl_speed("-p -x http://127.0.0.1:" .. sport .. " " .. url)
-for run = 1, RUNS do
-  -- alternate which goes first: the first of a pair ran measurably slower
-  local direct, via
-  local function d() direct = curl_speed("--socks5-hostname " .. farm.proxies[1] .. " " .. url) end
-  local function v() via = curl_speed("-p -x http://127.0.0.1:" .. sport .. " " .. url) end
-  if run % 2 == 1 then v() d() else d() v() end
-  ratios[#ratios + 1] = via / direct
-  rows[#rows + 1] = { "100 MiB relay MiB/s (run " .. run .. ")", string.format("%.0f (curl via SOCKS5)", direct),
-    string.format("%.0f (CONNECT)", via), string.format("%.2fx", via / direct) }
+
+local function cpu_s(pid) -- utime + stime of a process, seconds
+  local f = assert(io.open("/proc/" .. pid .. "/stat"))
+  local st = f:read("*a"):gsub("^.*%) ", "")
+  f:close()
+  local fields = {}
+  for x in st:gmatch("%S+") do fields[#fields + 1] = x end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- USER_HZ
 end
-local tratios = {}
-for run = 1, RUNS do
-  local direct, via
-  local function d()
-    direct = curl_speed("--proxy-cacert " .. web.ca .. " -p -x " .. tfarm.proxies[1] .. " " .. url)
+
+-- Each run: PAIRS pairs (direct, through serve), alternating which goes
+-- first (the first of a pair ran measurably slower), on a machine whose
+-- other load moves single transfers by 2x; the run's figure is the
+-- median of its pairs' ratios, and the pairs' range is shown beside it.
+local PAIRS = 5
+local function relay_runs(label, direct_args, via_port, serve_pid)
+  local medians = {}
+  for run = 1, RUNS do
+    local rs, ds, vs, cpu = {}, {}, {}, 0
+    for k = 1, PAIRS do
+      local direct, via
+      local function d() direct = curl_speed(direct_args .. " " .. url) end
+      local function v()
+        local c0 = cpu_s(serve_pid)
+        via = curl_speed("-p -x http://127.0.0.1:" .. via_port .. " " .. url)
+        cpu = cpu + cpu_s(serve_pid) - c0
+      end
+      if (run + k) % 2 == 1 then v() d() else d() v() end
+      rs[k], ds[k], vs[k] = via / direct, direct, via
+    end
+    local med = B.quantile(rs, 0.5)
+    medians[#medians + 1] = med
+    local rlo, rhi = B.range(rs)
+    rows[#rows + 1] = { label .. " MiB/s (run " .. run .. ")",
+      string.format("%.0f", B.quantile(ds, 0.5)),
+      string.format("%.0f (serve %.3f CPU s/100 MiB)", B.quantile(vs, 0.5), cpu / PAIRS),
+      string.format("%.2fx (pairs %.2f-%.2f)", med, rlo, rhi) }
   end
-  local function v() via = curl_speed("-p -x http://127.0.0.1:" .. tsport .. " " .. url) end
-  if run % 2 == 1 then v() d() else d() v() end
-  tratios[#tratios + 1] = via / direct
-  rows[#rows + 1] = { "https proxy relay MiB/s (run " .. run .. ")", string.format("%.0f (curl via https)", direct),
-    string.format("%.0f (CONNECT)", via), string.format("%.2fx", via / direct) }
+  return medians
 end
+rows[#rows + 1] = { "(relay rows: medians of " .. PAIRS .. " pairs)", "curl direct", "curl -p -x serve", "" }
+local ratios = relay_runs("SOCKS5 relay", "--socks5-hostname " .. farm.proxies[1], sport, sp.pid)
+local tratios = relay_runs("https proxy relay", "--proxy-cacert " .. web.ca .. " -p -x " .. tfarm.proxies[1],
+  tsport, tsp.pid)
 sp:stop()
 tsp:stop()
 B.table(rows)
