@@ -53,7 +53,7 @@ enum { C_READ, C_LUA, C_WRITE, C_TUNNEL };
 typedef struct pconn {
   uv_tcp_t tcp;
   uv_timer_t idle;
-  sc_tunnel_t tun; /* C_TUNNEL: the client's dup and the proxy's socket */
+  sc_tunnel_t *tun; /* C_TUNNEL: the client's dup and the proxy's socket */
   sc_xfer_t *xf;   /* a tunnel whose bytes go through curl, or NULL */
   sc_reqparse_t rq;
   psrv *srv;
@@ -89,6 +89,8 @@ static void on_tunnel_closed(sc_tunnel_t *t) {
   pconn *c = t->data;
   sc_xfer_free(c->xf);
   c->xf = NULL;
+  free(c->tun);
+  c->tun = NULL;
   conn_unref(c);
 }
 
@@ -100,7 +102,7 @@ static void conn_close(pconn *c) {
   if (c->srv) c->srv->nconns--;
   if (c->state == C_TUNNEL) {
     c->handles++;
-    sc_tunnel_close(&c->tun, on_tunnel_closed);
+    sc_tunnel_close(c->tun, on_tunnel_closed);
   }
   uv_close((uv_handle_t *)&c->idle, conn_free_cb);
   uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
@@ -460,6 +462,16 @@ int sc_lua_proxyd_tunnel(lua_State *L) {
     sc_xfer_free(x);
     return gone(L);
   }
+  /* allocated here: 10,000 idle clients need none */
+  c->tun = calloc(1, sizeof(*c->tun));
+  if (!c->tun) {
+    close(fd);
+    sc_xfer_free(x);
+    conn_close(c);
+    lua_pushnil(L);
+    lua_pushliteral(L, "out of memory");
+    return 2;
+  }
   /* the client's stream stays open but idle (not reading, nothing
    * queued): the tunnel polls a dup of its socket */
   uv_os_fd_t cfd = -1;
@@ -467,14 +479,14 @@ int sc_lua_proxyd_tunnel(lua_State *L) {
     cfd = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
   c->xf = x;
   c->state = C_TUNNEL;
-  c->tun.data = c;
+  c->tun->data = c;
   /* the answer first, then what the client sent ahead (a TLS hello) */
   sc_tunnel_end_t e[2] = {
       {cfd, NULL, ESTABLISHED, sizeof(ESTABLISHED) - 1, 0},
       {fd, x ? x->easy : NULL, c->rest, c->rest_len, 0},
   };
   /* no dup (EMFILE): the poll fails, and the tunnel closes the other */
-  int rc = sc_tunnel_start(&c->tun, c->tcp.loop, e, on_tunnel_end);
+  int rc = sc_tunnel_start(c->tun, c->tcp.loop, e, on_tunnel_end);
   if (rc < 0) {
     conn_close(c);
     lua_pushnil(L);
