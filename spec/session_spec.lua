@@ -186,6 +186,33 @@ describe("sessions", function()
     pool:close()
   end)
 
+  it("scatter serve pins a named session's CONNECT tunnels to its proxy", function()
+    local farm = env.farm({ "good count=3" })
+    local cfgf = env.script("tun_pool.lua", "return { proxies = { '"
+      .. table.concat(farm.proxies, "','") .. "' }, rate_limit = { default_interval = 0 },"
+      .. " max_concurrent_per_request = 3, connect_ports = { " .. ng.tls_port .. " } }")
+    local p = env.spawn({ env.build_dir() .. "/scatter", "serve", "--listen", "127.0.0.1:0",
+                          "--config", cfgf, "--quiet" }, { name = "serve" })
+    local port = env.wait_until(function()
+      return tonumber((env.read_file(p.log) or ""):match("listening on http://127%.0%.0%.1:(%d+)"))
+    end, "serve to listen", p)
+    local function get()
+      local h = io.popen("curl -sS --max-time 20 --cacert '" .. ng.ca .. "' -x http://127.0.0.1:" .. port
+        .. " --proxy-header 'X-Scatter-Session: t' '" .. ng.tls_url("/small.txt") .. "' 2>&1")
+      local out = h:read("*a")
+      h:close()
+      return out
+    end
+    assert.equals("hello from scatter\n", get()) -- raced: the winner is the session's
+    scatter.sleep(0.3) -- the race's losers may still reach the farm's log
+    local before = #farm.log_lines()
+    for _ = 1, 4 do assert.equals("hello from scatter\n", get()) end
+    local lines = farm.log_lines()
+    assert.equals(before + 4, #lines) -- one tunnel each, no race
+    for i = before + 2, #lines do assert.equals(lines[before + 1].port, lines[i].port) end
+    p:stop()
+  end)
+
   it("scatter serve closes a named session left idle for session_idle seconds", function()
     local serve = require("scatter.serve")
     local pool = scatter.pool{ proxies = { "127.0.0.1:9" }, metrics_log_interval = 0 }

@@ -201,7 +201,7 @@ function Server:_http(conn, method, url, hl, body)
   core.proxyd_respond(conn, head, out)
 end
 
-function Server:_connect(conn, target)
+function Server:_connect(conn, target, hl)
   local host, port = target:match("^%[([%x:.]+)%]:(%d+)$")
   if not host then host, port = target:match("^([^:/%s]+):(%d+)$") end
   port = tonumber(port)
@@ -211,10 +211,22 @@ function Server:_connect(conn, target)
   if not self.connect_ports[port] then
     return reply(conn, 403, "connect_port: CONNECT to port " .. port .. " is not allowed (connect_ports)")
   end
-  local pool = self.target
-  if pool.pool and not pool._tunnel then pool = pool:pool(host) end -- a router
-  if not pool or not pool._tunnel then return fail(conn, "invalid_request: no pool for " .. host) end
-  local resp, err = pool:_tunnel(host, port, self.timeout)
+  local _, sname = request_headers(hl)
+  local resp, err
+  if sname and sname ~= "" then
+    -- a named session: the tunnel goes through its proxy
+    local s, verr = self:_via(sname)
+    if not s then return fail(conn, verr) end
+    s.serve_busy = (s.serve_busy or 0) + 1
+    resp, err = s:_tunnel(host, port, self.timeout)
+    s.serve_busy = s.serve_busy - 1
+    s.serve_used = core.now()
+  else
+    local pool = self.target
+    if pool.pool and not pool._tunnel then pool = pool:pool(host) end -- a router
+    if not pool or not pool._tunnel then return fail(conn, "invalid_request: no pool for " .. host) end
+    resp, err = pool:_tunnel(host, port, self.timeout)
+  end
   if not resp then return fail(conn, err) end
   local ok, terr = core.proxyd_tunnel(conn, resp.tunnel)
   if not ok then log.emit("debug", nil, "serve: tunnel to " .. target .. " not relayed: " .. terr) end
@@ -226,7 +238,7 @@ function Server:_handle(conn)
   self.active = self.active + 1
   local ok, err = pcall(function()
     if method == "CONNECT" then
-      self:_connect(conn, target)
+      self:_connect(conn, target, hl)
     else
       self:_http(conn, method, target, hl, body)
     end

@@ -178,7 +178,7 @@ static int l_pool_settle_default(lua_State *L) {
   return 2;
 }
 
-/* pool:tunnel(attempt) -> tunnel, proxy, attempts: the open tunnel of a
+/* pool:tunnel(attempt) -> tunnel, proxy, attempts, proxy id: the open tunnel of a
  * tunnel task's attempt (a tunref.h value, the caller's), which wins the
  * task. nil when the attempt is gone. */
 static int l_pool_tunnel(lua_State *L) {
@@ -199,6 +199,7 @@ static int l_pool_tunnel(lua_State *L) {
   char who[300];
   sc_proxy_redact(sc_sched_proxy_key(p->sched, a->proxy), who, sizeof(who));
   int attempts = sc_sched_task_attempts(p->sched, a->task);
+  uint32_t proxy = a->proxy; /* settling frees the attempt */
   if (!settled(p, ah, a, SC_V_SUCCESS, latency, -1)) {
     close(fd);
     sc_xfer_free(x);
@@ -207,7 +208,8 @@ static int l_pool_tunnel(lua_State *L) {
   sc_lua_tunref_push(L, fd, x);
   lua_pushstring(L, who);
   lua_pushinteger(L, attempts);
-  return 3;
+  lua_pushnumber(L, proxy); /* a session's proxy, when it asked */
+  return 4;
 }
 
 void sc_lua_response_register(lua_State *L) {
