@@ -298,6 +298,30 @@ while True:
     end
     sink:stop()
   end)
+
+  it("a client gone before its tunnel opens: the tunnel is closed, nothing leaks", function()
+    local ng = env.nginx()
+    local farm = env.farm({ "slow latency=0.5 count=2", "good proto=https count=1" })
+    local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. ", proxy_ca_file = "
+      .. ("%q"):format(ng.ca) .. ", connect_ports = { " .. ng.tls_port .. " } }")
+    local function fds()
+      local h = io.popen("ls /proc/" .. p.pid .. "/fd | wc -l")
+      local n = tonumber(h:read("*a"))
+      h:close()
+      return n
+    end
+    assert.matches("^HTTP/1.1 200", curl(port, q(ng.url("/small.txt")))) -- warm: pools, connections
+    local base = fds()
+    for _ = 1, 5 do
+      raw(port, "CONNECT 127.0.0.1:" .. ng.tls_port .. " HTTP/1.1\r\nHost: x\r\n\r\n", true)
+    end
+    env.wait_until(function() return #farm.log_lines() >= 5 end, "the tunnels to reach the farm")
+    env.wait_until(function() return fds() <= base + 2 end, "serve to close the orphaned tunnels", p, 10)
+    assert.is_true(p:alive())
+    local out = curl(port, "--cacert " .. q(ng.ca) .. " " .. q(ng.tls_url("/small.txt")))
+    assert.matches("hello from scatter\n$", out)
+    p:stop()
+  end)
 end)
 
 describe("scatter serve errors and shutdown", function()
