@@ -22,13 +22,13 @@
  * over HEAD_MAX (431), a body over BODY_MAX (413). Keep-alive clients are
  * served one request at a time (pipelined ones wait in the buffer). */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include "../net/loop.h"
@@ -123,7 +123,7 @@ typedef struct wreq {
   uv_write_t w;
   pconn *c;
   int then_close;
-  int side; /* not an answer: 100 Continue, a tunnel's first bytes */
+  int side; /* not an answer: a 100 Continue */
   char data[];
 } wreq;
 
