@@ -55,10 +55,12 @@ static void on_side(uv_poll_t *h, int status, int events) {
     events = 0;
   }
   if ((events & UV_WRITABLE) && s->out_off < s->out_len) {
-    ssize_t w = send(s->fd, s->out + s->out_off, s->out_len - s->out_off,
-                     MSG_NOSIGNAL);
-    if (w > 0) s->out_off += (size_t)w;
-    else if (errno != EAGAIN) s->out_off = s->out_len; /* peer gone */
+    ssize_t w =
+        send(s->fd, s->out + s->out_off, s->out_len - s->out_off, MSG_NOSIGNAL);
+    if (w > 0)
+      s->out_off += (size_t)w;
+    else if (errno != EAGAIN)
+      s->out_off = s->out_len; /* peer gone */
   }
   if (s->out_off == s->out_len && !s->shut) {
     shutdown(s->fd, SHUT_WR);
@@ -99,8 +101,10 @@ static void side_watch(side *s) {
     return;
   }
   if (!s->closed && ev != s->events) {
-    if (ev) uv_poll_start(&s->poll, ev, on_side);
-    else uv_poll_stop(&s->poll);
+    if (ev)
+      uv_poll_start(&s->poll, ev, on_side);
+    else
+      uv_poll_stop(&s->poll);
     s->events = ev;
   }
 }

@@ -54,7 +54,7 @@ typedef struct pconn {
   uv_tcp_t tcp;
   uv_timer_t idle;
   sc_tunnel_t *tun; /* C_TUNNEL: the client's dup and the proxy's socket */
-  sc_xfer_t *xf;   /* a tunnel whose bytes go through curl, or NULL */
+  sc_xfer_t *xf;    /* a tunnel whose bytes go through curl, or NULL */
   sc_reqparse_t rq;
   psrv *srv;
   int id, slot, state, handles, closing, keep_alive;

@@ -178,9 +178,9 @@ static int l_pool_settle_default(lua_State *L) {
   return 2;
 }
 
-/* pool:tunnel(attempt) -> tunnel, proxy, attempts, proxy id: the open tunnel of a
- * tunnel task's attempt (a tunref.h value, the caller's), which wins the
- * task. nil when the attempt is gone. */
+/* pool:tunnel(attempt) -> tunnel, proxy, attempts, proxy id: the open
+ * tunnel of a tunnel task's attempt (a tunref.h value, the caller's),
+ * which wins the task. nil when the attempt is gone. */
 static int l_pool_tunnel(lua_State *L) {
   lpool *p = sc_lua_pool_check(L, 1);
   sc_handle_t ah = check_handle(L, 2);

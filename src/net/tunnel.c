@@ -75,8 +75,7 @@ static ssize_t out(sc_tunnel_t *t, sc_tunnel_dir_t *d) {
   if (d->pipe[0] >= 0) {
     ssize_t w = splice(d->pipe[0], NULL, t->fd[d->to], NULL, d->inpipe,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (w < 0)
-      return errno == EAGAIN || errno == EINTR ? AGAIN : uv_err(errno);
+    if (w < 0) return errno == EAGAIN || errno == EINTR ? AGAIN : uv_err(errno);
     d->inpipe -= (size_t)w;
     return w;
   }
@@ -102,11 +101,12 @@ static ssize_t in(sc_tunnel_t *t, sc_tunnel_dir_t *d, size_t n) {
   ssize_t r;
 #ifdef __linux__
   if (d->pipe[0] >= 0) {
-    r = splice(fd, NULL, d->pipe[1], NULL, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    r = splice(fd, NULL, d->pipe[1], NULL, n,
+               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     if (r > 0) d->inpipe += (size_t)r;
   } else
 #endif
-  if (e) {
+      if (e) {
     size_t got = 0;
     CURLcode rc = curl_easy_recv(e, d->buf + d->len, n, &got);
     if (rc == CURLE_AGAIN) return AGAIN;
@@ -137,9 +137,12 @@ static void on_tail(uv_timer_t *h);
  * other side's readiness and found less than a wakeup's worth. */
 static void pace(sc_tunnel_t *t, sc_tunnel_dir_t *d, size_t got, int tail) {
   if (t->easy[d->from] || t->ntimers < 2 || d->eof) return;
-  if (!d->lowat && got >= BULK) set_lowat(t, d, 1);
-  else if (d->lowat && (got ? got < SMALL : tail)) set_lowat(t, d, 0);
-  if (d->lowat) uv_timer_start(&t->tail[d == &t->d[0] ? 0 : 1], on_tail, TAIL_MS, 0);
+  if (!d->lowat && got >= BULK)
+    set_lowat(t, d, 1);
+  else if (d->lowat && (got ? got < SMALL : tail))
+    set_lowat(t, d, 0);
+  if (d->lowat)
+    uv_timer_start(&t->tail[d == &t->d[0] ? 0 : 1], on_tail, TAIL_MS, 0);
 }
 
 /* Moves what it can one way; then says which readiness it waits for. */
@@ -150,12 +153,13 @@ static void pump_as(sc_tunnel_t *t, sc_tunnel_dir_t *d, int tail) {
     int moved = 0;
     if (pending(d) && !wr_again) {
       ssize_t w = out(t, d);
-      if (w == AGAIN) wr_again = 1;
+      if (w == AGAIN)
+        wr_again = 1;
       else if (w < 0) {
         end(t, (int)w);
         return;
-      }
-      else moved = 1;
+      } else
+        moved = 1;
     }
     size_t n;
     /* while the other side is full, reading on would only fill the pipe
@@ -166,7 +170,8 @@ static void pump_as(sc_tunnel_t *t, sc_tunnel_dir_t *d, int tail) {
       if (r == AGAIN) {
         rd_again = 1;
       } else if (r < 0) {
-        { end(t, (int)r); return; }
+        end(t, (int)r);
+        return;
       } else {
         if (r == 0) d->eof = 1;
         t->bytes[d == &t->d[0] ? 0 : 1] += (uint64_t)r;
@@ -183,9 +188,14 @@ static void pump_as(sc_tunnel_t *t, sc_tunnel_dir_t *d, int tail) {
   if (d->eof && !pending(d) && !d->shut) {
     d->shut = 1;
     /* a peer gone before our shutdown reached it is an end, not an error */
-    if (shutdown(t->fd[d->to], SHUT_WR) < 0 && errno != ENOTCONN)
-      { end(t, uv_err(errno)); return; }
-    if (t->d[0].shut && t->d[1].shut) { end(t, 0); return; }
+    if (shutdown(t->fd[d->to], SHUT_WR) < 0 && errno != ENOTCONN) {
+      end(t, uv_err(errno));
+      return;
+    }
+    if (t->d[0].shut && t->d[1].shut) {
+      end(t, 0);
+      return;
+    }
   }
   /* after TURNS, a writable `to` brings it back at once: a curl end may
    * hold decrypted bytes that no readiness of the socket announces */
@@ -206,7 +216,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   sc_tunnel_t *t = h->data;
   int i = h == &t->poll[0] ? 0 : 1;
   if (t->ended) return;
-  if (status < 0) { end(t, status); return; }
+  if (status < 0) {
+    end(t, status);
+    return;
+  }
   if (events & UV_READABLE) pump(t, &t->d[i]);
   if (events & UV_WRITABLE) pump(t, &t->d[1 - i]);
   if (!t->ended) watch(t);
@@ -220,7 +233,10 @@ static void watch(sc_tunnel_t *t) {
     if (ev == t->events[i]) continue;
     int rc = ev ? uv_poll_start(&t->poll[i], ev, on_poll)
                 : uv_poll_stop(&t->poll[i]);
-    if (rc < 0) { end(t, rc); return; }
+    if (rc < 0) {
+      end(t, rc);
+      return;
+    }
     t->events[i] = ev;
   }
 }

@@ -61,8 +61,8 @@ struct sc_tunnel {
 };
 
 typedef struct sc_tunnel_end {
-  int fd;     /* the tunnel's from now on, even when start fails */
-  CURL *easy; /* NULL: fd carries the bytes; else curl does (caller's) */
+  int fd;          /* the tunnel's from now on, even when start fails */
+  CURL *easy;      /* NULL: fd carries the bytes; else curl does (caller's) */
   const char *pre; /* written to this end before anything relayed */
   size_t pre_len;
   int copy; /* through the buffer even where splice would do */
