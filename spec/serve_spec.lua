@@ -160,6 +160,16 @@ print("urllib", o.open("%s", timeout=20).read().decode().strip())
       assert.matches("absolute%-form", out)
     end)
 
+    it("proxy credentials that name no session are ignored", function()
+      for _, cred in ipairs({ "Basic @@@=", "Basic Og==", "Basic " .. ("QUFB"):rep(400), "Bearer abc",
+                              "Basic YQ", "basic   YTpi  " }) do
+        local out = raw(port, "GET " .. ng.url("/small.txt") .. " HTTP/1.1\r\nHost: x\r\n"
+          .. "Proxy-Authorization: " .. cred .. "\r\nConnection: close\r\n\r\n")
+        assert.matches("^HTTP/1.1 200 OK.*hello from scatter\n$", out, cred)
+      end
+      still_works()
+    end)
+
     it("a header block over 64 KiB: 431", function()
       local out = raw(port, "GET " .. ng.url("/small.txt") .. " HTTP/1.1\r\nX-Big: "
         .. ("a"):rep(70 * 1024) .. "\r\n\r\n")

@@ -213,6 +213,41 @@ describe("sessions", function()
     p:stop()
   end)
 
+  it("scatter serve takes the user of proxy credentials as the session's name", function()
+    local farm = env.farm({ "good count=3" })
+    local cfgf = env.script("auth_pool.lua", "return { proxies = { '"
+      .. table.concat(farm.proxies, "','") .. "' }, rate_limit = { default_interval = 0 },"
+      .. " max_concurrent_per_request = 3, connect_ports = { " .. ng.tls_port .. " } }")
+    local p = env.spawn({ env.build_dir() .. "/scatter", "serve", "--listen", "127.0.0.1:0",
+                          "--config", cfgf, "--quiet" }, { name = "serve" })
+    local port = env.wait_until(function()
+      return tonumber((env.read_file(p.log) or ""):match("listening on http://127%.0%.0%.1:(%d+)"))
+    end, "serve to listen", p)
+    local function get(user, url, extra)
+      local h = io.popen("curl -sS --max-time 20 --cacert '" .. ng.ca .. "' -x http://"
+        .. (user and (user .. ":pw@") or "") .. "127.0.0.1:" .. port .. " " .. (extra or "")
+        .. " '" .. url .. "' 2>&1")
+      local out = h:read("*a")
+      h:close()
+      return out
+    end
+    assert.equals("set one\n", get("alice", ng.url("/cookie/set?v=one")))
+    assert.equals("cookie=sid=one\n", get("alice", ng.url("/cookie/echo")))
+    assert.equals("cookie=\n", get("bob", ng.url("/cookie/echo")))
+    assert.equals("cookie=\n", get(nil, ng.url("/cookie/echo")))
+    -- the header wins over the credentials
+    assert.equals("cookie=\n", get("alice", ng.url("/cookie/echo"), "-H 'X-Scatter-Session: carol'"))
+    -- and a CONNECT (Scrapy, requests: credentials in the proxy URL) is pinned too
+    assert.equals("hello from scatter\n", get("t", ng.tls_url("/small.txt")))
+    scatter.sleep(0.3) -- the race's losers may still reach the farm's log
+    local before = #farm.log_lines()
+    for _ = 1, 3 do assert.equals("hello from scatter\n", get("t", ng.tls_url("/small.txt"))) end
+    local lines = farm.log_lines()
+    assert.equals(before + 3, #lines)
+    for i = before + 2, #lines do assert.equals(lines[before + 1].port, lines[i].port) end
+    p:stop()
+  end)
+
   it("scatter serve closes a named session left idle for session_idle seconds", function()
     local serve = require("scatter.serve")
     local pool = scatter.pool{ proxies = { "127.0.0.1:9" }, metrics_log_interval = 0 }

@@ -6,8 +6,9 @@
 -- like pool:request and its response written back; a CONNECT is raced at
 -- setup (pool:_tunnel: the first proxy to open the tunnel wins) and then
 -- relayed by C. No usable answer is a 502, a timeout a 504, each with the
--- reason in X-Scatter-Error. `X-Scatter-Session: NAME` pins a client's
--- requests to a session (pool:session) of that name.
+-- reason in X-Scatter-Error. `X-Scatter-Session: NAME` (or, without it,
+-- the user of proxy credentials: http://NAME:x@serve) pins a client's
+-- requests and tunnels to a session (pool:session) of that name.
 local core = require("scatter.core")
 local runtime = require("scatter.runtime")
 local log = require("scatter.log")
@@ -178,14 +179,14 @@ function Server:_sweep_later()
   self.sweeper = runtime.after(every, self._sweep, self)
 end
 
-function Server:_http(conn, method, url, hl, body)
+function Server:_http(conn, method, url, hl, body, user)
   local scheme = url:match("^(%a[%w+.-]*)://")
   scheme = scheme and scheme:lower()
   if scheme ~= "http" and scheme ~= "https" then
     return reply(conn, 400, "invalid_request: an absolute-form http:// URL is expected (this is a proxy)")
   end
   local headers, sname = request_headers(hl)
-  local via, verr = self:_via(sname)
+  local via, verr = self:_via(sname or user)
   if not via then return fail(conn, verr) end
   local named = via ~= self.target
   if named then via.serve_busy = (via.serve_busy or 0) + 1 end
@@ -201,7 +202,7 @@ function Server:_http(conn, method, url, hl, body)
   core.proxyd_respond(conn, head, out)
 end
 
-function Server:_connect(conn, target, hl)
+function Server:_connect(conn, target, hl, user)
   local host, port = target:match("^%[([%x:.]+)%]:(%d+)$")
   if not host then host, port = target:match("^([^:/%s]+):(%d+)$") end
   port = tonumber(port)
@@ -212,6 +213,7 @@ function Server:_connect(conn, target, hl)
     return reply(conn, 403, "connect_port: CONNECT to port " .. port .. " is not allowed (connect_ports)")
   end
   local _, sname = request_headers(hl)
+  sname = sname or user
   local resp, err
   if sname and sname ~= "" then
     -- a named session: the tunnel goes through its proxy
@@ -233,14 +235,14 @@ function Server:_connect(conn, target, hl)
 end
 
 function Server:_handle(conn)
-  local method, target, hl, body = core.proxyd_request(conn)
+  local method, target, hl, body, user = core.proxyd_request(conn)
   if not method then return end -- the client went away
   self.active = self.active + 1
   local ok, err = pcall(function()
     if method == "CONNECT" then
-      self:_connect(conn, target, hl)
+      self:_connect(conn, target, hl, user)
     else
-      self:_http(conn, method, target, hl, body)
+      self:_http(conn, method, target, hl, body, user)
     end
   end)
   self.active = self.active - 1

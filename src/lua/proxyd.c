@@ -7,7 +7,8 @@
  *
  *   core.proxyd_listen(host, port) -> op id, bound port | nil, err
  *       each request: op result {status = connection id}
- *   core.proxyd_request(conn) -> method, target, {name, value, ...}, body
+ *   core.proxyd_request(conn) -> method, target, {name, value, ...}, body,
+ *       proxy user (of a Basic Proxy-Authorization: a session's name)
  *   core.proxyd_respond(conn, head, body) -> true | nil, err
  *       head: status line and header lines, each ending in CRLF, without
  *       Connection (added here) or the blank line
@@ -27,7 +28,9 @@
 #include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <openssl/evp.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -385,6 +388,35 @@ static int gone(lua_State *L) {
   return 2;
 }
 
+/* The user of a `Proxy-Authorization: Basic` header, or nil: serve asks
+ * for no credentials, so a client sends them only to name its session
+ * (clients that cannot set a header on a CONNECT can put a user in the
+ * proxy URL). */
+static void push_proxy_user(lua_State *L, const sc_reqparse_t *r) {
+  for (size_t i = 0; i < r->nhdrs; i++) {
+    const sc_reqhdr_t *h = &r->hdrs[i];
+    if (h->name_len != 19 ||
+        strncasecmp(r->buf + h->name, "proxy-authorization", 19) != 0)
+      continue;
+    const char *v = r->buf + h->val;
+    size_t n = h->val_len;
+    if (n < 6 || strncasecmp(v, "basic ", 6) != 0) break;
+    for (v += 6, n -= 6; n && *v == ' '; v++, n--) {}
+    while (n && v[n - 1] == ' ') n--;
+    unsigned char out[768];
+    if (n == 0 || n > 1024 || n % 4) break;
+    int m = EVP_DecodeBlock(out, (const unsigned char *)v, (int)n);
+    /* its length counts the bytes the padding stands for */
+    for (size_t k = n; m > 0 && k > n - 2 && v[k - 1] == '='; k--) m--;
+    const unsigned char *colon = m > 0 ? memchr(out, ':', (size_t)m) : NULL;
+    size_t ul = colon ? (size_t)(colon - out) : (m > 0 ? (size_t)m : 0);
+    if (ul == 0) break;
+    lua_pushlstring(L, (const char *)out, ul);
+    return;
+  }
+  lua_pushnil(L);
+}
+
 int sc_lua_proxyd_request(lua_State *L) {
   pconn *c = check_waiting(L, 1);
   if (!c) return gone(L);
@@ -403,7 +435,8 @@ int sc_lua_proxyd_request(lua_State *L) {
     lua_pushlstring(L, r->body ? r->body : "", r->body_len);
   else
     lua_pushnil(L);
-  return 4;
+  push_proxy_user(L, r);
+  return 5;
 }
 
 int sc_lua_proxyd_respond(lua_State *L) {

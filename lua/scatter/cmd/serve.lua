@@ -13,7 +13,8 @@ proxies and classified like pool:request (GET/HEAD/OPTIONS race, other
 methods take one path at a time); CONNECT host:port tunnels are raced at
 setup and then relayed. No usable answer: 502; a timeout: 504; the reason
 is in the X-Scatter-Error header. `X-Scatter-Session: NAME` on a request
-keeps that client's requests on one proxy and one cookie jar.
+(or proxy credentials http://NAME:x@HOST:PORT) keeps that client's
+requests and tunnels on one proxy and one cookie jar.
 SOURCE: a proxy list (a file, or a file:// or http(s):// URL).
 The first SIGINT or SIGTERM stops accepting, lets the requests in flight
 finish (up to --timeout), saves state and exits 130 or 143.
