@@ -24,7 +24,7 @@
 
 /* Per direction: the pipe's size asked for (splice), or the buffer's. */
 #define SC_TUNNEL_PIPE (1024 * 1024)
-#define SC_TUNNEL_BUF (256 * 1024)
+#define SC_TUNNEL_BUF (64 * 1024)
 
 typedef struct sc_tunnel sc_tunnel_t;
 /* Called once: status 0 when both directions ended, else a libuv error.
