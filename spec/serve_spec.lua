@@ -309,6 +309,25 @@ while True:
     sink:stop()
   end)
 
+  it("clients that go away mid-body (tunnels, answers) stop nothing (SIGPIPE)", function()
+    local ng = env.nginx()
+    local farm = env.farm({ "good count=2" })
+    local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. ", connect_ports = { "
+      .. ng.port .. " } }")
+    env.write_file(ng.root .. "/big40.bin", ("0123456789abcdef"):rep(40 * 65536))
+    for _ = 1, 3 do
+      -- a tunnel's client that reads 1000 bytes of 40 MiB and leaves
+      sh("curl -sS -p -x http://127.0.0.1:" .. port .. " " .. q(ng.url("/big40.bin")) .. " 2>/dev/null | head -c 1000 >/dev/null")
+      -- an answer's client that leaves before it is written
+      raw(port, "GET " .. ng.url("/big.bin") .. " HTTP/1.1\r\nHost: x\r\n\r\n", true)
+    end
+    env.sleep(0.5) -- the answers are written meanwhile (or fail to be)
+    assert.is_true(p:alive())
+    assert.is_nil((env.read_file(p.log) or ""):find("draining", 1, true))
+    assert.matches("^HTTP/1.1 200 OK.*hello from scatter\n$", curl(port, q(ng.url("/small.txt"))))
+    p:stop()
+  end)
+
   it("a client gone before its tunnel opens: the tunnel is closed, nothing leaks", function()
     local ng = env.nginx()
     local farm = env.farm({ "slow latency=0.5 count=2", "good proto=https count=1" })

@@ -29,6 +29,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
@@ -327,6 +329,18 @@ static void raise_nofile(void) {
   }
 }
 
+/* A client that goes away mid-answer makes the next write to it (libuv's
+ * write(2), the tunnel's splice(2): neither can pass MSG_NOSIGNAL) raise
+ * SIGPIPE, which core.signal_watch takes for "stop" and the default kills
+ * on: a proxy must just see EPIPE. Blocked, not ignored, so that no later
+ * sigaction brings it back. */
+static void block_sigpipe(void) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 static void free_handle(uv_handle_t *h) { free(h); }
 
 int sc_lua_proxyd_listen(lua_State *L) {
@@ -343,6 +357,7 @@ int sc_lua_proxyd_listen(lua_State *L) {
     return 2;
   }
   raise_nofile();
+  block_sigpipe();
   psrv *s = calloc(1, sizeof(*s));
   uv_tcp_t *lst = malloc(sizeof(*lst));
   if (!s || !lst) {

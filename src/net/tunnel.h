@@ -13,7 +13,9 @@
  *
  * Between two plain sockets on Linux the bytes move with splice(2)
  * through a pipe per direction and never enter this process; otherwise
- * (a curl end, no pipe to be had) through a buffer per direction. */
+ * (a curl end, no pipe to be had) through a buffer per direction. A
+ * splice into a socket whose peer is gone raises SIGPIPE (no flag can
+ * stop it): the process must block or ignore it. */
 #ifndef SC_TUNNEL_H
 #define SC_TUNNEL_H
 
