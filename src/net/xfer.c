@@ -134,6 +134,7 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
   if (proxy_key) {
     sc_proxy_scheme_t sch = sc_proxy_scheme(proxy_key, NULL);
     x->http_proxy = sch == SC_PX_HTTP || sch == SC_PX_HTTPS;
+    x->tls_proxy = sch == SC_PX_HTTPS;
     if (sc_proxy_curl_url(proxy_key, o->remote_dns, proxy, sizeof(proxy))) {
       sc_loop_easy_done(l, x->easy);
       free(x);
@@ -237,7 +238,9 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
   x->done.cb = on_done;
   x->done.ud = x;
   x->done.sock = CURL_SOCKET_BAD;
-  x->done.detach = r->tunnel;
+  /* through an https:// proxy the socket carries the proxy's TLS: the
+   * tunnel's bytes must go through curl, on a handle kept in the multi */
+  x->done.detach = r->tunnel ? (x->tls_proxy ? 2 : 1) : 0;
   x->done.detached = -1;
   if (sc_loop_add(l, e, &x->done) < 0) {
     sc_loop_easy_done(l, e);
@@ -250,7 +253,7 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
 
 void sc_xfer_free(sc_xfer_t *x) {
   if (!x) return;
-  if (x->running) sc_loop_remove(x->loop, x->easy);
+  if (x->running || x->done.kept) sc_loop_remove(x->loop, x->easy);
   /* the handle goes back to the loop's cache: no session's cookie may
    * stay in it for the next transfer */
   if (x->cookie_engine) curl_easy_setopt(x->easy, CURLOPT_COOKIELIST, "ALL");
@@ -316,6 +319,8 @@ int sc_xfer_take_socket(sc_xfer_t *x) {
   x->done.detached = -1;
   return fd;
 }
+
+int sc_xfer_tunnel_via_curl(const sc_xfer_t *x) { return x->done.kept; }
 
 const char *sc_xfer_url(const sc_xfer_t *x) {
   char *u = NULL;
