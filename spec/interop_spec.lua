@@ -39,7 +39,7 @@ describe("interop", function()
   end
 
   local final = function() return "final" end
-  local nobody = "127.0.0.1:" .. env.free_port() -- nothing listens there
+  local nobody = "127.0.0.1:" .. env.dead_port() -- nothing listens there, ever
 
   describe("http (tinyproxy)", function()
     it("succeeds: absolute-form for http, CONNECT for https", function()

@@ -77,7 +77,7 @@ describe("shared pools", function()
   it("make a proxy found dead by one worker dead for all, and a new worker start warm", function()
     local good = { microsocks("127.0.0.5"), microsocks("127.0.0.6") }
     local proxies = { good[1], good[2] }
-    for _ = 1, 4 do proxies[#proxies + 1] = "socks5h://127.0.0.1:" .. env.free_port() end
+    for _ = 1, 4 do proxies[#proxies + 1] = "socks5h://127.0.0.1:" .. env.dead_port() end
     local ws = {}
     for i = 1, 2 do ws[i] = worker(srv, proxies, ng.url("/small.txt"), 20, 0.05, 1.5) end
     for i = 1, 2 do

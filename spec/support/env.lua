@@ -216,6 +216,19 @@ function env.free_port()
   return tonumber(port)
 end
 
+-- A port that refuses every connection for the rest of the spec file: bound
+-- and never listened on, so no other process (a parallel spec's daemon on
+-- a free_port()) can take it, which made "nothing listens there" cases
+-- meet a working proxy under ctest -j2.
+local held = {}
+function env.dead_port()
+  local s = assert(socket.tcp())
+  assert(s:bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  held[#held + 1] = s
+  return tonumber(port)
+end
+
 -- Distinct free ports (two quick free_port() calls may return the same one).
 local function free_ports(n)
   local seen, ports = {}, {}
@@ -815,6 +828,10 @@ function env.cleanup()
   for i = #tmpdirs, 1, -1 do
     run("rm -rf -- " .. shell_quote(tmpdirs[i]))
     tmpdirs[i] = nil
+  end
+  for i = #held, 1, -1 do
+    held[i]:close()
+    held[i] = nil
   end
   fixtures, spawn_dir, cli_dir = nil, nil, nil
 end
