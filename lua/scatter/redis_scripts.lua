@@ -33,12 +33,15 @@ end
 local function ring()
   redis.call("XADD", P .. "bell", "MAXLEN", "1", "*", "r", "1")
 end
+local levels_seen = {} -- (levels made sure of in this call)
 local function level(prio)
   local q = P .. "q:" .. prio
+  if levels_seen[q] then return q end
   if redis.call("ZADD", P .. "lv", "NX", prio, prio) == 1 then
     redis.pcall("XGROUP", "CREATE", q, "g", "0", "MKSTREAM")
     ring()
   end
+  levels_seen[q] = true
   return q
 end
 -- nothing queued or leased in any level (retries may wait in d)
@@ -102,10 +105,10 @@ for j = 1, tonumber(ARGV[7]) do
   local prio, id, line, has, npush = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
   i = i + 5
   local q = P .. "q:" .. prio
-  if not owner(q, id) then
+  -- XACK counts it only while it is pending (for anyone)
+  if redis.call("XACK", q, "g", id) == 0 then
     done[j] = -1
   else
-    redis.call("XACK", q, "g", id)
     redis.call("XDEL", q, id)
     if has == "1" then redis.call("XADD", P .. "o", "*", "l", line) end
     done[j] = (push_all(i, i + 3 * npush - 1))
