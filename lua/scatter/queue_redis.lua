@@ -185,6 +185,10 @@ end
 function B:step(want, counts)
   local jobs = self.cq
   self.cq = {}
+  if self.later and #jobs > 0 then -- these go now: the next completion arms it again
+    self.later.cancelled = true
+    self.later = nil
+  end
   local argv = { "EVALSHA", false, 0, self.prefix, self.me, want, self.lease_ms, self.period,
     counts and "1" or "0", #jobs }
   local n = #argv
