@@ -8,7 +8,8 @@
 -- MODE hold N: leases N items, prints "held <count>", then sleeps (to be
 --   killed)
 -- MODE scrawl: scatter.crawl on the queue with a pool that answers 200 at
---   once and a handler that returns {url =}; prints "done <count>"
+--   once and a handler that returns {url =}; prints "done <count>", and
+--   " stopped" after it when a signal ended it
 local scatter = require("scatter")
 local QR = require("scatter.queue_redis")
 
@@ -72,7 +73,7 @@ elseif mode == "scrawl" then
   local summary = scatter.crawl({ queue = q, pool = pool, concurrency = 4, output = "unused",
     handle = function(_, item) return { url = item.url } end })
   q:close()
-  print("done " .. summary.done)
+  print("done " .. summary.done .. (summary.stopped and " stopped" or ""))
 elseif mode == "hold" then
   local items = assert(b:lease(tonumber(args[1])))
   print("held " .. #items)
