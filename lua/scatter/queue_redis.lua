@@ -79,6 +79,7 @@ function M.open(opts)
     lease_ms = lease_ms, lease_secs = lease, me = consumer_name(),
     period = tostring(math.max(50, math.min(2000, math.floor(lease_ms / 4)))),
     leased = {}, nleased = 0, s = {}, buf = {}, bufi = 1, bufn = 0, cq = {}, watchers = {},
+    carrying = 0, synced = {},
   }, B)
   for k, src in pairs(scripts) do self.s[k] = c:script(src) end
   -- the default level exists from the start, so stats and waits see it
@@ -203,7 +204,18 @@ function B:step(want, counts)
       n = #argv
     end
   end
-  local r, err = self.c:evalv(self.s.step, argv)
+  self.carrying = self.carrying + (#jobs > 0 and 1 or 0)
+  -- (a raise must not leave sync waiting for this step forever)
+  local ok, r, err = pcall(self.c.evalv, self.c, self.s.step, argv)
+  if not ok then r, err = nil, r end
+  if #jobs > 0 then
+    self.carrying = self.carrying - 1
+    if self.carrying == 0 then
+      local ws = self.synced
+      self.synced = {}
+      for _, w in ipairs(ws) do runtime.wake(w) end
+    end
+  end
   if r == nil then err = self:fail_msg(err) end
   local done = r and r[1]
   for j = 1, #jobs do
@@ -333,11 +345,17 @@ function B:complete(item, recs, line, later)
   return job.n
 end
 
--- Everything queued so far sent and answered.
+-- Everything queued so far sent and answered (also what steps of other
+-- threads carry now).
 function B:sync()
   if #self.cq > 0 then
     local _, err = self:step(0)
     if err then return nil, err end
+  end
+  while self.carrying > 0 do
+    local w = runtime.waiter()
+    self.synced[#self.synced + 1] = w
+    runtime.block(w)
   end
   if self.broken then return nil, self.broken end
   return true
