@@ -114,6 +114,9 @@ local function metrics_line(self)
     m.throughput_10s, math.floor(m.success_rate_1m * 100 + 0.5), m.healthy_proxies, m.untested_proxies,
     m.failing_proxies, m.cooldown_proxies,
     m.dead_proxies, m.pending_tasks, m.delayed_tasks, m.inflight, m.k_current)
+    -- only when there is something to say: most pools never see one
+    .. (m.classifier_errors > 0 and string.format(" | classifier: %d errors, %d timeouts",
+      m.classifier_errors, m.classifier_timeouts) or "")
 end
 
 local function arm_metrics(self)
