@@ -51,6 +51,26 @@ describe("scatter.redis", function()
     c:close()
   end)
 
+  it("writes a pass's commands together, also those the socket cannot take at once", function()
+    local c = assert(redis.connect(srv.url))
+    -- 16 MiB values overflow the socket buffer: the rest waits for writable
+    local big = ("0123456789abcdef"):rep(1024 * 1024)
+    local ths = {}
+    for i = 1, 3 do
+      ths[i] = scatter.spawn(function()
+        assert.equal("OK", c:call("SET", "big" .. i, big .. i))
+        return c:call("STRLEN", "big" .. i)
+      end)
+    end
+    for i = 1, 3 do
+      local ok, n = scatter.wait_any(ths[i])
+      assert.is_true(ok, tostring(n))
+      assert.equal(#big + 1, n)
+    end
+    assert.equal(big .. "2", c:call("GET", "big2"))
+    c:close()
+  end)
+
   it("names what is wrong with a bad URL", function()
     for url, msg in pairs({
       ["http://127.0.0.1:1"] = "not a Redis URL",

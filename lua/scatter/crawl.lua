@@ -150,7 +150,9 @@ function M.crawl(cfg)
         if s.queued > 0 then
           wait = b:next_due(core.now()) or 0.05
         elseif s.leased > st.held then
-          wait = 0.5 -- held by another worker process (Redis): it may push more
+          -- held by another worker process (Redis): it may push more; a
+          -- backend that watches the queue (b:watch) knows when to look
+          wait = b.watch and math.huge or 0.5
         elseif st.held == 0 then
           st.finished = true
           wake_idle()
@@ -166,10 +168,21 @@ function M.crawl(cfg)
           st.idle = keep
         end
         st.idle[#st.idle + 1] = w
-        if wait then runtime.after(math.max(wait, 0.001), runtime.wake, w) end
+        if wait and b.watch then
+          b:watch(w, wait)
+        elseif wait then
+          runtime.after(math.max(wait, 0.001), runtime.wake, w)
+        end
         runtime.block(w)
       end
     end
+  end
+
+  -- a backend that records completions in the background (Redis) returns
+  -- from complete at once and reports the try's new pushes here when in
+  local function pushed_later(n)
+    st.pushed = st.pushed + n
+    if n > 0 then wake_idle(n) end
   end
 
   local function retry_at(tries)
@@ -225,7 +238,7 @@ function M.crawl(cfg)
     end
     it._over = true
     if st.fatal then return end
-    local n, cerr = b:complete(it, it._pushes or NO_PUSHES, line)
+    local n, cerr = b:complete(it, it._pushes or NO_PUSHES, line, pushed_later)
     st.held = st.held - 1
     if not n then
       if stopping() then return end -- the stop closed the queue: nothing was recorded

@@ -24,12 +24,18 @@
 -- b:lease(n, now)       -> list of at most n items, highest priority first,
 --                          then push order, only those due (due <= now);
 --                          each is now leased and its tries incremented
--- b:complete(item, recs, line)
+-- b:complete(item, recs, line[, later])
 --                       -> n_new   ONE atomic step: the item done, recs
 --                          (nil when the try pushed nothing) pushed (deduplicated as push does), and line
 --                          (the handler's JSON output, no newline, or nil)
 --                          appended to the output. Nothing of it is
 --                          visible after a crash unless all of it is.
+--                          A backend may take later(n) and return 0 at
+--                          once, calling later with n_new when in (Redis)
+-- b:watch(w, secs)      optional: wake waiter w when the queue may have
+--                          changed, at most secs later (math.huge: no
+--                          bound); scatter.crawl's idle wait (Redis: a
+--                          blocking read instead of polling)
 -- b:fail(item, err, retry_at)
 --                       -> true    retry_at (seconds, core.now() clock):
 --                          queued again, due then; nil: failed for good,

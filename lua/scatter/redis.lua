@@ -10,6 +10,11 @@
 --   c:call_retry("GET", "k")         -> reply | nil, err  (retries while down)
 --   c:script(src)                    -> a script for c:eval
 --   c:eval(script, keys, args)       -> reply | nil, err  (EVALSHA, retried)
+--   c:evalv(script, argv)            -> the same with argv = { "EVALSHA",
+--                                       false, nkeys, keys..., args... }
+--   c:call_cb(extra, args, fn)       -> true | nil, err: sends, and fn(reply |
+--                                       nil, err, lost) runs from the loop
+--                                       when it is answered (fn must not wait)
 --   c:close()
 --
 -- Replies: strings, numbers, arrays as tables, a nil reply as false, an
@@ -136,6 +141,17 @@ function Conn:call(...) return self:send(0, { ... }) end
 
 function Conn:call_block(seconds, ...) return self:send(seconds, { ... }) end
 
+function Conn:call_cb(extra, args, fn)
+  if not self.c then return nil, self.url .. ": the connection is closed" end
+  local id, err = self.c:send(extra, args)
+  if not id then return nil, err end
+  runtime.on_op(id, function(res)
+    runtime.on_op(id, nil)
+    fn(result(res))
+  end)
+  return true
+end
+
 -- Error replies a restarting or busy server gives: worth a retry.
 local function transient(err)
   return err and (err:match("^LOADING") or err:match("^BUSY") or err:match("^TRYAGAIN")
@@ -174,22 +190,37 @@ function Conn:call_retry(...) return self:send_retry(0, { ... }) end
 function Conn.script(_, src) return { src = src } end
 
 -- EVALSHA, loading the script when the server does not have it (a fresh
--- or restarted server); retried like send_retry.
-function Conn:eval(script, keys, args)
+-- or restarted server; threads that find it loading wait for that load);
+-- retried like send_retry. argv[2] is set to the script's SHA.
+function Conn:evalv(script, argv)
   for _ = 1, 3 do
-    if not script.sha then
-      local sha, err = self:send_retry(0, { "SCRIPT", "LOAD", script.src })
-      if not sha then return nil, err end
-      script.sha = sha
+    while not script.sha do
+      if script.loading then
+        local w = runtime.waiter()
+        script.loading[#script.loading + 1] = w
+        runtime.block(w)
+      else
+        script.loading = {}
+        local sha, err = self:send_retry(0, { "SCRIPT", "LOAD", script.src })
+        local ws = script.loading
+        script.loading, script.sha = nil, sha or nil
+        for _, w in ipairs(ws) do runtime.wake(w) end
+        if not sha then return nil, err end
+      end
     end
-    local argv = { "EVALSHA", script.sha, #keys }
-    for _, k in ipairs(keys) do argv[#argv + 1] = k end
-    for _, a in ipairs(args) do argv[#argv + 1] = a end
+    argv[2] = script.sha
     local v, err = self:send_retry(0, argv)
     if v ~= nil or not (err and err:match("^NOSCRIPT")) then return v, err end
     script.sha = nil
   end
   return nil, self.url .. ": the server keeps forgetting scripts"
+end
+
+function Conn:eval(script, keys, args)
+  local argv = { "EVALSHA", false, #keys }
+  for _, k in ipairs(keys) do argv[#argv + 1] = k end
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return self:evalv(script, argv)
 end
 
 function Conn:close()

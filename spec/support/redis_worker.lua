@@ -7,12 +7,16 @@
 --   handler takes HOLD seconds; prints "done <count>"
 -- MODE hold N: leases N items, prints "held <count>", then sleeps (to be
 --   killed)
+-- MODE scrawl: scatter.crawl on the queue with a pool that answers 200 at
+--   once and a handler that returns {url =}; prints "done <count>", and
+--   " stopped" after it when a signal ended it
 local scatter = require("scatter")
 local QR = require("scatter.queue_redis")
 
 local mode, url, name = ...
 local args = { select(4, ...) }
-local b = assert(QR.open({ redis = url, name = name, lease = tonumber(os.getenv("LEASE") or "1") }))
+local lease = tonumber(os.getenv("LEASE") or "1")
+local b = mode ~= "scrawl" and assert(QR.open({ redis = url, name = name, lease = lease }))
 
 local function rec(k)
   local u = "http://site.test/p/" .. k
@@ -63,6 +67,13 @@ elseif mode == "crawl" then
   end
   b:close()
   print("done " .. done)
+elseif mode == "scrawl" then
+  local q = assert(scatter.queue({ redis = url, name = name, lease = lease }))
+  local pool = { request = function() return { status = 200 } end }
+  local summary = scatter.crawl({ queue = q, pool = pool, concurrency = 4, output = "unused",
+    handle = function(_, item) return { url = item.url } end })
+  q:close()
+  print("done " .. summary.done .. (summary.stopped and " stopped" or ""))
 elseif mode == "hold" then
   local items = assert(b:lease(tonumber(args[1])))
   print("held " .. #items)

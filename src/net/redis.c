@@ -20,7 +20,8 @@ typedef struct cmd {
 typedef struct ev {
   uv_poll_t poll;
   redisAsyncContext *ac; /* NULL once hiredis has let go of it */
-  int events;
+  int events;  /* what hiredis wants watched */
+  int started; /* what the poll handle watches now */
 } ev;
 
 typedef struct resolve { /* a name lookup; orphaned (r = NULL) on timeout */
@@ -34,6 +35,8 @@ struct sc_redis {
   redisAsyncContext *ac; /* NULL while down */
   resolve *resolving;
   uv_timer_t timer; /* head command's deadline, or the next reconnect */
+  uv_prepare_t flush; /* writes a loop pass's commands before it polls */
+  int flushing, handles; /* handles: open ones, freed at 0 */
   int state, handshake_left;
   double backoff;
   uint64_t connect_deadline;
@@ -62,21 +65,49 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (e->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(e->ac);
 }
 
+/* uv_poll_start costs two epoll_ctl calls (libuv takes the fd out of
+ * epoll and puts it back), so the handle restarts only when the set of
+ * events changes: hiredis asks for writes and stops them around every
+ * command, four syscalls a round trip if each went through. */
 static void ev_update(ev *e, int add, int flag) {
   if (add)
     e->events |= flag;
   else
     e->events &= ~flag;
+  if (e->events == e->started) return;
+  e->started = e->events;
   if (e->events)
     uv_poll_start(&e->poll, e->events, on_poll);
   else
     uv_poll_stop(&e->poll);
 }
 
+static void on_flush(uv_prepare_t *p) {
+  sc_redis_t *r = p->data;
+  uv_prepare_stop(p);
+  if (r->state != ST_UP || !r->ac) return;
+  r->flushing = 1;
+  redisAsyncHandleWrite(r->ac); /* may drop the context (a write error) */
+  r->flushing = 0;
+}
+
 static void ev_add_read(void *p) { ev_update(p, 1, UV_READABLE); }
 static void ev_del_read(void *p) { ev_update(p, 0, UV_READABLE); }
-static void ev_add_write(void *p) { ev_update(p, 1, UV_WRITABLE); }
 static void ev_del_write(void *p) { ev_update(p, 0, UV_WRITABLE); }
+
+/* A ready connection's commands are not written one by one on writable
+ * events: the flush, a uv_prepare run just before the loop polls, writes
+ * the whole pass's commands at once. Only what the socket would not take
+ * (and the connect, the handshake) waits for UV_WRITABLE. */
+static void ev_add_write(void *p) {
+  ev *e = p;
+  sc_redis_t *r = e->ac ? e->ac->data : NULL;
+  if (r && r->state == ST_UP && !r->flushing) {
+    uv_prepare_start(&r->flush, on_flush);
+    return;
+  }
+  ev_update(e, 1, UV_WRITABLE);
+}
 
 static void ev_cleanup(void *p) {
   ev *e = p;
@@ -406,6 +437,11 @@ int sc_redis_open(uv_loop_t *loop, const sc_redis_opts_t *o,
   r->ud = ud;
   uv_timer_init(loop, &r->timer);
   r->timer.data = r;
+  /* never holds the loop: a command does (its deadline timer) */
+  uv_prepare_init(loop, &r->flush);
+  uv_unref((uv_handle_t *)&r->flush);
+  r->flush.data = r;
+  r->handles = 2;
   *out = r;
   connect_now(r);
   return 0;
@@ -441,8 +477,9 @@ int sc_redis_command(sc_redis_t *r, int argc, const char **argv,
 
 int sc_redis_is_up(const sc_redis_t *r) { return r->state == ST_UP; }
 
-static void timer_closed(uv_handle_t *h) {
+static void handle_closed(uv_handle_t *h) {
   sc_redis_t *r = h->data;
+  if (--r->handles > 0) return;
   free_opts(&r->o);
   free(r);
 }
@@ -455,5 +492,6 @@ void sc_redis_close(sc_redis_t *r) {
   if (r->ac) redisAsyncFree(r->ac);
   r->ac = NULL;
   uv_timer_stop(&r->timer);
-  uv_close((uv_handle_t *)&r->timer, timer_closed);
+  uv_close((uv_handle_t *)&r->timer, handle_closed);
+  uv_close((uv_handle_t *)&r->flush, handle_closed);
 }
