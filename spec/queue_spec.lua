@@ -31,6 +31,14 @@ describe("scatter.queue", function()
     assert.equal(2, q:push_many({ "http://shop.example/a/c?x=2", "http://n.example/1",
       { url = "http://n.example/2", priority = 3 } }))
     assert.same({ queued = 8, leased = 0, done = 0, failed = 0, seen = 8 }, q:stats())
+    -- a list of plain strings (keyed in one C call) keys exactly as push does
+    assert.equal(2, q:push_many({ "HTTP://SHOP.EXAMPLE:80/a/c?x=1#f", "http://n.example/1", "http://N.example/3#a",
+      "http://n.example/3", "http://n.example:8080/3" }))
+    assert.is_false(q:push("http://n.example/3"))
+    assert.is_false(q:push("http://n.example:8080/3#z"))
+    assert.has_error(function() q:push_many({ "http://n.example/4", "ftp://n.example/5" }) end,
+      'queue:push_many: item 2: "ftp://n.example/5": unsupported scheme \'ftp\' (http or https only)')
+    assert.same({ queued = 10, leased = 0, done = 0, failed = 0, seen = 10 }, q:stats())
     assert.equal("http://a.org/d", scatter.url.canonical("http://A.ORG:80/b/../d#f"))
     assert.equal("http://a.org/x/y?q#f", scatter.url.join("http://a.org/x/z", "y?q#f"))
     q:close()
