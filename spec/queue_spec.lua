@@ -205,6 +205,50 @@ describe("scatter.queue", function()
     end
   end)
 
+  it("refuses at open a queue file damaged deep inside, naming the file", function()
+    local path = dir .. "/deep.db"
+    local q = open(path)
+    local list = {}
+    for i = 1, 20000 do list[i] = "http://a.test/page/" .. i end
+    q:push_many(list)
+    q:flush()
+    -- every page in the WAL copied into the file first: the WAL's newer
+    -- copies of the pages would hide damage done to the file
+    assert(q.b.db:exec("PRAGMA wal_checkpoint(TRUNCATE)"))
+    -- the key index's pages in the middle of the file: open's count of the
+    -- items (a scan of the table) never reads them
+    local st = assert(q.b.db:prepare("SELECT pageno FROM dbstat WHERE name = 'sqlite_autoindex_items_1' "
+      .. "AND pagetype = 'leaf' ORDER BY pageno"))
+    st:bind()
+    local pages = {}
+    while true do
+      local r = st:step()
+      assert.is_not_nil(r)
+      if not r then break end
+      pages[#pages + 1] = r[1]
+    end
+    st:finalize()
+    q:close()
+    assert.is_true(#pages > 20)
+    local wal = io.open(path .. "-wal", "rb") -- the last close checkpoints and removes it
+    assert.is_true(wal == nil or wal:seek("end") == 0)
+    if wal then wal:close() end
+    local f = assert(io.open(path, "r+b"))
+    for i = math.floor(#pages / 2) - 2, math.floor(#pages / 2) + 2 do
+      f:seek("set", (pages[i] - 1) * 4096)
+      f:write(("\7"):rep(4096))
+    end
+    f:close()
+    local bad, err = scatter.queue({ path = path })
+    assert.is_nil(bad)
+    assert.matches("queue " .. path:gsub("%p", "%%%0") .. ": corrupt", err)
+    assert.matches("quick_check", err)
+    -- a reader is refused the same way
+    bad, err = scatter.queue({ path = path, readonly = true })
+    assert.is_nil(bad)
+    assert.matches("corrupt", err)
+  end)
+
   it("exports every item as a JSON line", function()
     local q = open(dir .. "/q.db")
     q:push("http://a.test/1", { meta = { depth = 2 }, headers = { ["X-A"] = "b" } })
