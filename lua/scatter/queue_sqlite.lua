@@ -180,16 +180,9 @@ local function setup(self, opts)
     -- (UPDATE ... WHERE id IN (SELECT ...) RETURNING measured 10x slower)
     s.take = prep(self, "SELECT " .. LEASE_COLS .. " FROM items WHERE state = 0 AND due <= ? "
       .. "ORDER BY priority DESC, id LIMIT ?")
-    -- on from the cursor (priority, id): the rest of its priority, then
-    -- the lower ones (two index seeks; one OR scanned every row passed)
-    s.take_after = prep(self, "SELECT * FROM (SELECT " .. LEASE_COLS .. " FROM items WHERE state = 0 AND priority = ?2 "
-      .. "AND id > ?3 AND due <= ?1 ORDER BY id LIMIT ?4) UNION ALL SELECT * FROM (SELECT " .. LEASE_COLS
-      .. " FROM items WHERE state = 0 AND priority < ?2 AND due <= ?1 ORDER BY priority DESC, id LIMIT ?4) LIMIT ?4")
-    s.lease = prep(self, "UPDATE items SET state = 1, tries = tries + 1 WHERE id = ? AND state = 0")
+    s.lease = prep(self, "UPDATE items SET state = 1, tries = tries + 1 WHERE id = ?")
     s.done = prep(self, "UPDATE items SET state = 2 WHERE id = ? AND state = 1")
-    s.done_pend = prep(self, "UPDATE items SET state = 2, tries = tries + 1 WHERE id = ? AND state = 0")
     s.fail = prep(self, "UPDATE items SET state = ?, due = ?, err = ? WHERE id = ? AND state = 1")
-    s.fail_pend = prep(self, "UPDATE items SET state = ?, due = ?, err = ?, tries = tries + 1 WHERE id = ? AND state = 0")
   end
   s.min_due = prep(self, "SELECT min(due) FROM items WHERE state = 0")
   count_states(self)
@@ -201,7 +194,7 @@ function M.open(opts)
     path = path, readonly = opts.readonly and path ~= ":memory:", off = wall_offset(),
     commit_s = (opts.commit_ms or 50) / 1000, commit_items = opts.commit_items or 4096,
     txn = false, txn_n = 0, lines = {}, nlines = 0, out_len = 0, stretch = 1,
-    held = {}, npend = 0, done_ids = {}, ndone = 0, pend_ids = {}, npdone = 0,
+    held = {}, done_ids = {}, ndone = 0,
   }, B)
   local where = "queue " .. path
   if path ~= ":memory:" then
@@ -258,79 +251,21 @@ local function rollback(self, err)
   self.txn = false
   self.counts = self.saved_counts
   self.lines, self.nlines = {}, 0
-  self.done_ids, self.ndone, self.pend_ids, self.npdone = {}, 0, {}, 0
-  self.held, self.npend, self.cur_p, self.cur_id = {}, 0, nil, nil
+  self.done_ids, self.ndone = {}, 0
   if self.out then self.out:truncate(self.out_len) end
   self.broken = err
   return nil, err
 end
 
--- Leases live in memory until the group commits: a leased row stays
--- queued in the file (tries as they were) and is marked once, by its done
--- mark (done, tries + 1) when it ends in the same group, or at the commit
--- (leased, tries + 1) when it is still in flight then. So after a crash
--- the file is as if every lease had been written (nothing of an
--- uncommitted group survives either way), and most items cost one UPDATE
--- instead of two. The rows leased in memory are the front of the lease
--- order, so the next lease reads on after the last one taken (a cursor);
--- what the cursor passed over meanwhile (a higher priority pushed, a retry
--- come due) is seen from the next commit on, or when the cursor runs dry.
--- Done marks wait for the commit too (mark_done): both are written before
--- any lease reads from the front again.
-local PEND = 2 -- held[id]: true = leased in the file, PEND = in memory
-
-local function take_rows(self, wall, n)
-  local s = self.st
-  local out, err
-  if self.cur_id then
-    s.take_after:bind(wall, self.cur_p, self.cur_id, n)
-    out, err = s.take_after:fetch(ITEM_FIELDS)
-  else
-    s.take:bind(wall, n)
-    out, err = s.take:fetch(ITEM_FIELDS)
-  end
-  if not out then return nil, err end
-  local k = #out
-  if k > 0 then
-    local held = self.held
-    for i = 1, k do held[out[i].id] = PEND end
-    self.npend = self.npend + k
-    self.cur_p, self.cur_id = out[k].priority, out[k].id
-  end
-  return out
-end
-
--- Writes the leases held in memory into the open transaction.
-local function materialise(self)
-  self.cur_p, self.cur_id = nil, nil
-  if self.npend == 0 then return true end
-  local held, ids, k = self.held, {}, 0
-  for id, h in pairs(held) do
-    if h == PEND then
-      k = k + 1
-      ids[k] = id
-      held[id] = true
-    end
-  end
-  self.npend = 0
-  local c, err = self.st.lease:exec_many(k, ids)
-  if c and c ~= k then err = (k - c) .. " of " .. k .. " leased items were not queued in the file" end
-  if c ~= k then return rollback(self, err) end
-  return true
-end
-
 -- The group's done marks, one C call (complete only lists them: a mark
 -- costs no statement of its own, and joins the same commit as its line).
 local function mark_done(self)
-  for _, which in ipairs({ { "done", "done_ids", "ndone" }, { "done_pend", "pend_ids", "npdone" } }) do
-    local n = self[which[3]]
-    if n > 0 then
-      local c, err = self.st[which[1]]:exec_many(n, self[which[2]])
-      if c and c ~= n then err = (n - c) .. " of " .. n .. " items to mark done were not leased" end
-      if c ~= n then return rollback(self, err) end
-      self[which[2]], self[which[3]] = {}, 0
-    end
-  end
+  local n = self.ndone
+  if n == 0 then return true end
+  local c, err = self.st.done:exec_many(n, self.done_ids)
+  if c and c ~= n then err = (n - c) .. " of " .. n .. " items to mark done were not leased" end
+  if c ~= n then return rollback(self, err) end
+  self.done_ids, self.ndone = {}, 0
   return true
 end
 
@@ -338,7 +273,6 @@ function B:flush()
   if self.broken then return nil, self.broken end
   if not self.txn then return true end
   local dok, derr = mark_done(self)
-  if dok then dok, derr = materialise(self) end
   if not dok then return nil, derr end
   if self.nlines > 0 then
     local data = table.concat(self.lines, "\n", 1, self.nlines) .. "\n"
@@ -423,21 +357,24 @@ end
 function B:lease(n, now)
   local ok, err = writable(self)
   if not ok then return nil, err end
+  local s = self.st
   local wall = (now or core.now()) + self.off
-  local from_cursor = self.cur_id ~= nil
-  local out, terr = take_rows(self, wall, n)
-  if not out then return rollback(self, terr) end
-  if #out < n and from_cursor then -- dry: from the front again, where
-    -- the rows done or leased in memory must not be queued any more
-    ok, err = mark_done(self)
-    if ok then ok, err = materialise(self) end
-    if not ok then return nil, err end
-    local more, merr = take_rows(self, wall, n - #out)
-    if not more then return rollback(self, merr) end
-    for i = 1, #more do out[#out + 1] = more[i] end
-  end
+  s.take:bind(wall, n)
+  local out, serr = s.take:fetch(ITEM_FIELDS)
+  if not out then return rollback(self, serr) end
   local k = #out
   if k == 0 then return out end
+  local c, lerr
+  if k == 1 then
+    c, lerr = s.lease:exec(out[1].id)
+  else
+    local ids = {}
+    for i = 1, k do ids[i] = out[i].id end
+    c, lerr = s.lease:exec_many(k, ids)
+  end
+  if not c then return rollback(self, lerr) end
+  local held = self.held
+  for i = 1, k do held[out[i].id] = true end
   self.counts[QUEUED] = self.counts[QUEUED] - k
   self.counts[LEASED] = self.counts[LEASED] + k
   ok, err = wrote(self, k)
@@ -450,10 +387,9 @@ function B:complete(item, recs, line)
   if not ok then return nil, err end
   if line and not self.out then return nil, "no output attached to the queue" end
   -- (one writer per file: what this process leased is exactly what the
-  -- file holds leased)
+  -- file holds leased; the mark itself waits for the commit, mark_done)
   local id = item.id
-  local h = self.held[id]
-  if not h then return nil, "item " .. tostring(item.url) .. " is not leased" end
+  if not self.held[id] then return nil, "item " .. tostring(item.url) .. " is not leased" end
   local n = 0
   if recs and #recs > 0 then
     local ierr
@@ -461,14 +397,8 @@ function B:complete(item, recs, line)
     if not n then return rollback(self, ierr) end
   end
   self.held[id] = nil
-  if h == PEND then
-    self.npend = self.npend - 1
-    self.npdone = self.npdone + 1
-    self.pend_ids[self.npdone] = id
-  else
-    self.ndone = self.ndone + 1
-    self.done_ids[self.ndone] = id
-  end
+  self.ndone = self.ndone + 1
+  self.done_ids[self.ndone] = id
   if line then
     self.nlines = self.nlines + 1
     self.lines[self.nlines] = line
@@ -484,14 +414,10 @@ function B:fail(item, err, retry_at)
   local ok, werr = writable(self)
   if not ok then return nil, werr end
   local state = retry_at and QUEUED or FAILED
-  local h = self.held[item.id]
-  if not h then return nil, "item " .. tostring(item.url) .. " is not leased" end
-  local c, ferr = self.st[h == PEND and "fail_pend" or "fail"]:exec(state, retry_at and retry_at + self.off or 0,
-    tostring(err), item.id)
+  local c, ferr = self.st.fail:exec(state, retry_at and retry_at + self.off or 0, tostring(err), item.id)
   if not c then return rollback(self, ferr) end
   if c == 0 then return nil, "item " .. tostring(item.url) .. " is not leased" end
   self.held[item.id] = nil
-  if h == PEND then self.npend = self.npend - 1 end
   self.counts[LEASED] = self.counts[LEASED] - 1
   self.counts[state] = self.counts[state] + 1
   return wrote(self, 1)
@@ -501,11 +427,6 @@ function B.renew() return true end
 
 function B:next_due(now)
   if self.counts[QUEUED] == 0 then return nil end
-  if self.npend > 0 or self.npdone > 0 then -- (rows still queued in the file that are not)
-    local ok = mark_done(self)
-    if ok then ok = materialise(self) end
-    if not ok then return nil end -- (the queue is broken now: its next write says why)
-  end
   local ok, due = self.st.min_due:one()
   if not ok or not due then return nil end
   return math.max(0, due - self.off - (now or core.now()))
@@ -618,8 +539,6 @@ function B:close()
       -- (exec, not a statement: close may run from a finaliser at exit,
       -- where a new userdata could outlive the module that knows it)
       ok, err = mark_done(self)
-      -- leases still only in memory go back as they are in the file
-      self.held, self.npend, self.cur_p, self.cur_id = {}, 0, nil, nil
       if ok then ok, err = self.db:exec("UPDATE items SET state = 0, tries = max(tries - 1, 0) WHERE state = 1") end
       if ok then ok, err = self:flush() end
     end
