@@ -99,7 +99,7 @@ function M.crawl(cfg)
     held = 0, buf = {}, idle = {}, fatal = nil, finished = false,
   }
   M.running[st] = true
-  local extra = cfg.request or {}
+  local extra = cfg.request and next(cfg.request) and cfg.request -- (nil: no pairs() per item)
 
   -- Wakes n idle workers (all when n is nil): a completion that pushed 3
   -- items needs 3 workers, not every idle one querying the queue.
@@ -239,8 +239,10 @@ function M.crawl(cfg)
     decorate(it)
     st.tries = st.tries + 1
     local req = { url = it.url, method = it.method, headers = it.headers, body = it.body, timeout = o.timeout }
-    for k, v in pairs(extra) do
-      if req[k] == nil then req[k] = v end
+    if extra then
+      for k, v in pairs(extra) do
+        if req[k] == nil then req[k] = v end
+      end
     end
     local rok, resp, rerr = pcall(pool.request, pool, req)
     if not rok then return failed_try(it, "request: " .. tostring(resp)) end
