@@ -223,12 +223,14 @@ static int l_exec_many(lua_State *L) {
       lua_rawgeti(L, i + 2, (int)r);
       rc = bind_one(L, s, i, lua_gettop(L), 0);
     }
+    const char *what = "bind";
     if (rc == SQLITE_OK) {
+      what = "step";
       while ((rc = sqlite3_step(s->st)) == SQLITE_ROW) {}
       if (rc == SQLITE_DONE) rc = SQLITE_OK;
     }
     if (rc != SQLITE_OK) {
-      int ret = sc_sqlite_fail(L, s->db, "step");
+      int ret = sc_sqlite_fail(L, s->db, what);
       sqlite3_reset(s->st);
       sqlite3_clear_bindings(s->st);
       return ret;
