@@ -34,7 +34,7 @@ local summary = scatter.crawl({
   queue = q, pool = pool, concurrency = concurrency, max_tries = 5, output = "crawl.jsonl",
   handle = function(resp, item)
     if resp.status == 200 and item.meta.depth < max_depth then
-      for _, url in ipairs(scatter.links(resp, { same_host = true })) do
+      for _, url in ipairs(assert(scatter.links(resp, { same_host = true }))) do
         item:push(url, { meta = { depth = item.meta.depth + 1 } })
       end
     end

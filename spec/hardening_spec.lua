@@ -87,6 +87,29 @@ describe("hardening", function()
     pool:close()
   end)
 
+  -- The loop's clock is libuv's, cached at its last pass. A Lua timer's
+  -- wait used to be armed against that stale clock, so after a busy stretch
+  -- of Lua it was already due when the pass began, fired first, and the
+  -- pass then slept until curl's next timer (here the blackhole's 30 s
+  -- connect deadline): D1's lost wake on a loaded machine.
+  it("a short sleep after busy Lua work ends before curl's long timer", function()
+    local pool = scatter.pool({ proxies = { farm.proxies[3] }, proxy_timeout = 30,
+      connect_timeout = 30, metrics_log_interval = 0 })
+    local h = assert(pool:submit({ url = ng.url("/small.txt") })) -- on the blackhole
+    scatter.sleep(0.05) -- the attempt is in flight, curl's timer armed
+    for _ = 1, 3 do
+      local spin = scatter.now() + 0.1
+      while scatter.now() < spin do end -- Lua busy, the loop's clock left behind
+      scatter.sleep(0.01)
+      local m = pool:metrics()
+      -- the old code returned from this sleep only when curl's 30 s
+      -- deadline failed the attempt
+      assert.are.equal(0, m.attempts_finished)
+      assert.is_false(h:done())
+    end
+    pool:close()
+  end)
+
   it("D2: what curl refuses locally is invalid_request, and no pair is charged", function()
     local pool = pool_of()
     local port = ng.url("/small.txt"):match(":(%d+)/")

@@ -61,6 +61,22 @@ describe("scatter.links", function()
     assert.same({ "http://a.example/deep" }, scatter.links(page("http://a.example/", body)))
   end)
 
+  -- 200,000 levels took about a minute, holding the loop; the bound is the
+  -- parse's own time (parse_timeout), checked where Gumbo allocates
+  it("gives up on a hostile nesting depth after parse_timeout, with the page in the error", function()
+    local body = ("<div>"):rep(200000) .. '<a href="/deep">d</a>'
+    local links, err = scatter.links(page("http://a.example/deep", body), { parse_timeout = 0.2 })
+    assert.is_nil(links)
+    assert.truthy(err:find("^scatter.links: http://a.example/deep: the HTML took over 0.2 s to parse"), err)
+    -- a big flat page with as many tags is parsed whole under the same bound
+    local flat = ('<p><a href="/x">x</a></p>'):rep(60000)
+    assert.same({ "http://a.example/x" }, scatter.links(page("http://a.example/", flat), { parse_timeout = 30 }))
+    -- and the parser is still sound after an abandoned parse
+    assert.same({ "http://a.example/ok" }, scatter.links(page("http://a.example/", '<a href="/ok">k</a>')))
+    assert.has_error(function() scatter.links(page("http://a/", ""), { parse_timeout = 0 }) end,
+      "scatter.links: parse_timeout must be a number of seconds in (0, 3600], got 0")
+  end)
+
   it("refuses what is not a response", function()
     assert.has_error(function() scatter.links("<a href=x>") end,
       "scatter.links: bad argument #1 (a response with url and body expected)")

@@ -37,9 +37,14 @@ local function any(list, s)
   return false
 end
 
--- links(resp [, { same_host =, match =, exclude = }]) -> list of URLs, each
--- once, in document order. resp is a response (its url and body) or
--- { url =, body = }. match/exclude: Lua patterns (or lists) on the URL.
+-- Gumbo's time grows with the square of a page's nesting depth (see
+-- src/lua/links.c): a hostile page must not hold the loop for minutes.
+local PARSE_TIMEOUT = 2
+
+-- links(resp [, { same_host =, match =, exclude =, parse_timeout = }]) ->
+-- list of URLs, each once, in document order | nil, err (the page took
+-- over parse_timeout seconds to parse). resp is a response (its url and
+-- body) or { url =, body = }. match/exclude: Lua patterns (or lists).
 function M.links(resp, opts)
   if type(resp) ~= "table" or type(resp.body) ~= "string" or type(resp.url) ~= "string" then
     error("scatter.links: bad argument #1 (a response with url and body expected)", 2)
@@ -47,7 +52,12 @@ function M.links(resp, opts)
   if opts ~= nil and type(opts) ~= "table" then error("scatter.links: bad argument #2 (options table expected)", 2) end
   opts = opts or {}
   local match, exclude = patterns(opts.match, "match"), patterns(opts.exclude, "exclude")
-  local base_href, hrefs = core.html_links(resp.body)
+  local budget = opts.parse_timeout or PARSE_TIMEOUT
+  if type(budget) ~= "number" or not (budget > 0 and budget <= 3600) then
+    error("scatter.links: parse_timeout must be a number of seconds in (0, 3600], got " .. tostring(opts.parse_timeout), 2)
+  end
+  local base_href, hrefs = core.html_links(resp.body, budget)
+  if type(hrefs) ~= "table" then return nil, "scatter.links: " .. resp.url .. ": " .. tostring(hrefs) end
   local base = resp.url
   if base_href then base = core.url_join(resp.url, base_href:match("^%s*(.-)%s*$")) or resp.url end
   local host = opts.same_host and core.url_host(resp.url)

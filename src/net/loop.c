@@ -235,7 +235,10 @@ void sc_loop_easy_keep(sc_loop_t *l, CURL *e) {
   if (e) easy_put(l, e, 1);
 }
 
-static void on_wake(uv_timer_t *t) { (void)t; }
+/* Once the pass's bound is reached the pass must not go on to sleep until
+ * some other timer (curl's can be a minute away): stopping makes libuv's
+ * poll timeout 0, and uv_run clears the flag when it returns. */
+static void on_wake(uv_timer_t *t) { uv_stop(t->loop); }
 
 sc_loop_t *sc_loop_default(void) {
   static sc_loop_t *loop;
@@ -291,6 +294,9 @@ int sc_loop_run(sc_loop_t *l, double timeout) {
   if (timeout == 0) {
     mode = UV_RUN_NOWAIT;
   } else if (timeout > 0) {
+    /* the bound counts from now, not from the clock libuv cached at its
+     * last pass: after a busy stretch of Lua that clock is far behind */
+    uv_update_time(l->uv);
     uv_timer_start(&l->wake, on_wake, (uint64_t)(timeout * 1000.0 + 0.999), 0);
     uv_ref((uv_handle_t *)&l->wake);
   }
