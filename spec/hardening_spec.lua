@@ -23,6 +23,8 @@
 -- | a real 404/410, two proxies agree              | delivered as final, no pair charged (consensus_404)       |
 -- | a classifier that never returns                | interrupted after classifier_timeout: target_error, counted |
 -- | ... in a loop LuaJIT compiled                  | the watchdog says so on stderr with the pool's name       |
+-- | a source of a million lines                    | pool{} returns after its first slice; served meanwhile    |
+-- | a proxy that worked once, then failed          | failing, not healthy (healthy = a recent success)         |
 local env = require("support.env")
 local scatter = require("scatter")
 local log = require("scatter.log")
@@ -354,12 +356,14 @@ describe("hardening", function()
     pool:close()
   end)
   it("the watchdog interrupts a classifier that never returns", function()
+    local prom
     local lines, resp, err, m = logged(function()
       local p = pool_of({ classifier = function() while true do debug.getinfo(1, "l") end end,
-        classifier_timeout = 0.2, name = "wd" })
+        classifier_timeout = 0.2, name = "wd", metrics_log_interval = 0.4 })
       local t0 = scatter.now()
       local r, e = p:get(ng.url("/small.txt"), { timeout = 1.5, race = false })
       local mm = p:metrics()
+      prom = require("scatter.metrics").render({ p })
       p:close()
       assert.is_true(scatter.now() - t0 < 5)
       return r, e, mm
@@ -369,6 +373,12 @@ describe("hardening", function()
     assert.is_true(m.classifier_timeouts >= 1)
     assert.is_true(m.classifier_errors >= 1)
     assert.truthy(grep(lines, "classifier_timeout"), table.concat(lines, "\n"))
+    -- counted where users look: Prometheus and the summary line
+    local n = prom:match('\nscatter_classifier_timeouts_total{pool="wd"} (%d+)\n')
+    assert.truthy(n, prom)
+    assert.is_true(tonumber(n) >= 1, prom)
+    assert.truthy(prom:find("# TYPE scatter_classifier_timeouts_total counter", 1, true))
+    assert.truthy(grep(lines, "| classifier: %d+ errors, %d+ timeouts"), table.concat(lines, "\n"))
   end)
 
   it("the watchdog names the pool when LuaJIT cannot interrupt a compiled loop", function()
@@ -384,5 +394,120 @@ describe("hardening", function()
       "the watchdog's line", proc, 20)
     assert.truthy(env.read_file(out):find("[stuckpool] classifier running past classifier_timeout", 1, true))
     proc:stop(0.2) -- SIGTERM, then SIGKILL: the loop never turns
+  end)
+  it("healthy means a recent success: a proxy that worked once and has failed since is failing", function()
+    local pool = pool_of({ proxies = { farm.proxies[2] }, health_window = 3, cooldown_consecutive_fails = 1000,
+      eviction_min_samples = 1000, rate_limit = { default_interval = 0.02 } })
+    assert(pool:get(ng.url("/small.txt"), { timeout = 10 }))
+    assert.same({ 1, 0 }, { pool:metrics().healthy_proxies, pool:metrics().failing_proxies })
+    assert.truthy(farm.control("down 1"):match("^OK")) -- RST its connections, refuse new ones
+    local ok, err = pcall(function()
+      scatter.run(function()
+        -- failures until the window (3) holds no success; counted, not timed
+        while pool:metrics().attempts_finished - pool:metrics().attempts_succeeded < 3 do
+          pool:get(ng.url("/small.txt?again"), { timeout = 0.3 })
+        end
+      end)
+      local m = pool:metrics()
+      -- before: healthy (it had succeeded once), whatever came after
+      assert.same({ 0, 1, 0 }, { m.healthy_proxies, m.failing_proxies, m.cooldown_proxies })
+    end)
+    assert.truthy(farm.control("up 1"):match("^OK"))
+    pool:close()
+    assert(ok, err)
+  end)
+
+  describe("big lists", function()
+    local feed = require("scatter.feed")
+    local slice
+    -- 256 lines a loop turn, whatever the machine's speed: the order the
+    -- specs assert (returned, served, still loading) needs no clock
+    before_each(function()
+      slice = feed.SLICE
+      feed.SLICE = 0
+    end)
+    after_each(function()
+      scatter.close_all()
+      feed.SLICE = slice
+    end)
+
+    local function refused(i)
+      return string.format("127.%d.%d.%d:9", math.floor(i / 65536) % 256 + 1, math.floor(i / 256) % 256, i % 256)
+    end
+
+    it("scatter.pool{} returns after the first slice and serves a request while the rest loads", function()
+      local lines = {}
+      -- the first slice (256 lines): the two good proxies, repeated
+      for i = 1, 256 do lines[i] = farm.proxies[i % 2 + 1] end
+      for i = 1, 1000000 do lines[#lines + 1] = refused(i) end
+      local path = dir .. "/million.txt"
+      env.write_file(path, table.concat(lines, "\n") .. "\n")
+      local pool = scatter.pool({ sources = { path }, metrics_log_interval = 0,
+        rate_limit = { default_interval = 0 } })
+      -- before: the whole list was parsed inside scatter.pool{}
+      assert.equal(2, pool:metrics().total_proxies)
+      local resp, err = pool:get(ng.url("/small.txt"), { timeout = 30 })
+      assert(resp, err)
+      local n = pool:metrics().total_proxies
+      assert.is_true(n > 2, "the list went on loading: " .. n)
+      assert.is_true(n < 1000002, "served before the list was in: " .. n)
+      pool:close()
+    end)
+
+    it("a list read over many slices: every proxy in, duplicates merged, bad lines counted once", function()
+      local lines, want = {}, 0
+      for i = 1, 5000 do
+        if i % 100 == 50 then
+          lines[i] = "not a proxy " .. i
+        elseif i % 10 == 0 then
+          lines[i] = refused(1) -- a duplicate
+        else
+          lines[i] = refused(i)
+          want = want + 1
+        end
+      end
+      local path = dir .. "/slices.txt"
+      env.write_file(path, table.concat(lines, "\r\n"))
+      local lines_logged = logged(function()
+        local pool = scatter.pool({ sources = { path }, metrics_log_interval = 0 })
+        assert.is_true(pool:metrics().total_proxies < want)
+        scatter.run(function()
+          while pool:metrics().total_proxies < want do scatter.sleep(0.001) end
+        end)
+        assert.equal(want, pool:metrics().total_proxies)
+        assert.equal(want, #pool:proxies())
+        pool:close()
+      end)
+      local warn = grep(lines_logged, "skipped 50 bad line")
+      assert.truthy(warn, table.concat(lines_logged, "\n"))
+      assert.truthy(warn:find('first: "not a proxy 50"', 1, true), warn)
+    end)
+
+    it("a refreshed list retires what it lost and revives what came back, across slices", function()
+      local path = dir .. "/refresh.txt"
+      local function list(from, to)
+        local t = {}
+        for i = from, to do t[#t + 1] = refused(i) end
+        env.write_file(path, table.concat(t, "\n") .. "\n")
+      end
+      list(1, 2000)
+      local sink = log.sink
+      log.sink = function() end -- the "sources: ..." lines of each refresh
+      local pool = scatter.pool({ sources = { path }, metrics_log_interval = 0, source_refresh_interval = 0.05 })
+      local function wait(fn)
+        scatter.run(function()
+          while not fn(pool:metrics()) do scatter.sleep(0.005) end
+        end)
+      end
+      wait(function(m) return m.total_proxies == 2000 end)
+      assert.equal(0, pool:metrics().retired_proxies)
+      list(1001, 3000) -- 1..1000 gone, 2001..3000 new
+      wait(function(m) return m.total_proxies == 3000 and m.retired_proxies == 1000 end)
+      list(1, 3000) -- back
+      wait(function(m) return m.retired_proxies == 0 end)
+      assert.equal(3000, pool:metrics().total_proxies)
+      pool:close()
+      log.sink = sink
+    end)
   end)
 end)

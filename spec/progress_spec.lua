@@ -19,9 +19,9 @@ local function sh(cmd)
 end
 
 -- "[0:00:01] tasks 3 done / 1 pending | 2.0/s | success 60% | proxies 2
--- healthy, 0 untested, 3 cooldown, 0 dead | K=6"
+-- healthy, 0 untested, 0 failing, 3 cooldown, 0 dead | K=6"
 local LINE = "%[%d+:%d%d:%d%d%] tasks (%d+) done / (%d+) pending | %d+%.%d/s | success (%d+)%% | "
-  .. "proxies (%d+) healthy, (%d+) untested, (%d+) cooldown, (%d+) dead | K=%d+"
+  .. "proxies (%d+) healthy, (%d+) untested, (%d+) failing, (%d+) cooldown, (%d+) dead | K=%d+"
 
 describe("progress line", function()
   local ng, farm, dir, sock
@@ -83,20 +83,21 @@ describe("progress line", function()
     local s = start(q(path))
     local screen = s.wait(function(text)
       for line in text:gmatch("[^\n]+") do
-        local done, _, _, healthy, untested, cool, dead = line:match(LINE)
+        local done, _, _, healthy, untested, failing, cool, dead = line:match(LINE)
         -- wait until the refusing proxies are seen cooling
         if done and tonumber(cool) == 3 then return text end
-        if done then assert.is_true(healthy + untested + cool + dead <= 5, line) end
+        if done then assert.is_true(healthy + untested + failing + cool + dead <= 5, line) end
       end
     end, "a progress line with 3 proxies cooling")
     local line
     for l in screen:gmatch("[^\n]+") do if l:match(LINE) then line = l end end
-    local done, pending, success, healthy, untested, cool, dead = line:match(LINE)
+    local done, pending, success, healthy, untested, failing, cool, dead = line:match(LINE)
     assert.is_true(tonumber(done) >= 1, line)
     assert.is_true(tonumber(pending) <= 1, line)
     assert.is_true(tonumber(success) <= 100, line)
     -- the good ones: healthy once they succeeded, untested until tried
-    assert.same({ 2, 3, 0 }, { tonumber(healthy) + tonumber(untested), tonumber(cool), tonumber(dead) })
+    assert.same({ 2, 0, 3, 0 }, { tonumber(healthy) + tonumber(untested), tonumber(failing), tonumber(cool),
+      tonumber(dead) })
 
     -- log lines and print() output are never glued to the progress line
     s.wait(function(text) return select(2, text:gsub("throughput=", "")) >= 2 end, "two summary lines")

@@ -160,6 +160,16 @@ print("urllib", o.open("%s", timeout=20).read().decode().strip())
       assert.matches("absolute%-form", out)
     end)
 
+    it("proxy credentials that name no session are ignored", function()
+      for _, cred in ipairs({ "Basic @@@=", "Basic Og==", "Basic " .. ("QUFB"):rep(400), "Bearer abc",
+                              "Basic YQ", "basic   YTpi  " }) do
+        local out = raw(port, "GET " .. ng.url("/small.txt") .. " HTTP/1.1\r\nHost: x\r\n"
+          .. "Proxy-Authorization: " .. cred .. "\r\nConnection: close\r\n\r\n")
+        assert.matches("^HTTP/1.1 200 OK.*hello from scatter\n$", out, cred)
+      end
+      still_works()
+    end)
+
     it("a header block over 64 KiB: 431", function()
       local out = raw(port, "GET " .. ng.url("/small.txt") .. " HTTP/1.1\r\nX-Big: "
         .. ("a"):rep(70 * 1024) .. "\r\n\r\n")
@@ -215,13 +225,130 @@ describe("scatter serve through independent proxies", function()
     end
   end)
 
-  it("refuses to relay a tunnel through an https:// proxy, saying why", function()
+  it("tunnels https through an https:// proxy (TLS to the proxy stays in curl)", function()
     local ng = env.nginx()
-    local p, port = serve("{ proxies = { 'https://127.0.0.1:9' }, connect_ports = { "
-      .. ng.tls_port .. " } }", { "--timeout", "1" })
-    local out = raw(port, "CONNECT localhost:" .. ng.tls_port .. " HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert.matches("^HTTP/1.1 504 ", out)
-    assert.matches("X%-Scatter%-Error: timeout: last error: proxy_protocol: a CONNECT tunnel is not relayed", out)
+    local farm = env.farm({ "good proto=https count=2" })
+    local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. ", proxy_ca_file = "
+      .. ("%q"):format(ng.ca) .. ", connect_ports = { " .. ng.tls_port .. " } }")
+    local out = curl(port, "--cacert " .. q(ng.ca) .. " " .. q(ng.tls_url("/small.txt")))
+    assert.matches("^HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK", out)
+    assert.matches("hello from scatter\n$", out)
+    -- a body bigger than any buffer, both ways: a POST echoed back
+    local big = sh("curl -sS --cacert " .. q(ng.ca) .. " -x http://127.0.0.1:" .. port .. " "
+      .. q(ng.tls_url("/big.bin")) .. " | sha256sum")
+    assert.equals(ng.big_sha256, big:match("^(%x+)"))
+    local body = env.script("post.bin", ("0123456789abcdef"):rep(40000))
+    local echoed = sh("curl -sS --cacert " .. q(ng.ca) .. " -x http://127.0.0.1:" .. port
+      .. " --data-binary @" .. q(body) .. " " .. q(ng.tls_url("/echo")))
+    assert.matches("body=" .. ("0123456789abcdef"):rep(4), echoed)
+    assert.matches("^HTTP/1.1 200 OK", curl(port, q(ng.url("/small.txt"))))
+    p:stop()
+  end)
+end)
+
+describe("scatter serve tunnels", function()
+  teardown(function() env.cleanup() end)
+
+  -- A server that reads a length line and that many bytes, or (length
+  -- "eof") until the client's half-close; then answers with what it got
+  -- and closes.
+  local SINK = [[
+import hashlib, socket, threading
+def serve(c):
+    f = c.makefile("rb")
+    line = f.readline().strip()
+    want = None if line == b"eof" else int(line or b"0")
+    h, n = hashlib.sha256(), 0
+    while want is None or n < want:
+        b = f.read1(1 << 16)
+        if not b:
+            break
+        h.update(b)
+        n += len(b)
+    try:
+        c.sendall(("got %d %s\n" % (n, h.hexdigest())).encode())
+    except OSError:
+        pass  # a race's losing tunnel, closed
+    c.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+]]
+
+  it("relays a big upload both ways (SOCKS5: splice; https:// proxy: through curl), half-close passed on", function()
+    local ng = env.nginx()
+    local sink = env.spawn({ PY, env.script("sink.py", SINK) }, { name = "sink" })
+    local sport = env.wait_until(function() return tonumber((env.read_file(sink.log) or ""):match("^(%d+)")) end,
+      "the sink to listen", sink)
+    local data = ("scatter tunnel "):rep(350000) -- 5.25 MB
+    local sha = sh("sha256sum " .. q(env.script("upload.bin", data))):match("^(%x+)")
+    -- through an https:// proxy the half-close reaches the proxy as a TCP
+    -- FIN under its TLS (curl sends no close_notify for a CONNECT_ONLY
+    -- handle), which the farm, like many, takes for the end of everything
+    for _, case in ipairs({ { "good count=2", "eof" }, { "good count=2", #data },
+                            { "good proto=https count=2", #data } }) do
+      local farm = env.farm({ case[1] })
+      local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. ", proxy_ca_file = "
+        .. ("%q"):format(ng.ca) .. ", connect_ports = { " .. sport .. " } }")
+      local c = socket.tcp()
+      c:settimeout(20)
+      assert(c:connect("127.0.0.1", port))
+      assert(c:send("CONNECT 127.0.0.1:" .. sport .. " HTTP/1.1\r\nHost: x\r\n\r\n" .. case[2] .. "\n" .. data))
+      if case[2] == "eof" then c:shutdown("send") end
+      local out = c:receive("*a")
+      c:close()
+      assert.equals("HTTP/1.1 200 Connection established\r\n\r\ngot " .. #data .. " " .. sha .. "\n", out,
+        case[1] .. " " .. case[2])
+      p:stop()
+      farm.stop()
+    end
+    sink:stop()
+  end)
+
+  it("clients that go away mid-body (tunnels, answers) stop nothing (SIGPIPE)", function()
+    local ng = env.nginx()
+    local farm = env.farm({ "good count=2" })
+    local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. ", connect_ports = { "
+      .. ng.port .. " } }")
+    env.write_file(ng.root .. "/big40.bin", ("0123456789abcdef"):rep(40 * 65536))
+    for _ = 1, 3 do
+      -- a tunnel's client that reads 1000 bytes of 40 MiB and leaves
+      sh("curl -sS -p -x http://127.0.0.1:" .. port .. " " .. q(ng.url("/big40.bin")) .. " 2>/dev/null | head -c 1000 >/dev/null")
+      -- an answer's client that leaves before it is written
+      raw(port, "GET " .. ng.url("/big.bin") .. " HTTP/1.1\r\nHost: x\r\n\r\n", true)
+    end
+    env.sleep(0.5) -- the answers are written meanwhile (or fail to be)
+    assert.is_true(p:alive())
+    assert.is_nil((env.read_file(p.log) or ""):find("draining", 1, true))
+    assert.matches("^HTTP/1.1 200 OK.*hello from scatter\n$", curl(port, q(ng.url("/small.txt"))))
+    p:stop()
+  end)
+
+  it("a client gone before its tunnel opens: the tunnel is closed, nothing leaks", function()
+    local ng = env.nginx()
+    local farm = env.farm({ "slow latency=0.5 count=2", "good proto=https count=1" })
+    local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. ", proxy_ca_file = "
+      .. ("%q"):format(ng.ca) .. ", connect_ports = { " .. ng.tls_port .. " } }")
+    local function fds()
+      local h = io.popen("ls /proc/" .. p.pid .. "/fd | wc -l")
+      local n = tonumber(h:read("*a"))
+      h:close()
+      return n
+    end
+    assert.matches("^HTTP/1.1 200", curl(port, q(ng.url("/small.txt")))) -- warm: pools, connections
+    local base = fds()
+    for _ = 1, 5 do
+      raw(port, "CONNECT 127.0.0.1:" .. ng.tls_port .. " HTTP/1.1\r\nHost: x\r\n\r\n", true)
+    end
+    env.wait_until(function() return #farm.log_lines() >= 5 end, "the tunnels to reach the farm")
+    env.wait_until(function() return fds() <= base + 2 end, "serve to close the orphaned tunnels", p, 10)
+    assert.is_true(p:alive())
+    local out = curl(port, "--cacert " .. q(ng.ca) .. " " .. q(ng.tls_url("/small.txt")))
+    assert.matches("hello from scatter\n$", out)
     p:stop()
   end)
 end)

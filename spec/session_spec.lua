@@ -186,6 +186,123 @@ describe("sessions", function()
     pool:close()
   end)
 
+  it("scatter serve pins a named session's CONNECT tunnels to its proxy", function()
+    local farm = env.farm({ "good count=3" })
+    local cfgf = env.script("tun_pool.lua", "return { proxies = { '"
+      .. table.concat(farm.proxies, "','") .. "' }, rate_limit = { default_interval = 0 },"
+      .. " max_concurrent_per_request = 3, connect_ports = { " .. ng.tls_port .. " } }")
+    local p = env.spawn({ env.build_dir() .. "/scatter", "serve", "--listen", "127.0.0.1:0",
+                          "--config", cfgf, "--quiet" }, { name = "serve" })
+    local port = env.wait_until(function()
+      return tonumber((env.read_file(p.log) or ""):match("listening on http://127%.0%.0%.1:(%d+)"))
+    end, "serve to listen", p)
+    local function get()
+      local h = io.popen("curl -sS --max-time 20 --cacert '" .. ng.ca .. "' -x http://127.0.0.1:" .. port
+        .. " --proxy-header 'X-Scatter-Session: t' '" .. ng.tls_url("/small.txt") .. "' 2>&1")
+      local out = h:read("*a")
+      h:close()
+      return out
+    end
+    assert.equals("hello from scatter\n", get()) -- raced: the winner is the session's
+    scatter.sleep(0.3) -- the race's losers may still reach the farm's log
+    local before = #farm.log_lines()
+    for _ = 1, 4 do assert.equals("hello from scatter\n", get()) end
+    local lines = farm.log_lines()
+    assert.equals(before + 4, #lines) -- one tunnel each, no race
+    for i = before + 2, #lines do assert.equals(lines[before + 1].port, lines[i].port) end
+    p:stop()
+  end)
+
+  it("scatter serve takes the user of proxy credentials as the session's name", function()
+    local farm = env.farm({ "good count=3" })
+    local cfgf = env.script("auth_pool.lua", "return { proxies = { '"
+      .. table.concat(farm.proxies, "','") .. "' }, rate_limit = { default_interval = 0 },"
+      .. " max_concurrent_per_request = 3, connect_ports = { " .. ng.tls_port .. " } }")
+    local p = env.spawn({ env.build_dir() .. "/scatter", "serve", "--listen", "127.0.0.1:0",
+                          "--config", cfgf, "--quiet" }, { name = "serve" })
+    local port = env.wait_until(function()
+      return tonumber((env.read_file(p.log) or ""):match("listening on http://127%.0%.0%.1:(%d+)"))
+    end, "serve to listen", p)
+    local function get(user, url, extra)
+      local h = io.popen("curl -sS --max-time 20 --cacert '" .. ng.ca .. "' -x http://"
+        .. (user and (user .. ":pw@") or "") .. "127.0.0.1:" .. port .. " " .. (extra or "")
+        .. " '" .. url .. "' 2>&1")
+      local out = h:read("*a")
+      h:close()
+      return out
+    end
+    assert.equals("set one\n", get("alice", ng.url("/cookie/set?v=one")))
+    assert.equals("cookie=sid=one\n", get("alice", ng.url("/cookie/echo")))
+    assert.equals("cookie=\n", get("bob", ng.url("/cookie/echo")))
+    assert.equals("cookie=\n", get(nil, ng.url("/cookie/echo")))
+    -- the header wins over the credentials
+    assert.equals("cookie=\n", get("alice", ng.url("/cookie/echo"), "-H 'X-Scatter-Session: carol'"))
+    -- and a CONNECT (Scrapy, requests: credentials in the proxy URL) is pinned too
+    assert.equals("hello from scatter\n", get("t", ng.tls_url("/small.txt")))
+    scatter.sleep(0.3) -- the race's losers may still reach the farm's log
+    local before = #farm.log_lines()
+    for _ = 1, 3 do assert.equals("hello from scatter\n", get("t", ng.tls_url("/small.txt"))) end
+    local lines = farm.log_lines()
+    assert.equals(before + 3, #lines)
+    for i = before + 2, #lines do assert.equals(lines[before + 1].port, lines[i].port) end
+    p:stop()
+  end)
+
+  it("scatter serve closes a named session left idle for session_idle seconds", function()
+    local serve = require("scatter.serve")
+    local pool = scatter.pool{ proxies = { "127.0.0.1:9" }, metrics_log_interval = 0 }
+    local srv = assert(serve.start(pool, "127.0.0.1", 0, { session_idle = 0.2 }))
+    local a, b = srv:_via("a"), srv:_via("b")
+    assert.equals(2, srv.nsessions)
+    -- b is used all along, a never again: a goes, b stays
+    for _ = 1, 200 do
+      if a.closed then break end
+      scatter.sleep(0.02)
+      srv:_via("b")
+    end
+    assert.is_true(a.closed)
+    assert.is_nil(srv.sessions.a)
+    assert.is_false(b.closed == true)
+    assert.equals(b, srv.sessions.b)
+    assert.equals(1, srv.nsessions)
+    -- the name's next request starts a new session
+    local a2 = srv:_via("a")
+    assert.are_not.equal(a, a2)
+    assert.equals(2, srv.nsessions)
+    srv:close(0)
+    assert.is_true(a2.closed and b.closed)
+    pool:close()
+  end)
+
+  it("scatter serve --session-idle: an expired session's name starts afresh", function()
+    local farm = env.farm({ "good count=2" })
+    local cfgf = env.script("idle_pool.lua", "return { proxies = { '"
+      .. table.concat(farm.proxies, "','") .. "' }, rate_limit = { default_interval = 0 } }")
+    local p = env.spawn({ env.build_dir() .. "/scatter", "serve", "--listen", "127.0.0.1:0",
+                          "--config", cfgf, "--quiet", "--session-idle", "0.3",
+                          "--log-level", "debug" }, { name = "serve" })
+    local port = env.wait_until(function()
+      return tonumber((env.read_file(p.log) or ""):match("listening on http://127%.0%.0%.1:(%d+)"))
+    end, "serve to listen", p)
+    local function get(path)
+      local h = io.popen("curl -sS --max-time 20 -x http://127.0.0.1:" .. port
+        .. " -H 'X-Scatter-Session: a' '" .. ng.url(path) .. "' 2>&1")
+      local out = h:read("*a")
+      h:close()
+      return out
+    end
+    assert.equals("set one\n", get("/cookie/set?v=one"))
+    assert.equals("cookie=sid=one\n", get("/cookie/echo"))
+    env.wait_until(function()
+      return (env.read_file(p.log) or ""):find("serve: session a closed after 0.3 s idle", 1, true)
+    end, "the idle session to be closed", p)
+    assert.equals("cookie=\n", get("/cookie/echo"))
+    p:stop()
+    local rc, _, err = env.cli("serve --session-idle 0")
+    assert.equals(2, rc)
+    assert.matches("%-%-session%-idle: a number of seconds > 0 expected", err)
+  end)
+
   it("scatter serve maps X-Scatter-Session to a session", function()
     local farm = env.farm({ "good count=3" })
     local cfgf = env.script("sess_pool.lua", "return { proxies = { '"

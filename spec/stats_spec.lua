@@ -62,8 +62,8 @@ describe("scatter stats", function()
     local rc, out, err = stats(q(snapshot_file()))
     assert.equal(0, rc, err)
     local x = assert(out:match("(%[main%] x%.test:.-)\n\n"), out)
-    assert.truthy(out:find("[main] x.test: 2 healthy, 0 failing, 1 cooldown, 1 dead, 1 untried\n", 1, true), out)
-    assert.truthy(out:find("[main] y.test: 1 healthy, 0 failing, 0 cooldown, 0 dead, 4 untried\n", 1, true), out)
+    assert.truthy(out:find("[main] x.test: 2 healthy, 0 failing, 1 cooldown, 1 dead, 1 untested\n", 1, true), out)
+    assert.truthy(out:find("[main] y.test: 1 healthy, 0 failing, 0 cooldown, 0 dead, 4 untested\n", 1, true), out)
     assert.truthy(out:find("[idle] no host has been tried yet", 1, true), out)
     local rows = {}
     for line in x:gmatch("[^\n]+") do
@@ -92,7 +92,8 @@ describe("scatter stats", function()
     assert.equal("main", doc.pools[1].name)
     local h = doc.pools[1].hosts
     assert.equal(1, #h)
-    assert.same({ "x.test", 2, 1, 1, 1 }, { h[1].host, h[1].healthy, h[1].cooldown, h[1].dead, h[1].untried })
+    assert.same({ "x.test", 2, 1, 1, 1, 1 }, { h[1].host, h[1].healthy, h[1].cooldown, h[1].dead, h[1].untried,
+      h[1].untested })
     assert.equal(3, #h[1].proxies)
     local b = h[1].proxies[2]
     assert.same({ "***@10.0.0.2:1080", "healthy", 0.9, 10, 150, 400, 100 },

@@ -69,6 +69,9 @@ local FAMILIES = {
   end },
   { "scatter_classifier_errors_total", "counter", "Classifier calls that raised, yielded or returned no verdict.",
     function(m) return m.classifier_errors or 0 end },
+  { "scatter_classifier_timeouts_total", "counter",
+    "Classifier calls the watchdog interrupted past classifier_timeout (also counted as errors).",
+    function(m) return m.classifier_timeouts or 0 end },
 }
 
 local function num(v)

@@ -114,6 +114,9 @@ local function metrics_line(self)
     m.throughput_10s, math.floor(m.success_rate_1m * 100 + 0.5), m.healthy_proxies, m.untested_proxies,
     m.failing_proxies, m.cooldown_proxies,
     m.dead_proxies, m.pending_tasks, m.delayed_tasks, m.inflight, m.k_current)
+    -- only when there is something to say: most pools never see one
+    .. (m.classifier_errors > 0 and string.format(" | classifier: %d errors, %d timeouts",
+      m.classifier_errors, m.classifier_timeouts) or "")
 end
 
 local function arm_metrics(self)
@@ -208,8 +211,8 @@ function Pool:_on_response(ah, th)
   local rec = self.tasks[th]
   if rec and rec.tunnel then
     -- an open tunnel has nothing to classify: it wins its task
-    local fd, proxy, attempts = self.c:tunnel(ah)
-    if fd then deliver(self, th, { status = 200, tunnel = fd, proxy = proxy }, attempts) end
+    local tun, proxy, attempts, pid = self.c:tunnel(ah)
+    if tun then deliver(self, th, { status = 200, tunnel = tun, proxy = proxy, proxy_id = pid }, attempts) end
     return
   end
   if self.classify == classifier.default then
@@ -333,8 +336,10 @@ local function request(self, req, url, cookies)
 end
 
 -- For `scatter serve`: opens a tunnel to host:port through the first
--- proxy (of K raced) that can; the tunnel's socket is the caller's.
--- Returns {tunnel = fd, proxy =, attempts =, elapsed =} or nil, err.
+-- proxy (of K raced) that can; the tunnel is the caller's (a userdata for
+-- core.proxyd_tunnel: the socket, and for an https:// proxy the curl
+-- handle that carries its bytes; the GC closes one never relayed).
+-- Returns {tunnel =, proxy =, proxy_id =, attempts =, elapsed =} or nil, err.
 function Pool:_tunnel(host, port, timeout)
   if self.closed then return nil, "closed" end
   local url = "http://" .. (host:find(":", 1, true) and ("[" .. host .. "]") or host) .. ":" .. port

@@ -134,7 +134,7 @@ function M.pools_renderer(pool_mod, now)
     if #order == 0 then return nil end
     local t = now()
     local done, failed, pending, tput = 0, 0, 0, 0
-    local healthy, untested, cool, dead = 0, 0, 0, 0
+    local healthy, untested, failing, cool, dead = 0, 0, 0, 0, 0
     local kmin, kmax
     local fin = {}
     local srate_num, srate_den, plain, nplain = 0, 0, 0, 0
@@ -150,6 +150,7 @@ function M.pools_renderer(pool_mod, now)
           tput = tput + m.throughput_10s
           healthy, cool, dead = healthy + m.healthy_proxies, cool + m.cooldown_proxies, dead + m.dead_proxies
           untested = untested + (m.untested_proxies or 0)
+          failing = failing + (m.failing_proxies or 0)
           kmin = math.min(kmin or m.k_current, m.k_current)
           kmax = math.max(kmax or m.k_current, m.k_current)
           fin[p] = m.attempts_finished or 0
@@ -169,7 +170,8 @@ function M.pools_renderer(pool_mod, now)
       string.format("success %d%%", math.floor(rate * 100 + 0.5)),
     }
     if kmin then
-      parts[#parts + 1] = string.format("proxies %d healthy, %d untested, %d cooldown, %d dead", healthy, untested, cool, dead)
+      parts[#parts + 1] = string.format("proxies %d healthy, %d untested, %d failing, %d cooldown, %d dead",
+        healthy, untested, failing, cool, dead)
       parts[#parts + 1] = kmin == kmax and ("K=" .. kmin) or ("K=" .. kmin .. "-" .. kmax)
     end
     -- a running scatter.crawl: its queue's counts and an ETA

@@ -6,8 +6,9 @@
 -- like pool:request and its response written back; a CONNECT is raced at
 -- setup (pool:_tunnel: the first proxy to open the tunnel wins) and then
 -- relayed by C. No usable answer is a 502, a timeout a 504, each with the
--- reason in X-Scatter-Error. `X-Scatter-Session: NAME` pins a client's
--- requests to a session (pool:session) of that name.
+-- reason in X-Scatter-Error. `X-Scatter-Session: NAME` (or, without it,
+-- the user of proxy credentials: http://NAME:x@serve) pins a client's
+-- requests and tunnels to a session (pool:session) of that name.
 local core = require("scatter.core")
 local runtime = require("scatter.runtime")
 local log = require("scatter.log")
@@ -21,6 +22,9 @@ M.DEFAULT_CONNECT_PORTS = { 443 }
 -- Named sessions kept at most; past it the least recently used one goes
 -- (a client inventing a name per request must not grow memory forever).
 M.MAX_SESSIONS = 10000
+-- A named session unused this long (seconds) is closed; its next request
+-- starts a new one (a fresh race, an empty jar).
+M.DEFAULT_SESSION_IDLE = 300
 
 -- Hop-by-hop (RFC 9110 section 7.6.1) and what the transport sets itself:
 -- never forwarded upstream.
@@ -145,29 +149,60 @@ function Server:_via(name)
     if not s then self.nsessions = self.nsessions + 1 end
     s = self.target:session(self.session_opts)
     self.sessions[name] = s
+    self:_sweep_later()
   end
   s.serve_used = core.now()
   return s
 end
 
-function Server:_http(conn, method, url, hl, body)
+-- Closes the sessions idle for session_idle seconds (none in use: a
+-- request through one counts as use until it ends). Runs every quarter
+-- of that (at most 30 s) while there are sessions.
+function Server:_sweep()
+  self.sweeper = nil
+  if self.closed then return end
+  local now, idle = core.now(), self.session_idle
+  for name, s in pairs(self.sessions) do
+    if (s.serve_busy or 0) == 0 and now - s.serve_used >= idle then
+      s:close()
+      self.sessions[name] = nil
+      self.nsessions = self.nsessions - 1
+      log.emit("debug", nil, "serve: session " .. clean(name) .. " closed after " .. idle .. " s idle")
+    end
+  end
+  self:_sweep_later()
+end
+
+function Server:_sweep_later()
+  if self.sweeper or self.nsessions == 0 or self.closed then return end
+  local every = math.min(math.max(self.session_idle / 4, 0.05), 30)
+  self.sweeper = runtime.after(every, self._sweep, self)
+end
+
+function Server:_http(conn, method, url, hl, body, user)
   local scheme = url:match("^(%a[%w+.-]*)://")
   scheme = scheme and scheme:lower()
   if scheme ~= "http" and scheme ~= "https" then
     return reply(conn, 400, "invalid_request: an absolute-form http:// URL is expected (this is a proxy)")
   end
   local headers, sname = request_headers(hl)
-  local via, verr = self:_via(sname)
+  local via, verr = self:_via(sname or user)
   if not via then return fail(conn, verr) end
+  local named = via ~= self.target
+  if named then via.serve_busy = (via.serve_busy or 0) + 1 end
   local resp, err = via:request{
     method = method, url = url, headers = headers, body = body, timeout = self.timeout,
   }
+  if named then
+    via.serve_busy = via.serve_busy - 1
+    via.serve_used = core.now()
+  end
   if not resp then return fail(conn, err) end
   local head, out = response_head(resp, method)
   core.proxyd_respond(conn, head, out)
 end
 
-function Server:_connect(conn, target)
+function Server:_connect(conn, target, hl, user)
   local host, port = target:match("^%[([%x:.]+)%]:(%d+)$")
   if not host then host, port = target:match("^([^:/%s]+):(%d+)$") end
   port = tonumber(port)
@@ -177,24 +212,37 @@ function Server:_connect(conn, target)
   if not self.connect_ports[port] then
     return reply(conn, 403, "connect_port: CONNECT to port " .. port .. " is not allowed (connect_ports)")
   end
-  local pool = self.target
-  if pool.pool and not pool._tunnel then pool = pool:pool(host) end -- a router
-  if not pool or not pool._tunnel then return fail(conn, "invalid_request: no pool for " .. host) end
-  local resp, err = pool:_tunnel(host, port, self.timeout)
+  local _, sname = request_headers(hl)
+  sname = sname or user
+  local resp, err
+  if sname and sname ~= "" then
+    -- a named session: the tunnel goes through its proxy
+    local s, verr = self:_via(sname)
+    if not s then return fail(conn, verr) end
+    s.serve_busy = (s.serve_busy or 0) + 1
+    resp, err = s:_tunnel(host, port, self.timeout)
+    s.serve_busy = s.serve_busy - 1
+    s.serve_used = core.now()
+  else
+    local pool = self.target
+    if pool.pool and not pool._tunnel then pool = pool:pool(host) end -- a router
+    if not pool or not pool._tunnel then return fail(conn, "invalid_request: no pool for " .. host) end
+    resp, err = pool:_tunnel(host, port, self.timeout)
+  end
   if not resp then return fail(conn, err) end
   local ok, terr = core.proxyd_tunnel(conn, resp.tunnel)
   if not ok then log.emit("debug", nil, "serve: tunnel to " .. target .. " not relayed: " .. terr) end
 end
 
 function Server:_handle(conn)
-  local method, target, hl, body = core.proxyd_request(conn)
+  local method, target, hl, body, user = core.proxyd_request(conn)
   if not method then return end -- the client went away
   self.active = self.active + 1
   local ok, err = pcall(function()
     if method == "CONNECT" then
-      self:_connect(conn, target)
+      self:_connect(conn, target, hl, user)
     else
-      self:_http(conn, method, target, hl, body)
+      self:_http(conn, method, target, hl, body, user)
     end
   end)
   self.active = self.active - 1
@@ -208,7 +256,9 @@ end
 -- Starts serving `target` (a pool or a router) at host:port.
 -- opts: timeout (seconds, default 30), connect_ports (list of ports a
 -- CONNECT may reach, default {443}), session (options for the sessions
--- that X-Scatter-Session names). Returns server, bound port or nil, err.
+-- that X-Scatter-Session names), session_idle (seconds without a request
+-- after which such a session is closed, default 300). Returns server,
+-- bound port or nil, err.
 function M.start(target, host, port, opts)
   opts = opts or {}
   local ports = {}
@@ -218,6 +268,7 @@ function M.start(target, host, port, opts)
   local self = setmetatable({
     id = id, port = bport, target = target, timeout = opts.timeout or M.DEFAULT_TIMEOUT,
     connect_ports = ports, sessions = {}, nsessions = 0, session_opts = opts.session, active = 0,
+    session_idle = opts.session_idle or M.DEFAULT_SESSION_IDLE,
   }, Server)
   runtime.on_op(id, function(res) runtime.spawn(self._handle, self, res.status) end)
   return self, bport
@@ -240,6 +291,7 @@ function Server:close(grace)
     runtime.block(w)
     t.cancelled = true
   end
+  if self.sweeper then self.sweeper.cancelled = true end
   runtime.on_op(self.id, nil)
   core.proxyd_close(self.id, false)
   while core.op_take(self.id) do end

@@ -118,13 +118,11 @@ function Session:_pinned(req, url, host, method, headers, flags, deadline)
   return false, self.errors >= self.max_errors and "move" or "again"
 end
 
-function Session:_request(req, url)
-  if self.closed then return nil, "closed" end
-  if self.pool.closed then return nil, "closed" end
-  local host, method, headers, flags = poolmod.check(req, url)
-  if not host then return nil, method end
-  local t0 = core.now()
-  local deadline = req.timeout and (t0 + req.timeout)
+-- The loop every request of a session goes through: pinned to its proxy
+-- while it has a usable one, raced (race(remaining seconds)) when not;
+-- pinned() answers resp, or false and what next ("move", "again",
+-- "retry", "timeout", "closed").
+function Session:_run(host, t0, deadline, race, pinned)
   local backoff = 0
   while true do
     if self.proxy_id then
@@ -134,15 +132,9 @@ function Session:_request(req, url)
       if expired then self:_move() end
     end
     if not self.proxy_id then
-      local r = req
-      if deadline then
-        r = {}
-        for k, v in pairs(req) do r[k] = v end
-        r.timeout = math.max(0.001, deadline - core.now())
-      end
-      return self:_race(r, url)
+      return race(deadline and math.max(0.001, deadline - core.now()))
     end
-    local resp, what = self:_pinned(req, url, host, method, headers, flags, deadline)
+    local resp, what = pinned()
     if resp then
       resp.elapsed = core.now() - t0
       return resp
@@ -164,6 +156,80 @@ function Session:_request(req, url)
       runtime.sleep(backoff)
     end
   end
+end
+
+function Session:_request(req, url)
+  if self.closed then return nil, "closed" end
+  if self.pool.closed then return nil, "closed" end
+  local host, method, headers, flags = poolmod.check(req, url)
+  if not host then return nil, method end
+  local t0 = core.now()
+  local deadline = req.timeout and (t0 + req.timeout)
+  return self:_run(host, t0, deadline, function(remaining)
+    local r = req
+    if remaining then
+      r = {}
+      for k, v in pairs(req) do r[k] = v end
+      r.timeout = remaining
+    end
+    return self:_race(r, url)
+  end, function()
+    return self:_pinned(req, url, host, method, headers, flags, deadline)
+  end)
+end
+
+-- One tunnel through the session's proxy (pool:direct, flag 8).
+function Session:_pinned_tunnel(url, host, deadline)
+  local c = self.pool.c
+  local op = c:direct(self.proxy_id, host, "CONNECT", url, nil, nil, nil, 8, nil)
+  local w = runtime.waiter()
+  runtime.on_op(op, function(res)
+    runtime.on_op(op, nil)
+    runtime.wake(w, res)
+  end)
+  local timer = deadline and runtime.at(deadline, runtime.wake, w)
+  local res = runtime.block(w)
+  if timer then timer.cancelled = true end
+  if not res then
+    runtime.on_op(op, nil)
+    c:direct_cancel(op)
+    return false, "timeout"
+  end
+  if res.err == "closed" then return false, "closed" end
+  local tun, latency
+  if not res.err then tun, latency = c:direct_tunnel(op) end
+  if not tun then
+    self.errors = self.errors + 1
+    self.last_error = res.err or "transport: the tunnel was lost"
+    return false, self.errors >= self.max_errors and "move" or "again"
+  end
+  c:record(self.proxy_id, host, "success", latency)
+  self.uses = self.uses + 1
+  self.errors = 0
+  return { status = 200, tunnel = tun, proxy = self.proxy, attempts = 1 }
+end
+
+-- For `scatter serve`: a CONNECT tunnel to host:port through the
+-- session's proxy; the first one (and one after a move) is raced by
+-- pool:_tunnel and its winner becomes the session's proxy. Returns
+-- pool:_tunnel's answer or nil, err.
+function Session:_tunnel(host, port, timeout)
+  if self.closed or self.pool.closed then return nil, "closed" end
+  local url = "http://" .. (host:find(":", 1, true) and ("[" .. host .. "]") or host) .. ":" .. port
+  local h, why = poolmod.parse_url(url)
+  if not h then return nil, "invalid_request: " .. tostring(why) end
+  local t0 = core.now()
+  local deadline = timeout and (t0 + timeout)
+  return self:_run(h, t0, deadline, function(remaining)
+    local resp, err = self.pool:_tunnel(host, port, remaining)
+    if not resp then return nil, err end
+    self.proxy_id, self.proxy = resp.proxy_id, resp.proxy
+    resp.proxy_id = nil
+    self.since, self.uses, self.errors = core.now(), 1, 0
+    return resp
+  end, function()
+    return self:_pinned_tunnel(url, h, deadline)
+  end)
 end
 
 function Session:request(req)
@@ -229,6 +295,14 @@ function RouterSession:_for(url)
   end
   self.proxy = s.proxy
   return s
+end
+
+function RouterSession:_tunnel(host, port, timeout)
+  local s, err = self:_for("http://" .. (host:find(":", 1, true) and ("[" .. host .. "]") or host) .. ":" .. port)
+  if not s then return nil, err end
+  local resp, rerr = s:_tunnel(host, port, timeout)
+  self.proxy = s.proxy
+  return resp, rerr
 end
 
 function RouterSession:request(req)

@@ -130,6 +130,47 @@ function M.fetch(url, opts, cb)
   end
 end
 
+-- Calls cb(body) with a source's raw text, or cb(nil, reason): at once for
+-- a local list or a reused one, else from the loop. A pool parses it a
+-- slice at a time (core.list_load, lua/scatter/feed.lua), so a list of
+-- millions of lines never becomes a Lua table of keys. Shared like fetch:
+-- one GET per URL for concurrent callers, reused while younger than
+-- opts.max_age (one body serves every scheme it is read under).
+local bodies, body_waiting = {}, {}
+function M.fetch_body(url, opts, cb)
+  if type(url) ~= "string" then return cb(nil, "source must be a URL string") end
+  local shown = M.redact(url)
+  local c = bodies[url]
+  if c and core.now() - c.at < ((opts and opts.max_age) or 0) then return cb(c.body) end
+  if body_waiting[url] then
+    table.insert(body_waiting[url], cb)
+    return
+  end
+  local waiting = { cb }
+  body_waiting[url] = waiting
+  local function done(body, err)
+    body_waiting[url] = nil
+    -- a local file is read again (cheap), not kept: a big list's text
+    -- would stay in memory for max_age
+    if body and not M.file_path(url) then bodies[url] = { body = body, at = core.now() } end
+    local failed
+    for _, f in ipairs(waiting) do
+      local fok, ferr = pcall(f, body, body == nil and (shown .. ": " .. tostring(err)) or nil)
+      if not fok then failed = failed or ferr end
+    end
+    if failed then error(failed, 0) end
+  end
+  local path = M.file_path(url)
+  if path then
+    done(read_file(path))
+  elseif url:match("^[Hh][Tt][Tt][Pp][Ss]?://") then
+    download(url, done)
+  else
+    body_waiting[url] = nil
+    cb(nil, "unsupported source URL " .. ("%q"):format(shown) .. " (a path, file://, http:// or https://)")
+  end
+end
+
 -- The blocking form of fetch: returns the list or nil, reason.
 function M.load(url, opts)
   local w = runtime.waiter()
@@ -139,7 +180,11 @@ end
 
 -- Forgets cached lists (specs; a pool that must see a change at once).
 function M.forget(url)
-  if not url then cache = {} return end
+  if not url then
+    cache, bodies = {}, {}
+    return
+  end
+  bodies[url] = nil
   for ck in pairs(cache) do
     if ck == url or ck:sub(1, #url + 1) == url .. "#" then cache[ck] = nil end
   end

@@ -10,15 +10,20 @@
 -- 10^5 pairs never holds the loop for long. The write itself (temp file,
 -- fsync, rename, fsync of the directory) runs off the loop, in C.
 --
--- File layout (version 1):
---   { "format": "scatter-state", "version": 1, "saved_at": <unix time>,
+-- File layout (version 2):
+--   { "format": "scatter-state", "version": 2, "saved_at": <unix time>,
 --     "proxy_fields": [...], "pair_fields": [...],      -- the row layouts
 --     "pools": { "<pool name>": {
 --         "proxies": [ [key, attempts, successes, dead_since], ... ],
 --         "hosts":   { "<host>": [ [proxy row, outcomes, successes,
 --                       consecutive_fails, last_success, cooldown_until,
 --                       latency_ewma, latency_p50, latency_p95], ... ] },
---         "sources": { "<url>": [proxy row, ...] } } } }
+--         "sources": { "<url>": [proxy row, ...] },
+--         "recent": "0110...", "finished": <count> } } }
+-- recent is adaptive K's window of the pool's last outcomes (oldest first,
+-- 1 a success) and finished the attempts it has finished: a warm start
+-- with them skips the cold-start doubling (issue 17). Version 1 has
+-- neither and is still read: its pairs' restored outcomes stand in.
 -- Times are unix seconds (-1: never, 0: no cooldown), latencies seconds
 -- (-1: unknown); src/lua/state.c has the details.
 local core = require("scatter.core")
@@ -29,7 +34,8 @@ local json = require("cjson").new() -- settings of our own, not the caller's
 local jsafe = require("cjson.safe").new()
 
 local M = {}
-M.FORMAT, M.VERSION = "scatter-state", 1
+M.FORMAT, M.VERSION = "scatter-state", 2
+M.READS = { [1] = true, [2] = true } -- versions this scatter reads
 M.PROXY_FIELDS = { "key", "attempts", "successes", "dead_since" }
 M.PAIR_FIELDS = {
   "proxy", "outcomes", "successes", "consecutive_fails", "last_success",
@@ -90,10 +96,10 @@ local function read_sections(path)
   local doc, derr = jsafe.decode(data)
   if doc == nil then return nil, "not JSON (" .. tostring(derr) .. "; truncated?)" end
   if type(doc) ~= "table" or doc.format ~= M.FORMAT then return nil, "not a scatter state file" end
-  if doc.version ~= M.VERSION then
+  if not M.READS[doc.version] then
     local v = doc.version
     return nil, "version " .. (type(v) == "string" and ("%q"):format(v) or tostring(v))
-      .. ", this scatter reads version " .. M.VERSION
+      .. ", this scatter reads versions 1 to " .. M.VERSION
   end
   if not same_list(doc.proxy_fields, M.PROXY_FIELDS) or not same_list(doc.pair_fields, M.PAIR_FIELDS) then
     return nil, "unknown row layout (proxy_fields, pair_fields)"
@@ -168,7 +174,9 @@ local function encode_pool(pool, pause)
     encode_rows(out, function(from) return core.state_pairs(c, i, from, M.CHUNK, off, rbuf) end, pause)
   end
   local lists = pool.feed and pool.feed:source_rows() or {}
-  out[#out + 1] = '},"sources":' .. (next(lists) and json.encode(lists) or "{}") .. "}"
+  local recent, finished = core.state_recent(c)
+  out[#out + 1] = '},"sources":' .. (next(lists) and json.encode(lists) or "{}")
+    .. ',"recent":' .. json.encode(recent) .. ',"finished":' .. json.encode(finished) .. "}"
   return out
 end
 
@@ -182,8 +190,33 @@ local function encode_loaded(sec, pause)
     encode_rows(out, slice_of(sec.hosts[h]), pause)
   end
   local lists = sec.sources or {}
-  out[#out + 1] = '},"sources":' .. (next(lists) and json.encode(lists) or "{}") .. "}"
+  out[#out + 1] = '},"sources":' .. (next(lists) and json.encode(lists) or "{}")
+  if sec.recent then out[#out + 1] = ',"recent":' .. json.encode(sec.recent) end
+  if sec.finished then out[#out + 1] = ',"finished":' .. json.encode(sec.finished) end
+  out[#out + 1] = "}"
   return out
+end
+
+-- A section without adaptive K's window (version 1): the restored pairs'
+-- outcomes stand in for it, spread evenly, and count as finished attempts.
+local function recent_of_pairs(sec)
+  local n, ok = 0, 0
+  for _, rows in pairs(sec.hosts) do
+    for _, r in ipairs(rows) do
+      n, ok = n + r[2], ok + r[3]
+    end
+  end
+  local m = math.min(n, 256)
+  local bits, acc = {}, 0
+  for i = 1, m do
+    acc = acc + ok / n
+    if acc >= 0.5 then
+      bits[i], acc = "1", acc - 1
+    else
+      bits[i] = "0"
+    end
+  end
+  return table.concat(bits), n
 end
 
 -- A live pool's section as JSON parts (scatter.share publishes it).
@@ -348,6 +381,11 @@ function M.attach(pool, where)
   local h = setmetatable({ file = F, name = name, pool = pool }, Handle)
   if not sec then return h, nil end
   local ids = core.state_restore(pool.c, sec, wall_offset())
+  if sec.recent then
+    core.state_recent_restore(pool.c, sec.recent, sec.finished or #sec.recent)
+  else
+    core.state_recent_restore(pool.c, recent_of_pairs(sec))
+  end
   local restored = { ids = {}, lists = {} }
   for i, row in ipairs(sec.proxies) do restored.ids[row[1]] = ids[i] end
   for url, rows in pairs(sec.sources or {}) do

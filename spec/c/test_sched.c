@@ -476,6 +476,74 @@ static void test_adaptive_k(void) {
   sc_sched_free(s);
 }
 
+/* Warm restarts (state file version 2): the recent window and the count of
+ * finished attempts come back, and a restored count ends the cold start. */
+static void test_recent_restore(void) {
+  fenv e;
+  sc_config_t c = base_config();
+  c.rate_interval = 0;
+  c.cooldown_fails = 1000;
+  c.eviction_min_samples = 30;
+  c.k_base = 1;
+  sc_sched_t *s = mk(&e, &c);
+  proxies(s, 4);
+  host(s, "a.test");
+  /* 300 outcomes, one path at a time: the window keeps the newest 256 */
+  submit(s, 0, SC_TASK_NORACE);
+  for (int i = 0; i < 300; i++) {
+    e.now += 0.01;
+    int won = finish(s, &e, 0, i % 3 ? SC_V_SUCCESS : SC_V_PROXY_BLOCKED, 0.01);
+    if (won == 1) submit(s, 0, SC_TASK_NORACE);
+  }
+  uint8_t bits[SC_RECENT_MAX];
+  uint32_t n;
+  uint64_t finished;
+  sc_sched_recent(s, bits, &n, &finished);
+  CHECK(n == 256 && finished == 300, "window %u, finished %llu", n,
+        (unsigned long long)finished);
+  int order_ok = 1;
+  for (uint32_t k = 0; k < n; k++) order_ok &= bits[k] == ((k + 44) % 3 != 0);
+  CHECK(order_ok, "the window is oldest first");
+  sc_sched_free(s);
+
+  /* a fresh pool given that window and count: same window, and K is set
+   * by it (1 in 3 fails: K 2 of 2), not by the cold start */
+  s = mk(&e, &c);
+  proxies(s, 4);
+  host(s, "a.test");
+  sc_sched_recent_restore(s, bits, n, finished);
+  uint8_t again[SC_RECENT_MAX];
+  uint32_t n2;
+  uint64_t f2;
+  sc_sched_recent(s, again, &n2, &f2);
+  CHECK(n2 == n && f2 == finished && memcmp(again, bits, n) == 0,
+        "restored window and count read back the same");
+  sc_sched_free(s);
+
+  /* all successes restored: K = 1 from the first task (cold start: 2) */
+  uint8_t ones[40];
+  memset(ones, 1, sizeof(ones));
+  s = mk(&e, &c);
+  proxies(s, 4);
+  host(s, "a.test");
+  sc_sched_recent_restore(s, ones, 40, 40);
+  e.nstarts = 0;
+  submit(s, 0, 0);
+  CHECK(e.nstarts == 1 && metrics(s).k_current == 1,
+        "warm: 1 path, got %d (k %d)", e.nstarts, metrics(s).k_current);
+  CHECK(metrics(s).attempts_finished == 0, "restored attempts are no metric");
+  sc_sched_free(s);
+  /* too few to trust (fewer than eviction_min_samples): still cold */
+  s = mk(&e, &c);
+  proxies(s, 4);
+  host(s, "a.test");
+  sc_sched_recent_restore(s, ones, 5, 5);
+  e.nstarts = 0;
+  submit(s, 0, 0);
+  CHECK(e.nstarts == 2, "5 restored outcomes: cold start, got %d", e.nstarts);
+  sc_sched_free(s);
+}
+
 /* Rate limit: one attempt per interval per (proxy, host); host overrides. */
 static void test_rate_limit(void) {
   fenv e;
@@ -832,6 +900,7 @@ int main(void) {
   RUN(test_cooldown);
   RUN(test_eviction);
   RUN(test_adaptive_k);
+  RUN(test_recent_restore);
   RUN(test_rate_limit);
   RUN(test_max_inflight);
   RUN(test_norace);

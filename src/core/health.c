@@ -20,9 +20,32 @@ static void recent_push(sc_sched_t *s, int ok) {
   s->recent_i = (i + 1) % 256;
 }
 
+void sc_sched_recent(const sc_sched_t *s, uint8_t bits[SC_RECENT_MAX],
+                     uint32_t *n, uint64_t *finished) {
+  uint32_t first = s->recent_n == 256 ? s->recent_i : 0;
+  for (uint32_t k = 0; k < s->recent_n; k++) {
+    uint32_t i = (first + k) % 256;
+    bits[k] = (uint8_t)(s->recent[i / 64] >> (i % 64) & 1);
+  }
+  *n = s->recent_n;
+  *finished = s->m.attempts_finished + s->restored_finished;
+}
+
+void sc_sched_recent_restore(sc_sched_t *s, const uint8_t *bits, uint32_t n,
+                             uint64_t finished) {
+  memset(s->recent, 0, sizeof(s->recent));
+  s->recent_n = s->recent_i = s->recent_ok = 0;
+  for (uint32_t k = n > 256 ? n - 256 : 0; k < n; k++) recent_push(s, bits[k]);
+  s->restored_finished = finished;
+}
+
 int sc_health_k(sc_sched_t *s) {
   int base = s->cfg.k_base, hi = 2 * base, k;
-  if (s->m.attempts_finished < (uint64_t)s->cfg.eviction_min_samples ||
+  /* a warm start (restored window and count) skips the cold start: a
+   * burst of doubled dispatches before eviction_min_samples attempts
+   * finished again cost a restart a loser per task */
+  if (s->m.attempts_finished + s->restored_finished <
+          (uint64_t)s->cfg.eviction_min_samples ||
       s->recent_n == 0) {
     k = hi; /* cold start: collect data fast */
   } else {

@@ -8,6 +8,8 @@
 
 typedef struct sc_intern {
   char **names;    /* id -> name (owned, NUL-terminated) */
+  uint32_t *hashes; /* id -> hash of its name: a probe or a rehash reads
+                     * these, not the (scattered) names */
   uint32_t count;
   uint32_t names_cap;
   uint32_t *slots; /* id + 1, 0 = empty */

@@ -38,18 +38,22 @@ void sc_sched_metrics(sc_sched_t *s, sc_metrics_t *m) {
   for (uint32_t id = 0; id < s->proxy_names.count; id++) {
     const proxy *px = &s->proxies[id];
     if (px->dead || px->retired) continue;
-    int cooling = 0;
+    int cooling = 0, recent = 0;
     for (uint32_t i = 0; i < s->host_names.count; i++) {
       const pair *p = &s->hosts[i].pairs[id];
       if (p->cooldown_until > tn) {
         cooling = 1;
         break;
       }
+      uint64_t mask = p->nwin >= 64 ? ~0ull : ((1ull << p->nwin) - 1);
+      if (p->window & mask) recent = 1;
     }
     /* "healthy" counted every proxy never tried: 77 healthy from a list
-     * where none worked. Healthy now means it has succeeded. */
+     * where none worked. Healthy now means a recent success: one in a
+     * pair's window (the last health_window outcomes), as scatter stats
+     * counts it; a proxy whose successes are older is failing. */
     if (cooling) cool++;
-    else if (px->successes > 0) healthy++;
+    else if (recent) healthy++;
     else if (px->attempts == 0) untested++;
     else failing++;
   }

@@ -340,7 +340,9 @@ int sc_sched_host_id(sc_sched_t *s, const char *name, size_t len,
   h->pairs = malloc((size_t)cap * sizeof(pair));
   if (!h->pairs) return SC_ENOMEM;
   double tn = sc_core_now(s);
-  for (uint32_t j = 0; j < cap; j++) sc_select_pair_init(&h->pairs[j]);
+  /* only the proxies' records: sc_sched_proxy_add sets up the rest */
+  for (uint32_t j = 0; j < s->proxy_names.count; j++)
+    sc_select_pair_init(&h->pairs[j]);
   for (uint32_t j = 0; j < s->proxy_names.count; j++)
     if ((r = sc_select_place(s, h, j, tn)) < 0) return r;
   return 0;

@@ -217,6 +217,19 @@ int sc_sched_pair_info(const sc_sched_t *s, uint32_t proxy, uint32_t host,
 /* Restore a pair's health (state file). */
 int sc_sched_pair_restore(sc_sched_t *s, uint32_t proxy, uint32_t host,
                           const sc_pair_info_t *info);
+/* The pool's recent outcomes, the window adaptive K reads (DESIGN.md
+ * sections 3, 5): bits[i] for i < *n (at most SC_RECENT_MAX) is outcome i,
+ * oldest first, 1 a success; *finished counts the attempts finished,
+ * restored ones included (the cold-start doubling ends when it reaches
+ * eviction_min_samples). */
+#define SC_RECENT_MAX 256
+void sc_sched_recent(const sc_sched_t *s, uint8_t bits[SC_RECENT_MAX],
+                     uint32_t *n, uint64_t *finished);
+/* Replaces the window with n outcomes (oldest first; only the newest
+ * SC_RECENT_MAX are kept) and counts `finished` restored attempts towards
+ * the end of the cold start; the pool's metrics are not changed. */
+void sc_sched_recent_restore(sc_sched_t *s, const uint8_t *bits, uint32_t n,
+                             uint64_t finished);
 const sc_config_t *sc_sched_config(const sc_sched_t *s);
 
 const char *sc_verdict_name(sc_verdict_t v);

@@ -125,6 +125,7 @@ struct sc_sched {
 
   uint64_t recent[4]; /* the pool's last 256 attempt outcomes */
   uint32_t recent_n, recent_i, recent_ok;
+  uint64_t restored_finished; /* attempts a state file says finished */
   int k_current;
   float lat_ewma;
   /* the pool's last HS_RING handshake times (new connections), and their

@@ -148,10 +148,13 @@ int sc_select_fit(sc_sched_t *s, uint32_t need) {
   uint32_t cap = s->pair_cap ? s->pair_cap : 64;
   while (cap < need) cap *= 2;
   uint32_t nh = s->host_names.count;
+  /* The new records are left untouched: sc_sched_proxy_add sets each up
+   * as its proxy comes. Initialising the whole new half (64 bytes a proxy
+   * per host) stalled the loop for up to a second while a list of
+   * millions loaded; a large realloc is a remap, not a copy. */
   for (uint32_t i = 0; i < nh; i++) {
     pair *np = realloc(s->hosts[i].pairs, (size_t)cap * sizeof(pair));
     if (!np) return SC_ENOMEM;
-    for (uint32_t j = s->pair_cap; j < cap; j++) sc_select_pair_init(&np[j]);
     s->hosts[i].pairs = np;
   }
   s->pair_cap = cap;

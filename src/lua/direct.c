@@ -8,6 +8,8 @@
  *       op result {status = HTTP status} or {status = 0, err = "kind: ..."}
  *   pool:direct_response(op id) -> {status, headers, body, url, proxy,
  *       method, cookies}, latency | nil   (frees the transfer)
+ *   pool:direct_tunnel(op id) -> tunnel, latency | nil   (flags 8: a
+ *       CONNECT_ONLY tunnel to url's host:port, as pool:tunnel's)
  *   pool:direct_cancel(op id)
  *   pool:record(proxy_id, host, verdict, latency)
  */
@@ -18,6 +20,7 @@
 #include "headers.h"
 #include "ops.h"
 #include "pool_int.h"
+#include "tunref.h"
 
 typedef struct direct {
   sc_req_t req;
@@ -53,8 +56,9 @@ static direct *find(uint32_t op) {
 static void on_done(sc_xfer_t *x, void *ud) {
   direct *d = ud;
   if (sc_xfer_ok(x)) {
-    sc_ops_done(d->op, (int)x->status, NULL, 0, NULL);
-    return; /* kept for pool:direct_response */
+    /* a tunnel has no answer of its own (SOCKS): it is open */
+    sc_ops_done(d->op, d->req.tunnel ? 200 : (int)x->status, NULL, 0, NULL);
+    return; /* kept for pool:direct_response or pool:direct_tunnel */
   }
   char err[400], who[300], msg[720];
   sc_xfer_error(x, err, sizeof(err));
@@ -103,7 +107,8 @@ static int l_direct(lua_State *L) {
   unsigned f = (unsigned)luaL_optinteger(L, 9, 0);
   d->req.follow = (f & 1) != 0;
   d->req.insecure = (f & 2) != 0;
-  d->req.cookie_engine = 1;
+  d->req.tunnel = (f & 8) != 0;
+  d->req.cookie_engine = !d->req.tunnel;
   if (lua_istable(L, 10)) sc_lua_slist_from(L, 10, &d->req.cookies);
   d->op = sc_ops_new();
   int rc =
@@ -141,6 +146,24 @@ static int l_direct_response(lua_State *L) {
   sc_lua_slist_push(L, x->cookies_out);
   lua_setfield(L, -2, "cookies");
   lua_pushnumber(L, x->elapsed);
+  direct_free(d);
+  return 2;
+}
+
+static int l_direct_tunnel(lua_State *L) {
+  lpool *p = sc_lua_pool_check(L, 1);
+  direct *d = find((uint32_t)luaL_checknumber(L, 2));
+  if (!d || d->pool != p || !d->x || d->x->running || !d->req.tunnel) return 0;
+  int fd = sc_xfer_take_socket(d->x);
+  if (fd < 0) return 0;
+  double latency = d->x->elapsed;
+  sc_xfer_t *x = NULL;
+  if (sc_xfer_tunnel_via_curl(d->x)) { /* it carries the bytes */
+    x = d->x;
+    d->x = NULL;
+  }
+  sc_lua_tunref_push(L, fd, x);
+  lua_pushnumber(L, latency);
   direct_free(d);
   return 2;
 }
@@ -198,6 +221,7 @@ void sc_lua_direct_close_pool(lpool *p) {
 void sc_lua_direct_register(lua_State *L) {
   const luaL_Reg m[] = {{"direct", l_direct},
                         {"direct_response", l_direct_response},
+                        {"direct_tunnel", l_direct_tunnel},
                         {"direct_cancel", l_direct_cancel},
                         {"record", l_record},
                         {"pair_usable", l_pair_usable}};

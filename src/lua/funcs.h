@@ -21,11 +21,17 @@ int sc_lua_state_hosts(lua_State *L);
 int sc_lua_state_pairs(lua_State *L);
 int sc_lua_state_check(lua_State *L);
 int sc_lua_state_restore(lua_State *L);
+int sc_lua_state_recent(lua_State *L);
+int sc_lua_state_recent_restore(lua_State *L);
 int sc_lua_write_atomic(lua_State *L);
 int sc_lua_pool_hold(lua_State *L); /* feed.c */
 int sc_lua_pool_add_keys(lua_State *L);
 int sc_lua_pool_retire(lua_State *L);
 int sc_lua_pool_probe(lua_State *L);
+int sc_lua_list_new(lua_State *L);
+int sc_lua_list_load(lua_State *L);
+int sc_lua_list_apply(lua_State *L);
+int sc_lua_list_probe(lua_State *L);
 int sc_lua_signal_watch(lua_State *L); /* signal.c */
 int sc_lua_httpd_listen(lua_State *L); /* httpd.c */
 int sc_lua_httpd_respond(lua_State *L);

@@ -94,15 +94,6 @@ static int env_start(void *ud, sc_attempt_t *a) {
   char why[256];
   int rc_route = sc_xfer_route_check(key, sc_sched_host_name(p->sched, a->host),
                                      p->xo.remote_dns, why, sizeof(why));
-  /* serve relays a tunnel's bare socket, which through an https:// proxy
-   * carries TLS to the proxy (DESIGN.md section 12) */
-  if (rc_route == 0 && r->req.tunnel &&
-      sc_proxy_scheme(key, NULL) == SC_PX_HTTPS) {
-    snprintf(why, sizeof(why),
-             "proxy_protocol: a CONNECT tunnel is not relayed through an "
-             "https:// proxy");
-    rc_route = -1;
-  }
   if (rc_route < 0) {
     /* a failure of this pair, without a connection (DESIGN.md 11) */
     char *eb = sc_lua_pool_error_buf(r), who[300];

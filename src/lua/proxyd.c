@@ -7,11 +7,13 @@
  *
  *   core.proxyd_listen(host, port) -> op id, bound port | nil, err
  *       each request: op result {status = connection id}
- *   core.proxyd_request(conn) -> method, target, {name, value, ...}, body
+ *   core.proxyd_request(conn) -> method, target, {name, value, ...}, body,
+ *       proxy user (of a Basic Proxy-Authorization: a session's name)
  *   core.proxyd_respond(conn, head, body) -> true | nil, err
  *       head: status line and header lines, each ending in CRLF, without
  *       Connection (added here) or the blank line
- *   core.proxyd_tunnel(conn, fd) -> true | nil, err   (always takes fd)
+ *   core.proxyd_tunnel(conn, tunnel) -> true | nil, err   (always takes
+ *       the tunnel: pool:tunnel's value, tunref.h)
  *   core.proxyd_close(op id, drain)   drain: stop accepting, close idle
  *       connections, close the others once their answer is written;
  *       otherwise close everything now
@@ -21,18 +23,25 @@
  * over HEAD_MAX (431), a body over BODY_MAX (413). Keep-alive clients are
  * served one request at a time (pipelined ones wait in the buffer). */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "../net/loop.h"
 #include "../net/reqparse.h"
 #include "../net/tunnel.h"
+#include "../net/xfer.h"
 #include "ops.h"
+#include "tunref.h"
 
 #include "funcs.h"
 
@@ -49,8 +58,8 @@ enum { C_READ, C_LUA, C_WRITE, C_TUNNEL };
 typedef struct pconn {
   uv_tcp_t tcp;
   uv_timer_t idle;
-  uv_tcp_t up; /* a tunnel's upstream */
-  sc_tunnel_t tun;
+  sc_tunnel_t *tun; /* C_TUNNEL: the client's dup and the proxy's socket */
+  sc_xfer_t *xf;    /* a tunnel whose bytes go through curl, or NULL */
   sc_reqparse_t rq;
   psrv *srv;
   int id, slot, state, handles, closing, keep_alive;
@@ -71,26 +80,37 @@ static int nslots, *free_slots, nfree;
 static unsigned gen;
 static char rbuf[64 * 1024]; /* every read lands here, then is parsed */
 
-static void conn_free_cb(uv_handle_t *h) {
-  pconn *c = h->data;
+static void conn_unref(pconn *c) {
   if (--c->handles) return;
   sc_reqparse_free(&c->rq);
   free(c->rest);
   free(c);
 }
 
+static void conn_free_cb(uv_handle_t *h) { conn_unref(h->data); }
+
+/* The tunnel's descriptors are closed: its curl handle may go now. */
+static void on_tunnel_closed(sc_tunnel_t *t) {
+  pconn *c = t->data;
+  sc_xfer_free(c->xf);
+  c->xf = NULL;
+  free(c->tun);
+  c->tun = NULL;
+  conn_unref(c);
+}
+
 static void conn_close(pconn *c) {
   if (c->closing) return;
   c->closing = 1;
-  if (c->state == C_TUNNEL) sc_tunnel_stop(&c->tun);
   slots[c->slot] = NULL;
   free_slots[nfree++] = c->slot;
   if (c->srv) c->srv->nconns--;
-  /* the tunnel reassigned the streams' data */
-  c->tcp.data = c->idle.data = c->up.data = c;
+  if (c->state == C_TUNNEL) {
+    c->handles++;
+    sc_tunnel_close(c->tun, on_tunnel_closed);
+  }
   uv_close((uv_handle_t *)&c->idle, conn_free_cb);
   uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
-  if (c->state == C_TUNNEL) uv_close((uv_handle_t *)&c->up, conn_free_cb);
 }
 
 static pconn *conn_find(lua_Integer id) {
@@ -108,7 +128,7 @@ typedef struct wreq {
   uv_write_t w;
   pconn *c;
   int then_close;
-  int side; /* not an answer: 100 Continue, a tunnel's first bytes */
+  int side; /* not an answer: a 100 Continue */
   char data[];
 } wreq;
 
@@ -309,6 +329,18 @@ static void raise_nofile(void) {
   }
 }
 
+/* A client that goes away mid-answer makes the next write to it (libuv's
+ * write(2), the tunnel's splice(2): neither can pass MSG_NOSIGNAL) raise
+ * SIGPIPE, which core.signal_watch takes for "stop" and the default kills
+ * on: a proxy must just see EPIPE. Blocked, not ignored, so that no later
+ * sigaction brings it back. */
+static void block_sigpipe(void) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 static void free_handle(uv_handle_t *h) { free(h); }
 
 int sc_lua_proxyd_listen(lua_State *L) {
@@ -325,6 +357,7 @@ int sc_lua_proxyd_listen(lua_State *L) {
     return 2;
   }
   raise_nofile();
+  block_sigpipe();
   psrv *s = calloc(1, sizeof(*s));
   uv_tcp_t *lst = malloc(sizeof(*lst));
   if (!s || !lst) {
@@ -370,6 +403,35 @@ static int gone(lua_State *L) {
   return 2;
 }
 
+/* The user of a `Proxy-Authorization: Basic` header, or nil: serve asks
+ * for no credentials, so a client sends them only to name its session
+ * (clients that cannot set a header on a CONNECT can put a user in the
+ * proxy URL). */
+static void push_proxy_user(lua_State *L, const sc_reqparse_t *r) {
+  for (size_t i = 0; i < r->nhdrs; i++) {
+    const sc_reqhdr_t *h = &r->hdrs[i];
+    if (h->name_len != 19 ||
+        strncasecmp(r->buf + h->name, "proxy-authorization", 19) != 0)
+      continue;
+    const char *v = r->buf + h->val;
+    size_t n = h->val_len;
+    if (n < 6 || strncasecmp(v, "basic ", 6) != 0) break;
+    for (v += 6, n -= 6; n && *v == ' '; v++, n--) {}
+    while (n && v[n - 1] == ' ') n--;
+    unsigned char out[768];
+    if (n == 0 || n > 1024 || n % 4) break;
+    int m = EVP_DecodeBlock(out, (const unsigned char *)v, (int)n);
+    /* its length counts the bytes the padding stands for */
+    for (size_t k = n; m > 0 && k > n - 2 && v[k - 1] == '='; k--) m--;
+    const unsigned char *colon = m > 0 ? memchr(out, ':', (size_t)m) : NULL;
+    size_t ul = colon ? (size_t)(colon - out) : (m > 0 ? (size_t)m : 0);
+    if (ul == 0) break;
+    lua_pushlstring(L, (const char *)out, ul);
+    return;
+  }
+  lua_pushnil(L);
+}
+
 int sc_lua_proxyd_request(lua_State *L) {
   pconn *c = check_waiting(L, 1);
   if (!c) return gone(L);
@@ -388,7 +450,8 @@ int sc_lua_proxyd_request(lua_State *L) {
     lua_pushlstring(L, r->body ? r->body : "", r->body_len);
   else
     lua_pushnil(L);
-  return 4;
+  push_proxy_user(L, r);
+  return 5;
 }
 
 int sc_lua_proxyd_respond(lua_State *L) {
@@ -437,33 +500,41 @@ static int send_copy(pconn *c, uv_stream_t *st, const char *p, size_t n) {
 }
 
 int sc_lua_proxyd_tunnel(lua_State *L) {
-  int fd = (int)luaL_checkinteger(L, 2);
+  int fd;
+  sc_xfer_t *x;
+  if (sc_lua_tunref_take(L, 2, &fd, &x) < 0)
+    return luaL_argerror(L, 2, "an open tunnel expected (pool:tunnel)");
   pconn *c = check_waiting(L, 1);
   if (!c) {
     close(fd);
+    sc_xfer_free(x);
     return gone(L);
   }
-  uv_tcp_init(c->tcp.loop, &c->up);
-  c->up.data = c;
-  c->handles++;
-  c->state = C_TUNNEL;
-  c->tun.ended = 1; /* until it starts: conn_close must not stop it */
-  int rc = uv_tcp_open(&c->up, fd);
-  if (rc < 0)
+  /* allocated here: 10,000 idle clients need none */
+  c->tun = calloc(1, sizeof(*c->tun));
+  if (!c->tun) {
     close(fd);
-  else
-    uv_tcp_nodelay(&c->up, 1);
-  /* the answer first, then what the client sent ahead (a TLS hello) */
-  if (rc == 0)
-    rc = send_copy(c, (uv_stream_t *)&c->tcp, ESTABLISHED,
-                   sizeof(ESTABLISHED) - 1);
-  if (rc == 0 && c->rest_len)
-    rc = send_copy(c, (uv_stream_t *)&c->up, c->rest, c->rest_len);
-  if (rc == 0) {
-    c->tun.data = c;
-    rc = sc_tunnel_start(&c->tun, (uv_stream_t *)&c->tcp, (uv_stream_t *)&c->up,
-                         on_tunnel_end);
+    sc_xfer_free(x);
+    conn_close(c);
+    lua_pushnil(L);
+    lua_pushliteral(L, "out of memory");
+    return 2;
   }
+  /* the client's stream stays open but idle (not reading, nothing
+   * queued): the tunnel polls a dup of its socket */
+  uv_os_fd_t cfd = -1;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &cfd) == 0)
+    cfd = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
+  c->xf = x;
+  c->state = C_TUNNEL;
+  c->tun->data = c;
+  /* the answer first, then what the client sent ahead (a TLS hello) */
+  sc_tunnel_end_t e[2] = {
+      {cfd, NULL, ESTABLISHED, sizeof(ESTABLISHED) - 1, 0},
+      {fd, x ? x->easy : NULL, c->rest, c->rest_len, 0},
+  };
+  /* no dup (EMFILE): the poll fails, and the tunnel closes the other */
+  int rc = sc_tunnel_start(c->tun, c->tcp.loop, e, on_tunnel_end);
   if (rc < 0) {
     conn_close(c);
     lua_pushnil(L);

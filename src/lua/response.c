@@ -8,6 +8,7 @@
 #include "../net/retryafter.h"
 #include "headers.h"
 #include "pool_int.h"
+#include "tunref.h"
 
 /* The response table's keys, upvalues of the two functions that build it:
  * lua_setfield would intern each name again for every response. */
@@ -64,6 +65,15 @@ void sc_lua_slist_push(lua_State *L, const struct curl_slist *l) {
 
 /* Settles attempt ah (alive) with verdict v; returns 1 when that ended
  * its task (the request is freed then). */
+/* The verdict reaches the scheduler; 1 when it won the task. */
+static int settled(lpool *p, sc_handle_t ah, sc_attempt_t *a, sc_verdict_t v,
+                   double latency, double rest) {
+  lreq *r = a->task_ud;
+  int won = sc_sched_attempt_rest(p->sched, ah, v, latency, rest) == 1;
+  if (won) sc_lua_pool_req_free(p, r);
+  return won;
+}
+
 static int settle(lpool *p, sc_handle_t ah, sc_attempt_t *a, sc_verdict_t v) {
   lreq *r = a->task_ud;
   double latency = 0, rest = -1;
@@ -90,9 +100,7 @@ static int settle(lpool *p, sc_handle_t ah, sc_attempt_t *a, sc_verdict_t v) {
     sc_lua_pool_latt_free(a->tdata);
     a->tdata = NULL;
   }
-  int won = sc_sched_attempt_rest(p->sched, ah, v, latency, rest) == 1;
-  if (won) sc_lua_pool_req_free(p, r);
-  return won;
+  return settled(p, ah, a, v, latency, rest);
 }
 
 /* pool:response(attempt) -> {status, headers, body, url, proxy, method},
@@ -170,27 +178,38 @@ static int l_pool_settle_default(lua_State *L) {
   return 2;
 }
 
-/* pool:tunnel(attempt) -> fd, proxy, attempts: the open tunnel of a
- * tunnel task's attempt, which wins the task; the caller owns the socket.
- * nil when the attempt is gone. */
+/* pool:tunnel(attempt) -> tunnel, proxy, attempts, proxy id: the open
+ * tunnel of a tunnel task's attempt (a tunref.h value, the caller's),
+ * which wins the task. nil when the attempt is gone. */
 static int l_pool_tunnel(lua_State *L) {
   lpool *p = sc_lua_pool_check(L, 1);
   sc_handle_t ah = check_handle(L, 2);
   sc_attempt_t *a = (sc_attempt_t *)sc_sched_attempt(p->sched, ah);
   if (!a || !a->tdata) return 0;
-  int fd = sc_xfer_take_socket(((latt *)a->tdata)->x);
+  latt *la = a->tdata;
+  int fd = sc_xfer_take_socket(la->x);
   if (fd < 0) return luaL_error(L, "scatter: pool:tunnel: not a tunnel");
+  /* through an https:// proxy the transfer itself is the tunnel: it
+   * leaves the attempt, which settling frees */
+  sc_xfer_t *x = sc_xfer_tunnel_via_curl(la->x) ? la->x : NULL;
+  double latency = la->x->elapsed;
+  if (x) la->x = NULL;
+  sc_lua_pool_latt_free(la);
+  a->tdata = NULL;
   char who[300];
   sc_proxy_redact(sc_sched_proxy_key(p->sched, a->proxy), who, sizeof(who));
   int attempts = sc_sched_task_attempts(p->sched, a->task);
-  if (!settle(p, ah, a, SC_V_SUCCESS)) {
+  uint32_t proxy = a->proxy; /* settling frees the attempt */
+  if (!settled(p, ah, a, SC_V_SUCCESS, latency, -1)) {
     close(fd);
+    sc_xfer_free(x);
     return 0;
   }
-  lua_pushinteger(L, fd);
+  sc_lua_tunref_push(L, fd, x);
   lua_pushstring(L, who);
   lua_pushinteger(L, attempts);
-  return 3;
+  lua_pushnumber(L, proxy); /* a session's proxy, when it asked */
+  return 4;
 }
 
 void sc_lua_response_register(lua_State *L) {

@@ -6,7 +6,7 @@
  * monotonic; the file holds wall-clock times, converted with the offset
  * between the two clocks (state_clock) at save and at load.
  *
- * Row layouts (version 1; state.lua writes them as the file's
+ * Row layouts (versions 1 and 2; state.lua writes them as the file's
  * "proxy_fields" and "pair_fields"):
  *   proxy: key, attempts, successes, dead_since (wall; -1: alive)
  *   pair:  proxy (1-based row in the proxies array), outcomes, successes,
@@ -253,9 +253,27 @@ static int check_pairs(lua_State *L, int t, const char *host, int nproxies,
   return 0;
 }
 
+/* recent (version 2): adaptive K's window, "0"/"1" oldest first;
+ * finished: the attempts finished. Both optional (version 1 has none). */
+static int check_recent(lua_State *L, int sec, where *w) {
+  lua_getfield(L, sec, "recent");
+  if (!lua_isnil(L, -1)) {
+    size_t n;
+    const char *r = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    if (!r || n > SC_RECENT_MAX || strspn(r, "01") != n)
+      return bad(w, "recent is not a string of at most %d 0s and 1s", SC_RECENT_MAX);
+  }
+  lua_getfield(L, sec, "finished");
+  if (!lua_isnil(L, -1) && !is_num(L, -1, 0, 9007199254740992.0, 1))
+    return bad(w, "finished is not a count");
+  lua_pop(L, 2);
+  return 0;
+}
+
 static int check_section(lua_State *L, int sec, where *w) {
   if (lua_type(L, sec) != LUA_TTABLE)
     return bad(w, "the section is not an object");
+  if (check_recent(L, sec, w) < 0) return -1;
   lua_getfield(L, sec, "proxies");
   int np = 0;
   if (!is_array(L, -1, &np))
@@ -365,6 +383,38 @@ int sc_lua_state_restore(lua_State *L) {
   if (rc < 0) return luaL_error(L, "scatter: restoring state: error %d", rc);
   lua_pushvalue(L, 5);
   return 1;
+}
+
+/* core.state_recent(pool) -> recent, finished: adaptive K's window as
+ * "0"/"1" (oldest first) and the attempts finished, restored ones
+ * included. */
+int sc_lua_state_recent(lua_State *L) {
+  sc_sched_t *s = sc_lua_pool_sched(L, 1);
+  uint8_t bits[SC_RECENT_MAX];
+  char str[SC_RECENT_MAX];
+  uint32_t n;
+  uint64_t finished;
+  sc_sched_recent(s, bits, &n, &finished);
+  for (uint32_t i = 0; i < n; i++) str[i] = (char)('0' + bits[i]);
+  lua_pushlstring(L, str, n);
+  lua_pushnumber(L, (lua_Number)finished);
+  return 2;
+}
+
+/* core.state_recent_restore(pool, recent, finished): recent as
+ * state_recent gives it (checked by state_check). */
+int sc_lua_state_recent_restore(lua_State *L) {
+  sc_sched_t *s = sc_lua_pool_sched(L, 1);
+  size_t n;
+  const char *r = luaL_checklstring(L, 2, &n);
+  lua_Number f = luaL_checknumber(L, 3);
+  if (n > SC_RECENT_MAX || strspn(r, "01") != n)
+    return luaL_argerror(L, 2, "not a string of 0s and 1s");
+  if (!(f >= 0 && f <= 9007199254740992.0)) return luaL_argerror(L, 3, "not a count");
+  uint8_t bits[SC_RECENT_MAX];
+  for (size_t i = 0; i < n; i++) bits[i] = (uint8_t)(r[i] - '0');
+  sc_sched_recent_restore(s, bits, (uint32_t)n, (uint64_t)f);
+  return 0;
 }
 
 /* ---- atomic writes ---- */

@@ -72,8 +72,12 @@ static void check_multi(sc_loop_t *l) {
           s != CURL_SOCKET_BAD)
         x->detached = fcntl(s, F_DUPFD_CLOEXEC, 0);
     }
-    curl_multi_remove_handle(l->multi, easy);
-    curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+    if (x && x->detach == 2 && x->detached >= 0) {
+      x->kept = 1;
+    } else {
+      curl_multi_remove_handle(l->multi, easy);
+      curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+    }
     if (!x) continue;
     if (res == CURLE_OK) {
       sock_ctx *c = sock_get(l, x->sock);

@@ -21,9 +21,13 @@ typedef struct sc_loop_xfer {
   /* A CONNECT_ONLY transfer's socket outlives it: curl closes such a
    * connection when its handle leaves the multi, before cb runs, so with
    * detach set the loop keeps a dup of it in `detached` (else -1); cb's
-   * caller owns it then. */
+   * caller owns it then. detach = 2 (a tunnel through an https://
+   * proxy, whose bytes must go through curl_easy_send/recv): the handle
+   * also stays in the multi after cb (`kept` set), which keeps its
+   * connection; sc_loop_remove ends both. */
   int detach;
   int detached;
+  int kept;
 } sc_loop_xfer_t;
 
 /* The process-wide loop, created on first use. NULL on failure. */

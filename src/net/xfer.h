@@ -56,6 +56,7 @@ struct sc_xfer {
   int plain;  /* its handle can be reused without a reset */
   int cookie_engine;
   int http_proxy; /* an http:// or https:// proxy */
+  int tls_proxy;  /* an https:// proxy */
   long status;
   CURLcode result;
   double started, elapsed;
@@ -86,6 +87,10 @@ int sc_xfer_local(const sc_xfer_t *x);
 /* A tunnel's socket, now the caller's (-1 when there is none); otherwise
  * sc_xfer_free closes it. */
 int sc_xfer_take_socket(sc_xfer_t *x);
+/* 1 for an open tunnel through an https:// proxy: its bytes go through
+ * curl_easy_send/recv on x->easy, which stays in the loop's multi until
+ * sc_xfer_free (the socket is only to poll); 0 for a bare socket. */
+int sc_xfer_tunnel_via_curl(const sc_xfer_t *x);
 /* "<kind>: <detail>" for a failed transfer; kinds: proxy_refused,
  * proxy_timeout, socks_error, proxy_auth (407, SOCKS credentials
  * refused), proxy_protocol (garbage, not the protocol of the proxy URL),

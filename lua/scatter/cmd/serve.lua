@@ -13,7 +13,8 @@ proxies and classified like pool:request (GET/HEAD/OPTIONS race, other
 methods take one path at a time); CONNECT host:port tunnels are raced at
 setup and then relayed. No usable answer: 502; a timeout: 504; the reason
 is in the X-Scatter-Error header. `X-Scatter-Session: NAME` on a request
-keeps that client's requests on one proxy and one cookie jar.
+(or proxy credentials http://NAME:x@HOST:PORT) keeps that client's
+requests and tunnels on one proxy and one cookie jar.
 SOURCE: a proxy list (a file, or a file:// or http(s):// URL).
 The first SIGINT or SIGTERM stops accepting, lets the requests in flight
 finish (up to --timeout), saves state and exits 130 or 143.
@@ -26,6 +27,9 @@ options:
                        serve-only fields: connect_ports (list, default
                        {443}) and session (pool:session options)
   --timeout S          each request's timeout in seconds (default 30)
+  --session-idle S     close an X-Scatter-Session session after S seconds
+                       without a request (default 300); the name's next
+                       request starts a new one
   --log-level LEVEL    error, warn, info, debug or trace (SCATTER_LOG)
   --log-format FORMAT  text or json (SCATTER_LOG_FORMAT)
   --metrics ADDR       Prometheus metrics at http://ADDR/metrics
@@ -54,6 +58,12 @@ C.OPTIONS = {
     state.timeout = t
     return true
   end,
+  ["--session-idle"] = function(v)
+    local t = tonumber(v)
+    if not t or t ~= t or t <= 0 or t == math.huge then return nil, "a number of seconds > 0 expected" end
+    state.session_idle = t
+    return true
+  end,
   ["--metrics"] = function(addr)
     local ok, err = require("scatter.metrics").parse_addr(addr)
     if not ok then return nil, err end
@@ -77,7 +87,8 @@ local function load_config(sources)
     end
     cfg = res
   end
-  local opts = { timeout = state.timeout, connect_ports = cfg.connect_ports, session = cfg.session }
+  local opts = { timeout = state.timeout, connect_ports = cfg.connect_ports, session = cfg.session,
+                  session_idle = state.session_idle }
   cfg.connect_ports, cfg.session = nil, nil
   if opts.connect_ports ~= nil then
     if type(opts.connect_ports) ~= "table" then

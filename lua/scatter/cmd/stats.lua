@@ -46,8 +46,8 @@ local function num(v) return type(v) == "number" and v or nil end
 local function analyse(doc, opts, redact)
   local state = require("scatter.state")
   if type(doc) ~= "table" or doc.format ~= state.FORMAT then return nil, "not a scatter state file" end
-  if doc.version ~= state.VERSION then
-    return nil, "state file version " .. tostring(doc.version) .. ", this scatter reads version " .. state.VERSION
+  if not state.READS[doc.version] then
+    return nil, "state file version " .. tostring(doc.version) .. ", this scatter reads versions 1 to " .. state.VERSION
   end
   local P, perr = accessor(doc.proxy_fields, { "key", "dead_since" })
   if not P then return nil, perr end
@@ -146,7 +146,7 @@ local function render_text(a)
     for _, h in ipairs(pool.hosts) do
       local c = h.counts
       out[#out + 1] = ""
-      out[#out + 1] = string.format("[%s] %s: %d healthy, %d failing, %d cooldown, %d dead, %d untried", pool.name,
+      out[#out + 1] = string.format("[%s] %s: %d healthy, %d failing, %d cooldown, %d dead, %d untested", pool.name,
         h.host, c.healthy, c.failing, c.cooldown, c.dead, c.untried)
       local w = 5
       for _, p in ipairs(h.proxies) do w = math.max(w, #p.proxy) end
@@ -183,7 +183,8 @@ local function render_json(a)
     return obj({ name = p.name }, '"hosts":' .. list(p.hosts, function(h)
       return obj({ host = h.host, healthy = h.counts.healthy, failing = h.counts.failing,
         cooldown = h.counts.cooldown, dead = h.counts.dead,
-        untried = h.counts.untried },
+        -- untested is the name of every other report; untried is kept
+        untested = h.counts.untried, untried = h.counts.untried },
         '"proxies":' .. list(h.proxies, function(x) return obj(x) end))
     end))
   end)) .. "\n"
