@@ -31,6 +31,14 @@ describe("scatter.queue", function()
     assert.equal(2, q:push_many({ "http://shop.example/a/c?x=2", "http://n.example/1",
       { url = "http://n.example/2", priority = 3 } }))
     assert.same({ queued = 8, leased = 0, done = 0, failed = 0, seen = 8 }, q:stats())
+    -- a list of plain strings (keyed in one C call) keys exactly as push does
+    assert.equal(2, q:push_many({ "HTTP://SHOP.EXAMPLE:80/a/c?x=1#f", "http://n.example/1", "http://N.example/3#a",
+      "http://n.example/3", "http://n.example:8080/3" }))
+    assert.is_false(q:push("http://n.example/3"))
+    assert.is_false(q:push("http://n.example:8080/3#z"))
+    assert.has_error(function() q:push_many({ "http://n.example/4", "ftp://n.example/5" }) end,
+      'queue:push_many: item 2: "ftp://n.example/5": unsupported scheme \'ftp\' (http or https only)')
+    assert.same({ queued = 10, leased = 0, done = 0, failed = 0, seen = 10 }, q:stats())
     assert.equal("http://a.org/d", scatter.url.canonical("http://A.ORG:80/b/../d#f"))
     assert.equal("http://a.org/x/y?q#f", scatter.url.join("http://a.org/x/z", "y?q#f"))
     q:close()
@@ -195,6 +203,50 @@ describe("scatter.queue", function()
     elseif bad then
       bad:close()
     end
+  end)
+
+  it("refuses at open a queue file damaged deep inside, naming the file", function()
+    local path = dir .. "/deep.db"
+    local q = open(path)
+    local list = {}
+    for i = 1, 20000 do list[i] = "http://a.test/page/" .. i end
+    q:push_many(list)
+    q:flush()
+    -- every page in the WAL copied into the file first: the WAL's newer
+    -- copies of the pages would hide damage done to the file
+    assert(q.b.db:exec("PRAGMA wal_checkpoint(TRUNCATE)"))
+    -- the key index's pages in the middle of the file: open's count of the
+    -- items (a scan of the table) never reads them
+    local st = assert(q.b.db:prepare("SELECT pageno FROM dbstat WHERE name = 'sqlite_autoindex_items_1' "
+      .. "AND pagetype = 'leaf' ORDER BY pageno"))
+    st:bind()
+    local pages = {}
+    while true do
+      local r = st:step()
+      assert.is_not_nil(r)
+      if not r then break end
+      pages[#pages + 1] = r[1]
+    end
+    st:finalize()
+    q:close()
+    assert.is_true(#pages > 20)
+    local wal = io.open(path .. "-wal", "rb") -- the last close checkpoints and removes it
+    assert.is_true(wal == nil or wal:seek("end") == 0)
+    if wal then wal:close() end
+    local f = assert(io.open(path, "r+b"))
+    for i = math.floor(#pages / 2) - 2, math.floor(#pages / 2) + 2 do
+      f:seek("set", (pages[i] - 1) * 4096)
+      f:write(("\7"):rep(4096))
+    end
+    f:close()
+    local bad, err = scatter.queue({ path = path })
+    assert.is_nil(bad)
+    assert.matches("queue " .. path:gsub("%p", "%%%0") .. ": corrupt", err)
+    assert.matches("quick_check", err)
+    -- a reader is refused the same way
+    bad, err = scatter.queue({ path = path, readonly = true })
+    assert.is_nil(bad)
+    assert.matches("corrupt", err)
   end)
 
   it("exports every item as a JSON line", function()

@@ -60,6 +60,7 @@ local Item = {}
 Item.__index = Item
 
 local NO_PUSHES = {} -- (backends only read it: the interface takes a list)
+local GATE_WAIT = 0.002 -- the longest a freed worker waits for a group lease
 
 -- item:push(url [, opts]) inside handle: queued together with this item's
 -- done mark, or not at all if this try fails. Returns false for a key this
@@ -98,7 +99,7 @@ function M.crawl(cfg)
     held = 0, buf = {}, idle = {}, fatal = nil, finished = false,
   }
   M.running[st] = true
-  local extra = cfg.request or {}
+  local extra = cfg.request and next(cfg.request) and cfg.request -- (nil: no pairs() per item)
 
   -- Wakes n idle workers (all when n is nil): a completion that pushed 3
   -- items needs 3 workers, not every idle one querying the queue.
@@ -119,9 +120,25 @@ function M.crawl(cfg)
     end
   end
 
+  local open_gate
   local function fatal(err)
     if not st.fatal then st.fatal = tostring(err) end
     wake_idle()
+    if open_gate then open_gate() end
+  end
+
+  -- Leases come in groups: a lease per freed worker cost a query and an
+  -- update per item (8-10 us); a freed worker waits (at most GATE_WAIT s)
+  -- until `group` workers are free, and one of them leases for all. No
+  -- lease is taken beyond `concurrency`, so a kill -9 still refetches at
+  -- most that many.
+  local group = math.max(1, math.floor(o.concurrency / 16))
+  local gate, gate_timer = {}, nil
+  function open_gate()
+    gate_timer = nil
+    local ws = gate
+    gate = {}
+    for _, w in ipairs(ws) do runtime.wake(w) end
   end
 
   -- The next item for a free worker, or nil when the crawl is over.
@@ -131,11 +148,30 @@ function M.crawl(cfg)
       if st.fatal or st.finished or stopping() then return nil end
       local it = table.remove(st.buf)
       if it then return it end
-      local list, err = b:lease(o.concurrency - st.held, core.now())
+      local free = o.concurrency - st.held
+      if free < group and not st.gate_open then
+        local w = runtime.waiter()
+        gate[#gate + 1] = w
+        if not gate_timer then
+          gate_timer = runtime.after(GATE_WAIT, function()
+            st.gate_open = true -- the next to try leases what is free
+            open_gate()
+          end)
+        end
+        runtime.block(w)
+        goto continue
+      end
+      st.gate_open = false
+      if gate_timer then
+        gate_timer.cancelled = true
+        gate_timer = nil
+      end
+      local list, err = b:lease(free, core.now())
       if not list then
         fatal(err)
         return nil
       end
+      open_gate() -- (those waiting take from the buffer, or wait again)
       if #list > 0 then
         st.held = st.held + #list
         -- taken from the end: reverse so the best comes first
@@ -175,6 +211,7 @@ function M.crawl(cfg)
         end
         runtime.block(w)
       end
+      ::continue::
     end
   end
 
@@ -215,8 +252,10 @@ function M.crawl(cfg)
     decorate(it)
     st.tries = st.tries + 1
     local req = { url = it.url, method = it.method, headers = it.headers, body = it.body, timeout = o.timeout }
-    for k, v in pairs(extra) do
-      if req[k] == nil then req[k] = v end
+    if extra then
+      for k, v in pairs(extra) do
+        if req[k] == nil then req[k] = v end
+      end
     end
     local rok, resp, rerr = pcall(pool.request, pool, req)
     if not rok then return failed_try(it, "request: " .. tostring(resp)) end

@@ -21,6 +21,10 @@
 -- b:push(recs)          -> n_new, flags   insert those whose key was never
 --                          seen (flags[i] = true when recs[i] was new);
 --                          durable by the next commit (see flush)
+-- b:push_urls(urls, keys) -> n_new   optional: push for a list of plain
+--                          URL strings (GET, priority 0, no meta), keys[i]
+--                          the key of urls[i]: push_many's common case
+--                          without a record table per URL
 -- b:lease(n, now)       -> list of at most n items, highest priority first,
 --                          then push order, only those due (due <= now);
 --                          each is now leased and its tries incremented
@@ -205,6 +209,10 @@ end
 function Queue:push_many(list)
   check(self, "push_many")
   if type(list) ~= "table" then error("queue:push_many: bad argument #1 (list expected, got " .. type(list) .. ")", 2) end
+  -- a list of plain URL strings: checked and keyed in one C call; any
+  -- other element, or a bad URL, takes the path below, which says what
+  local keys = self.b.push_urls and core.url_keys(list, "GET ")
+  if keys then return (must("queue:push_many", self.b:push_urls(list, keys))) end
   local recs = {}
   for i, x in ipairs(list) do
     local rec, err = M.record(x, nil, "queue:push_many: item " .. i)

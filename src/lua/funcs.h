@@ -40,6 +40,7 @@ int sc_lua_redis_open(lua_State *L); /* redis.c */
 int sc_lua_redis_decode(lua_State *L);
 int sc_lua_sqlite_open(lua_State *L); /* sqlite.c */
 int sc_lua_url_canonical(lua_State *L); /* url.c */
+int sc_lua_url_keys(lua_State *L);      /* url.c */
 int sc_lua_url_join(lua_State *L);
 int sc_lua_hash(lua_State *L);
 int sc_lua_html_links(lua_State *L); /* links.c */

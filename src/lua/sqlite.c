@@ -86,6 +86,15 @@ int sc_lua_sqlite_open(lua_State *L) {
   d->db = NULL;
   luaL_getmetatable(L, SC_SQLITE_DB_MT);
   lua_setmetatable(L, -2);
+  /* SQLite counts every allocation under a global mutex unless told not
+   * to (it must be told before its first use); nothing here reads the
+   * counts. Each row the frontier writes makes several allocations (this
+   * build has no lookaside). */
+  static int configured;
+  if (!configured) {
+    configured = 1;
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  }
   int flags = ro ? SQLITE_OPEN_READONLY
                  : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
   sqlite3 *db = NULL;

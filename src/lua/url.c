@@ -6,6 +6,10 @@
  *       default port and the fragment dropped, dot segments resolved
  *   url_join(base, ref) -> URL | nil, err   ref resolved against base, as a
  *       browser does (RFC 3986 section 5), fragment kept
+ *   url_keys(list, prefix) -> keys | nil   keys[i] = prefix .. canonical
+ *       form of list[i], for a list of URL strings (push_many's common
+ *       case, in one call); nil when any element is not a string or not a
+ *       good URL (the caller's slow path says which, and why)
  *   hash(s) -> 16 hex digits (FNV-1a 64: a key part, not a security hash) */
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -38,24 +42,30 @@ static int curl_fail(lua_State *L, CURLU *h, CURLUcode rc) {
   return 2;
 }
 
-/* Pushes h's URL in canonical form; frees h. */
-static int push_canonical(lua_State *L, CURLU *h) {
-  CURLUcode rc = curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0);
-  char *host = NULL, *out = NULL;
-  if (rc == CURLUE_OK) rc = curl_url_get(h, CURLUPART_HOST, &host, 0);
-  if (rc == CURLUE_OK) {
-    for (char *p = host; *p; p++)
-      if (*p >= 'A' && *p <= 'Z') *p = (char)(*p + 32);
-    rc = curl_url_set(h, CURLUPART_HOST, host, 0);
-    curl_free(host);
+/* Sets h to the canonical form of u (n bytes, already checked by
+ * check_http) and stores it in *out (curl_free it). A URL with no fragment
+ * and no upper case in its authority skips those two steps: most do. */
+static CURLUcode canonical(CURLU *h, const char *u, size_t n, char **out) {
+  CURLUcode rc = curl_url_set(h, CURLUPART_URL, u, 0);
+  if (rc != CURLUE_OK) return rc;
+  if (memchr(u, '#', n)) rc = curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0);
+  const char *a = strstr(u, "://"), *p = a ? a + 3 : u;
+  int upper = 0;
+  for (; p < u + n && *p != '/' && *p != '?' && *p != '#'; p++)
+    if (*p >= 'A' && *p <= 'Z') upper = 1;
+  char *host = NULL;
+  if (rc == CURLUE_OK && upper) {
+    rc = curl_url_get(h, CURLUPART_HOST, &host, 0);
+    if (rc == CURLUE_OK) {
+      for (char *q = host; *q; q++)
+        if (*q >= 'A' && *q <= 'Z') *q = (char)(*q + 32);
+      rc = curl_url_set(h, CURLUPART_HOST, host, 0);
+      curl_free(host);
+    }
   }
   if (rc == CURLUE_OK)
-    rc = curl_url_get(h, CURLUPART_URL, &out, CURLU_NO_DEFAULT_PORT);
-  if (rc != CURLUE_OK) return curl_fail(L, h, rc);
-  lua_pushstring(L, out);
-  curl_free(out);
-  curl_url_cleanup(h);
-  return 1;
+    rc = curl_url_get(h, CURLUPART_URL, out, CURLU_NO_DEFAULT_PORT);
+  return rc;
 }
 
 int sc_lua_url_canonical(lua_State *L) {
@@ -65,9 +75,48 @@ int sc_lua_url_canonical(lua_State *L) {
   if (r) return r;
   CURLU *h = curl_url();
   if (!h) return luaL_error(L, "out of memory");
-  CURLUcode rc = curl_url_set(h, CURLUPART_URL, u, 0);
+  char *out = NULL;
+  CURLUcode rc = canonical(h, u, n, &out);
   if (rc != CURLUE_OK) return curl_fail(L, h, rc);
-  return push_canonical(L, h);
+  lua_pushstring(L, out);
+  curl_free(out);
+  curl_url_cleanup(h);
+  return 1;
+}
+
+int sc_lua_url_keys(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  size_t pn;
+  const char *prefix = luaL_checklstring(L, 2, &pn);
+  CURLU *h = curl_url(); /* one parse handle for the whole list */
+  if (!h) return luaL_error(L, "out of memory");
+  lua_newtable(L);
+  luaL_Buffer b;
+  for (int i = 1;; i++) {
+    lua_rawgeti(L, 1, i);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      break;
+    }
+    size_t n;
+    const char *u = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n)
+                                                   : NULL;
+    char *out = NULL;
+    if (!u || check_http(L, u, n) || canonical(h, u, n, &out) != CURLUE_OK) {
+      curl_url_cleanup(h);
+      lua_pushnil(L);
+      return 1;
+    }
+    lua_pop(L, 1);
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, prefix, pn);
+    luaL_addstring(&b, out);
+    curl_free(out);
+    luaL_pushresult(&b);
+    lua_rawseti(L, 3, i);
+  }
+  curl_url_cleanup(h);
+  return 1;
 }
 
 int sc_lua_url_join(lua_State *L) {
