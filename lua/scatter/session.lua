@@ -75,12 +75,9 @@ local function verdict_of(pool, resp)
   return v
 end
 
--- One try through the session's proxy. Returns resp, or false and what
--- to do next: "move", "again", "retry" (after a target_error: back off),
--- "timeout".
-function Session:_pinned(req, url, host, method, headers, flags, deadline)
-  local c = self.pool.c
-  local op = c:direct(self.proxy_id, host, method, url, headers, req.body, req.max_body, flags, self.jar)
+-- The result of a pinned request's op, or nil at the deadline (the op is
+-- then cancelled and its result never read).
+local function await_direct(c, op, deadline)
   local w = runtime.waiter()
   runtime.on_op(op, function(res)
     runtime.on_op(op, nil)
@@ -89,11 +86,21 @@ function Session:_pinned(req, url, host, method, headers, flags, deadline)
   local timer = deadline and runtime.at(deadline, runtime.wake, w)
   local res = runtime.block(w)
   if timer then timer.cancelled = true end
-  if not res then -- the deadline
+  if not res then
     runtime.on_op(op, nil)
     c:direct_cancel(op)
-    return false, "timeout"
   end
+  return res
+end
+
+-- One try through the session's proxy. Returns resp, or false and what
+-- to do next: "move", "again", "retry" (after a target_error: back off),
+-- "timeout".
+function Session:_pinned(req, url, host, method, headers, flags, deadline)
+  local c = self.pool.c
+  local op = c:direct(self.proxy_id, host, method, url, headers, req.body, req.max_body, flags, self.jar)
+  local res = await_direct(c, op, deadline)
+  if not res then return false, "timeout" end
   if res.err == "closed" then return false, "closed" end
   if res.err then
     self.errors = self.errors + 1
@@ -182,19 +189,8 @@ end
 function Session:_pinned_tunnel(url, host, deadline)
   local c = self.pool.c
   local op = c:direct(self.proxy_id, host, "CONNECT", url, nil, nil, nil, 8, nil)
-  local w = runtime.waiter()
-  runtime.on_op(op, function(res)
-    runtime.on_op(op, nil)
-    runtime.wake(w, res)
-  end)
-  local timer = deadline and runtime.at(deadline, runtime.wake, w)
-  local res = runtime.block(w)
-  if timer then timer.cancelled = true end
-  if not res then
-    runtime.on_op(op, nil)
-    c:direct_cancel(op)
-    return false, "timeout"
-  end
+  local res = await_direct(c, op, deadline)
+  if not res then return false, "timeout" end
   if res.err == "closed" then return false, "closed" end
   local tun, latency
   if not res.err then tun, latency = c:direct_tunnel(op) end

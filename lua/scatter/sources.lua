@@ -70,6 +70,33 @@ function M.parse(body, scheme)
 end
 
 -- The list in a body, or nil, why the body is no list.
+-- Every waiter hears the result, even if one of them fails.
+local function notify(waiting, a, b)
+  local failed
+  for _, f in ipairs(waiting) do
+    local ok, err = pcall(f, a, b)
+    if not ok then failed = failed or err end
+  end
+  if failed then error(failed, 0) end
+end
+
+-- Reads a local list or downloads a remote one into done(body, err);
+-- false (done never called) for a URL of no kind a source can be.
+local function obtain(url, done)
+  if M.file_path(url) then
+    done(read_file(M.file_path(url)))
+  elseif url:match("^[Hh][Tt][Tt][Pp][Ss]?://") then
+    download(url, done)
+  else
+    return false
+  end
+  return true
+end
+
+local function unsupported(shown)
+  return "unsupported source URL " .. ("%q"):format(shown) .. " (a path, file://, http:// or https://)"
+end
+
 local function digest(url, name, body, err, scheme)
   local shown = M.redact(url)
   if not body then return nil, shown .. ": " .. err end
@@ -111,22 +138,11 @@ function M.fetch(url, opts, cb)
     local ok, list, why = pcall(digest, url, opts.name, body, err, opts.scheme)
     if not ok then list, why = nil, tostring(list) end
     if list then cache[ck] = { list = list, at = core.now() } end
-    -- every waiter hears the result, even if one of them fails
-    local failed
-    for _, f in ipairs(waiting) do
-      local fok, ferr = pcall(f, list, why)
-      if not fok then failed = failed or ferr end
-    end
-    if failed then error(failed, 0) end
+    notify(waiting, list, why)
   end
-  local path = M.file_path(url)
-  if path then
-    done(read_file(path))
-  elseif url:match("^[Hh][Tt][Tt][Pp][Ss]?://") then
-    download(url, done)
-  else
+  if not obtain(url, done) then
     inflight[ck] = nil
-    cb(nil, "unsupported source URL " .. ("%q"):format(M.redact(url)) .. " (a path, file://, http:// or https://)")
+    cb(nil, unsupported(M.redact(url)))
   end
 end
 
@@ -153,21 +169,11 @@ function M.fetch_body(url, opts, cb)
     -- a local file is read again (cheap), not kept: a big list's text
     -- would stay in memory for max_age
     if body and not M.file_path(url) then bodies[url] = { body = body, at = core.now() } end
-    local failed
-    for _, f in ipairs(waiting) do
-      local fok, ferr = pcall(f, body, body == nil and (shown .. ": " .. tostring(err)) or nil)
-      if not fok then failed = failed or ferr end
-    end
-    if failed then error(failed, 0) end
+    notify(waiting, body, body == nil and (shown .. ": " .. tostring(err)) or nil)
   end
-  local path = M.file_path(url)
-  if path then
-    done(read_file(path))
-  elseif url:match("^[Hh][Tt][Tt][Pp][Ss]?://") then
-    download(url, done)
-  else
+  if not obtain(url, done) then
     body_waiting[url] = nil
-    cb(nil, "unsupported source URL " .. ("%q"):format(shown) .. " (a path, file://, http:// or https://)")
+    cb(nil, unsupported(shown))
   end
 end
 
