@@ -10,6 +10,8 @@
 --             once, its output line exactly once, refetches per kill
 --
 --   luajit bench/frontier.lua [push|memory|overhead|recovery ...]
+--   luajit bench/frontier.lua overhead instructions    (the overhead in
+--             instructions, under callgrind: FRONTIER_INSTR_N, 5000)
 local B = dofile("bench/lib.lua")
 local env = B.env
 local scatter = require("scatter")
@@ -70,55 +72,115 @@ local function memory_bench()
   print("target: within 64 MiB of the empty queue")
 end
 
+local OVH_INFLIGHT = 200
+local function ovh_pool(proxies)
+  return scatter.pool({ proxies = proxies, max_concurrent_per_request = 1, max_inflight = OVH_INFLIGHT,
+    rate_limit = { default_interval = 0 }, proxy_timeout = 30, metrics_log_interval = 0 })
+end
+
+-- The first n of urls through plain pool:get, OVH_INFLIGHT at a time.
+local function ovh_plain(pool, urls, n)
+  local ok, next_i = 0, 0
+  scatter.run(function()
+    local ths = {}
+    for w = 1, OVH_INFLIGHT do
+      ths[w] = scatter.spawn(function()
+        while next_i < n do
+          next_i = next_i + 1
+          local resp = pool:get(urls[next_i], { timeout = 60 })
+          if resp and resp.status == 200 then ok = ok + 1 end
+        end
+      end)
+    end
+    scatter.wait_all(unpack(ths))
+  end)
+  assert(ok == n, "plain: " .. ok .. " of " .. n)
+end
+
+-- The same through scatter.crawl on queue q (filled by the caller).
+local function ovh_crawl(pool, q, out, n)
+  local s
+  scatter.run(function()
+    s = scatter.crawl({ queue = q, pool = pool, concurrency = OVH_INFLIGHT, output = out,
+      handle = function(resp, item) return { url = item.url, status = resp.status, n = #resp.body } end })
+  end)
+  assert(s.done == n, "crawl: " .. s.done .. " of " .. n)
+end
+
+-- One contender in a process of its own (run under callgrind by
+-- overhead_instructions): MODE plain|crawl, or plain0|crawl0 for the same
+-- set-up (pool; queue filled) with nothing requested.
+local function overhead_child(mode, n, proxies, base, db)
+  local urls, list = {}, {}
+  for i = 1, n do urls[i] = base .. "?i=" .. i end
+  for p in proxies:gmatch("[^,]+") do list[#list + 1] = p end
+  local pool = ovh_pool(list)
+  if mode:match("^crawl") then
+    local q = assert(scatter.queue({ path = db }))
+    q:push_many(urls)
+    q:flush()
+    if mode == "crawl" then ovh_crawl(pool, q, db .. ".jsonl", n) end
+    q:close()
+  elseif mode == "plain" then
+    ovh_plain(pool, urls, n)
+  end
+  pool:close()
+end
+
+-- Instructions (callgrind) instead of time: this machine's noise moves the
+-- timed ratio by tens of percent, an instruction count by a few.
+local function overhead_instructions(web, farm)
+  local N = tonumber(os.getenv("FRONTIER_INSTR_N") or "5000")
+  B.banner(string.format("frontier overhead in instructions: %d small responses, %d in flight, callgrind", N,
+    OVH_INFLIGHT))
+  local ir = {}
+  for _, mode in ipairs({ "plain0", "plain", "crawl0", "crawl" }) do
+    local d = env.tmpdir()
+    local p = env.spawn({ "valgrind", "--tool=callgrind", "--callgrind-out-file=" .. d .. "/cg.out", "luajit",
+      "bench/frontier.lua", "overhead-child", mode, tostring(N), table.concat(farm.proxies, ","),
+      web:url("/small.txt"), d .. "/q.db" }, { name = "frontier-" .. mode })
+    env.wait_until(function() return not p:alive() end, "the " .. mode .. " contender to end", nil, 1800)
+    local c = (env.read_file(d .. "/cg.out") or ""):match("\nsummary: (%d+)")
+    assert(c and p.status == "exit 0", mode .. " failed (" .. tostring(p.status) .. "): " .. p:tail(20))
+    ir[mode] = tonumber(c)
+  end
+  local plain, crawl = (ir.plain - ir.plain0) / N, (ir.crawl - ir.crawl0) / N
+  B.table({ { "contender", "Ir/request", "set-up Ir" },
+    { "pool:get", string.format("%.0fk", plain / 1e3), string.format("%.0fM", ir.plain0 / 1e6) },
+    { "scatter.crawl", string.format("%.0fk", crawl / 1e3), string.format("%.0fM", ir.crawl0 / 1e6) } })
+  print(string.format("scatter.crawl %.2fx of pool:get in instructions (the target, <= 1.15x, is on time)",
+    crawl / plain))
+end
+
 local function overhead_bench()
-  local N, INFLIGHT = 20000, 200
-  B.banner(string.format("frontier overhead: %d small responses, %d in flight, farm good x10, best of 3", N, INFLIGHT))
+  local N = 20000
   local web = env.nginx()
   local farm = env.farm({ "good count=10" })
+  if want.instructions then return overhead_instructions(web, farm) end
+  B.banner(string.format("frontier overhead: %d small responses, %d in flight, farm good x10, best of 3", N,
+    OVH_INFLIGHT))
   local urls = {}
   for i = 1, N do urls[i] = web:url("/small.txt?i=" .. i) end
-  local function new_pool()
-    return scatter.pool({ proxies = farm.proxies, max_concurrent_per_request = 1, max_inflight = INFLIGHT,
-      rate_limit = { default_interval = 0 }, proxy_timeout = 30, metrics_log_interval = 0 })
-  end
   local function plain()
-    local pool, ok, next_i = new_pool(), 0, 0
+    local pool = ovh_pool(farm.proxies)
     local t0, c0 = B.now(), os.clock()
-    scatter.run(function()
-      local ths = {}
-      for w = 1, INFLIGHT do
-        ths[w] = scatter.spawn(function()
-          while next_i < N do
-            next_i = next_i + 1
-            local resp = pool:get(urls[next_i], { timeout = 60 })
-            if resp and resp.status == 200 then ok = ok + 1 end
-          end
-        end)
-      end
-      scatter.wait_all(unpack(ths))
-    end)
+    ovh_plain(pool, urls, N)
     local wall, cpu = B.now() - t0, os.clock() - c0
     pool:close()
-    assert(ok == N, "plain: " .. ok .. " of " .. N)
     return wall, cpu
   end
   local runs = 0
   local function crawl()
     runs = runs + 1
-    local pool = new_pool()
+    local pool = ovh_pool(farm.proxies)
     local q = assert(scatter.queue({ path = dir .. "/ovh" .. runs .. ".db" }))
     q:push_many(urls)
     q:flush()
     local t0, c0 = B.now(), os.clock()
-    local s
-    scatter.run(function()
-      s = scatter.crawl({ queue = q, pool = pool, concurrency = INFLIGHT, output = dir .. "/ovh" .. runs .. ".jsonl",
-        handle = function(resp, item) return { url = item.url, status = resp.status, n = #resp.body } end })
-    end)
+    ovh_crawl(pool, q, dir .. "/ovh" .. runs .. ".jsonl", N)
     local wall, cpu = B.now() - t0, os.clock() - c0
     q:close()
     pool:close()
-    assert(s.done == N, "crawl: " .. s.done .. " of " .. N)
     return wall, cpu
   end
   -- (CPU s of this process too: it is CPU-bound, and its CPU moves less
@@ -206,6 +268,10 @@ local function recovery_bench()
   assert(lines == PAGES and s.done == PAGES)
 end
 
+if arg[1] == "overhead-child" then
+  overhead_child(arg[2], tonumber(arg[3]), arg[4], arg[5], arg[6])
+  os.exit(0)
+end
 if all or want.push then push_bench() end
 if all or want.memory then memory_bench() end
 if all or want.overhead then overhead_bench() end
