@@ -309,6 +309,50 @@ while True:
     sink:stop()
   end)
 
+  it("closes a CONNECT tunnel silent both ways for --tunnel-idle seconds, not one in use", function()
+    local ng = env.nginx()
+    local farm = env.farm({ "good count=2" })
+    local p, port = serve("{ proxies = " .. proxies_lua(farm.proxies) .. ", connect_ports = { "
+      .. ng.port .. " } }", { "--tunnel-idle", "1" })
+    local c = socket.tcp()
+    c:settimeout(10)
+    assert(c:connect("127.0.0.1", port))
+    assert(c:send("CONNECT 127.0.0.1:" .. ng.port .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert.equals("HTTP/1.1 200 Connection established", c:receive("*l"))
+    assert.equals("", c:receive("*l"))
+    -- requests inside the tunnel, 0.6 s apart: each keeps it open (nginx
+    -- keeps the connection alive for 75 s, so only serve can end it)
+    for i = 1, 3 do
+      env.sleep(0.6)
+      assert(c:send("GET /small.txt?t=" .. i .. " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+      assert.equals("HTTP/1.1 200 OK", c:receive("*l"), "request " .. i .. " through the tunnel")
+      local len
+      repeat
+        local h = assert(c:receive("*l"))
+        len = len or tonumber(h:match("^[Cc]ontent%-[Ll]ength: (%d+)"))
+      until h == ""
+      assert.equals("hello from scatter\n", c:receive(len))
+    end
+    local t0 = socket.gettime()
+    local data, err = c:receive(1) -- nothing more comes: serve closes it
+    local silent = socket.gettime() - t0
+    c:close()
+    assert.is_nil(data)
+    assert.equals("closed", err)
+    assert.is_true(silent >= 0.9, "closed after only " .. silent .. " s of silence")
+    assert.is_true(silent < 8, "closed only after " .. silent .. " s")
+    assert.is_true(p:alive())
+    p:stop()
+  end)
+
+  it("refuses a bad --tunnel-idle, naming it", function()
+    for _, bad in ipairs({ "0", "-1", "soon", "inf" }) do
+      local rc, _, err = env.cli("serve --tunnel-idle " .. bad)
+      assert.are_not.equal(0, rc)
+      assert.matches("%-%-tunnel%-idle: a number of seconds > 0 expected", err)
+    end
+  end)
+
   it("clients that go away mid-body (tunnels, answers) stop nothing (SIGPIPE)", function()
     local ng = env.nginx()
     local farm = env.farm({ "good count=2" })

@@ -165,6 +165,19 @@ describe("sessions", function()
     assert.equals("closed", err)
   end)
 
+  it("serve.start refuses a bad timeout, session_idle or tunnel_idle, naming it", function()
+    local serve = require("scatter.serve")
+    local pool = scatter.pool{ proxies = { "127.0.0.1:9" }, metrics_log_interval = 0 }
+    for _, k in ipairs({ "timeout", "session_idle", "tunnel_idle" }) do
+      for _, bad in ipairs({ 0, -1, "5", 0 / 0, math.huge }) do
+        local srv, err = serve.start(pool, "127.0.0.1", 0, { [k] = bad })
+        assert.is_nil(srv)
+        assert.matches("serve: " .. k .. " must be a number of seconds > 0, got", err)
+      end
+    end
+    pool:close()
+  end)
+
   it("scatter serve keeps at most MAX_SESSIONS named sessions, dropping the least recently used", function()
     local serve = require("scatter.serve")
     local pool = scatter.pool{ proxies = { "127.0.0.1:9" }, metrics_log_interval = 0 }

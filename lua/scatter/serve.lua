@@ -25,6 +25,10 @@ M.MAX_SESSIONS = 10000
 -- A named session unused this long (seconds) is closed; its next request
 -- starts a new one (a fresh race, an empty jar).
 M.DEFAULT_SESSION_IDLE = 300
+-- A CONNECT tunnel that moves no byte either way this long (seconds) is
+-- closed: a client that vanished without a FIN (a crashed host, a dropped
+-- NAT entry) would otherwise hold two descriptors and a proxy forever.
+M.DEFAULT_TUNNEL_IDLE = 300
 
 -- Hop-by-hop (RFC 9110 section 7.6.1) and what the transport sets itself:
 -- never forwarded upstream.
@@ -230,7 +234,7 @@ function Server:_connect(conn, target, hl, user)
     resp, err = pool:_tunnel(host, port, self.timeout)
   end
   if not resp then return fail(conn, err) end
-  local ok, terr = core.proxyd_tunnel(conn, resp.tunnel)
+  local ok, terr = core.proxyd_tunnel(conn, resp.tunnel, self.tunnel_idle)
   if not ok then log.emit("debug", nil, "serve: tunnel to " .. target .. " not relayed: " .. terr) end
 end
 
@@ -257,10 +261,17 @@ end
 -- opts: timeout (seconds, default 30), connect_ports (list of ports a
 -- CONNECT may reach, default {443}), session (options for the sessions
 -- that X-Scatter-Session names), session_idle (seconds without a request
--- after which such a session is closed, default 300). Returns server,
--- bound port or nil, err.
+-- after which such a session is closed, default 300), tunnel_idle
+-- (seconds without a byte either way after which a CONNECT tunnel is
+-- closed, default 300). Returns server, bound port or nil, err.
 function M.start(target, host, port, opts)
   opts = opts or {}
+  for _, k in ipairs({ "timeout", "session_idle", "tunnel_idle" }) do
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or not (v > 0 and v < 1e9)) then
+      return nil, "serve: " .. k .. " must be a number of seconds > 0, got " .. tostring(v)
+    end
+  end
   local ports = {}
   for _, p in ipairs(opts.connect_ports or M.DEFAULT_CONNECT_PORTS) do ports[p] = true end
   local id, bport = core.proxyd_listen(host, port)
@@ -269,6 +280,7 @@ function M.start(target, host, port, opts)
     id = id, port = bport, target = target, timeout = opts.timeout or M.DEFAULT_TIMEOUT,
     connect_ports = ports, sessions = {}, nsessions = 0, session_opts = opts.session, active = 0,
     session_idle = opts.session_idle or M.DEFAULT_SESSION_IDLE,
+    tunnel_idle = opts.tunnel_idle or M.DEFAULT_TUNNEL_IDLE,
   }, Server)
   runtime.on_op(id, function(res) runtime.spawn(self._handle, self, res.status) end)
   return self, bport

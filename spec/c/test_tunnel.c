@@ -1,7 +1,8 @@
 /* The CONNECT relay (src/net/tunnel.c) alone, between two socketpairs:
  * megabytes both ways at once through splice and through the buffer, a
  * reader that pauses (backpressure), what each end gets first (`pre`),
- * the half-close passed on, and a peer that vanishes mid-stream.
+ * the half-close passed on, a peer that vanishes mid-stream, and the idle
+ * bound (a silent tunnel ends; one that trickles stays open).
  *
  * Prints "N passed, N failed" (tests) and exits 1 on any failure. */
 #include <errno.h>
@@ -165,7 +166,8 @@ static void relay(int copy, size_t vanish) {
   r.t.data = &r;
   sc_tunnel_end_t e[2] = {{a[1], NULL, HELLO, hl, copy},
                           {b[0], NULL, EARLY, el, copy}};
-  CHECK(sc_tunnel_start(&r.t, loop, e, on_end) == 0, "start");
+  /* (an idle bound that a busy tunnel never meets: its check runs) */
+  CHECK(sc_tunnel_start(&r.t, loop, e, 2000, on_end) == 0, "start");
   CHECK(r.t.splice == !copy, "splice %d with copy %d", r.t.splice, copy);
   side_watch(&r.cli);
   side_watch(&r.srv);
@@ -190,6 +192,78 @@ static void relay(int copy, size_t vanish) {
   free(srv_want);
 }
 
+/* A client that sends a byte every TRICKLE_MS, `trickles` times, then
+ * nothing: the tunnel (idle bound IDLE_MS) must stay open while bytes
+ * move and end with UV_ETIMEDOUT once they stop. */
+#define IDLE_MS 100
+#define TRICKLE_MS 30
+typedef struct quiet {
+  sc_tunnel_t t;
+  uv_timer_t tick;
+  int fd, left, ends, status, closed;
+  uint64_t t0, ended_at;
+} quiet;
+
+static void on_quiet_closed(sc_tunnel_t *t) { ((quiet *)t->data)->closed++; }
+
+static void on_quiet_end(sc_tunnel_t *t, int status) {
+  quiet *q = t->data;
+  q->ends++;
+  q->status = status;
+  q->ended_at = uv_now(uv_default_loop());
+  uv_timer_stop(&q->tick);
+  uv_close((uv_handle_t *)&q->tick, NULL);
+  sc_tunnel_close(t, on_quiet_closed);
+}
+
+static void on_tick(uv_timer_t *h) {
+  quiet *q = h->data;
+  if (q->left-- > 0)
+    CHECK(send(q->fd, "x", 1, MSG_NOSIGNAL) == 1, "trickle send");
+}
+
+static void idle_after(int trickles) {
+  uv_loop_t *loop = uv_default_loop();
+  int a[2], b[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, a) == 0, "socketpair");
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, b) == 0, "socketpair");
+  quiet q;
+  memset(&q, 0, sizeof(q));
+  q.t.data = &q;
+  q.fd = a[0];
+  q.left = trickles;
+  uv_update_time(loop);
+  q.t0 = uv_now(loop);
+  uv_timer_init(loop, &q.tick);
+  q.tick.data = &q;
+  uv_timer_start(&q.tick, on_tick, TRICKLE_MS, TRICKLE_MS);
+  sc_tunnel_end_t e[2] = {{a[1], NULL, NULL, 0, 0}, {b[0], NULL, NULL, 0, 0}};
+  CHECK(sc_tunnel_start(&q.t, loop, e, IDLE_MS, on_quiet_end) == 0, "start");
+  uv_run(loop, UV_RUN_DEFAULT);
+  CHECK(q.ends == 1 && q.closed == 1, "ended %d, closed %d", q.ends, q.closed);
+  CHECK(q.status == UV_ETIMEDOUT, "status %d (%s)", q.status,
+        uv_strerror(q.status));
+  CHECK(q.t.bytes[0] == (uint64_t)trickles, "relayed %llu of %d",
+        (unsigned long long)q.t.bytes[0], trickles);
+  /* silence began with the last trickle; the check runs every IDLE_MS/4 */
+  uint64_t quiet_from = (uint64_t)trickles * TRICKLE_MS,
+           took = q.ended_at - q.t0;
+  CHECK(took >= quiet_from + IDLE_MS, "ended after %llu ms, silent from %llu",
+        (unsigned long long)took, (unsigned long long)quiet_from);
+  CHECK(took < quiet_from + 10 * IDLE_MS, "ended only after %llu ms",
+        (unsigned long long)took);
+  char c;
+  CHECK(recv(a[0], &c, 1, 0) == 0, "the client's end is closed");
+  int got = 0;
+  while (recv(b[1], &c, 1, MSG_DONTWAIT) == 1) got++;
+  CHECK(got == trickles, "the server end got %d of %d bytes", got, trickles);
+  close(a[0]);
+  close(b[1]);
+}
+
+static void silent_tunnel_times_out(void) { idle_after(0); }
+static void trickling_tunnel_stays_open(void) { idle_after(10); }
+
 static void splice_both_ways(void) { relay(0, 0); }
 static void buffer_both_ways(void) { relay(1, 0); }
 static void splice_peer_vanishes(void) { relay(0, 3u << 20); }
@@ -203,5 +277,7 @@ int main(void) {
   RUN(buffer_both_ways);
   RUN(splice_peer_vanishes);
   RUN(buffer_peer_vanishes);
+  RUN(silent_tunnel_times_out);
+  RUN(trickling_tunnel_stays_open);
   return CHECK_DONE();
 }

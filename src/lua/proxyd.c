@@ -12,8 +12,9 @@
  *   core.proxyd_respond(conn, head, body) -> true | nil, err
  *       head: status line and header lines, each ending in CRLF, without
  *       Connection (added here) or the blank line
- *   core.proxyd_tunnel(conn, tunnel) -> true | nil, err   (always takes
- *       the tunnel: pool:tunnel's value, tunref.h)
+ *   core.proxyd_tunnel(conn, tunnel [, idle]) -> true | nil, err   (always
+ *       takes the tunnel: pool:tunnel's value, tunref.h; idle: seconds
+ *       without a byte either way that end it, 0 or none: never)
  *   core.proxyd_close(op id, drain)   drain: stop accepting, close idle
  *       connections, close the others once their answer is written;
  *       otherwise close everything now
@@ -502,6 +503,10 @@ static int send_copy(pconn *c, uv_stream_t *st, const char *p, size_t n) {
 int sc_lua_proxyd_tunnel(lua_State *L) {
   int fd;
   sc_xfer_t *x;
+  double idle = luaL_optnumber(L, 3, 0);
+  if (!(idle >= 0 && idle < 1e9))
+    return luaL_argerror(L, 3, "idle seconds from 0 (never) to 1e9 expected");
+  uint64_t idle_ms = (uint64_t)(idle * 1000.0 + 0.5);
   if (sc_lua_tunref_take(L, 2, &fd, &x) < 0)
     return luaL_argerror(L, 2, "an open tunnel expected (pool:tunnel)");
   pconn *c = check_waiting(L, 1);
@@ -534,7 +539,7 @@ int sc_lua_proxyd_tunnel(lua_State *L) {
       {fd, x ? x->easy : NULL, c->rest, c->rest_len, 0},
   };
   /* no dup (EMFILE): the poll fails, and the tunnel closes the other */
-  int rc = sc_tunnel_start(c->tun, c->tcp.loop, e, on_tunnel_end);
+  int rc = sc_tunnel_start(c->tun, c->tcp.loop, e, idle_ms, on_tunnel_end);
   if (rc < 0) {
     conn_close(c);
     lua_pushnil(L);

@@ -241,11 +241,26 @@ static void watch(sc_tunnel_t *t) {
   }
 }
 
+/* A check every quarter of idle_ms (not a timer restarted per read: a
+ * bulk tunnel reads thousands of times a second), so a silent tunnel ends
+ * between idle_ms and 1.25 x idle_ms after its last byte. */
+static void on_idle(uv_timer_t *h) {
+  sc_tunnel_t *t = h->data;
+  uint64_t now = uv_now(h->loop), moved = t->bytes[0] + t->bytes[1];
+  if (moved != t->seen) {
+    t->seen = moved;
+    t->quiet_since = now;
+  } else if (now - t->quiet_since >= t->idle_ms) {
+    end(t, UV_ETIMEDOUT);
+  }
+}
+
 static void end(sc_tunnel_t *t, int status) {
   if (t->ended) return;
   t->ended = 1;
   for (int i = 0; i < t->npolls; i++) uv_poll_stop(&t->poll[i]);
   for (int i = 0; i < t->ntimers; i++) uv_timer_stop(&t->tail[i]);
+  if (t->idle_on) uv_timer_stop(&t->idle);
   if (t->started) t->cb(t, status);
 }
 
@@ -265,11 +280,12 @@ static int open_pipe(sc_tunnel_dir_t *d) {
 }
 
 int sc_tunnel_start(sc_tunnel_t *t, uv_loop_t *loop, const sc_tunnel_end_t e[2],
-                    sc_tunnel_cb cb) {
+                    uint64_t idle_ms, sc_tunnel_cb cb) {
   void *data = t->data;
   memset(t, 0, sizeof(*t));
   t->data = data;
   t->cb = cb;
+  t->idle_ms = idle_ms;
   for (int i = 0; i < 2; i++) {
     t->fd[i] = e[i].fd;
     t->easy[i] = e[i].easy;
@@ -319,6 +335,15 @@ int sc_tunnel_start(sc_tunnel_t *t, uv_loop_t *loop, const sc_tunnel_end_t e[2],
     t->ntimers++;
     t->open++;
   }
+  if (idle_ms) {
+    uv_timer_init(loop, &t->idle);
+    t->idle.data = t;
+    t->idle_on = 1;
+    t->open++;
+    t->quiet_since = uv_now(loop);
+    uint64_t every = idle_ms / 4 ? idle_ms / 4 : 1;
+    uv_timer_start(&t->idle, on_idle, every, every);
+  }
   t->started = 1;
   for (int i = 0; i < 2 && !t->ended; i++) pump(t, &t->d[i]);
   if (!t->ended) watch(t);
@@ -359,5 +384,6 @@ void sc_tunnel_close(sc_tunnel_t *t, sc_tunnel_closed_cb closed) {
     uv_close((uv_handle_t *)&t->poll[i], on_handle_closed);
   for (int i = 0; i < t->ntimers; i++)
     uv_close((uv_handle_t *)&t->tail[i], on_handle_closed);
-  t->npolls = t->ntimers = 0;
+  if (t->idle_on) uv_close((uv_handle_t *)&t->idle, on_handle_closed);
+  t->npolls = t->ntimers = t->idle_on = 0;
 }

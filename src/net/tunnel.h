@@ -51,11 +51,13 @@ typedef struct sc_tunnel_dir {
 struct sc_tunnel {
   uv_poll_t poll[2];
   uv_timer_t tail[2]; /* per direction: reads what a raised lowat holds */
+  uv_timer_t idle;    /* ends a tunnel silent both ways for idle_ms */
+  uint64_t idle_ms, quiet_since, seen;
   int fd[2];
   CURL *easy[2];
   sc_tunnel_dir_t d[2]; /* d[0]: end 0 to end 1, d[1]: end 1 to end 0 */
   int events[2];
-  int started, ended, npolls, ntimers, open, splice;
+  int started, ended, npolls, ntimers, idle_on, open, splice;
   sc_tunnel_cb cb;
   sc_tunnel_closed_cb closed;
   void *data;
@@ -70,11 +72,12 @@ typedef struct sc_tunnel_end {
   int copy; /* through the buffer even where splice would do */
 } sc_tunnel_end_t;
 
-/* Starts relaying between ends e[0] and e[1]. A negative return: nothing
- * started, cb never runs; sc_tunnel_close still releases the
- * descriptors. */
+/* Starts relaying between ends e[0] and e[1]; a tunnel that moves no byte
+ * either way for idle_ms (0: never) ends with UV_ETIMEDOUT. A negative
+ * return: nothing started, cb never runs; sc_tunnel_close still releases
+ * the descriptors. */
 int sc_tunnel_start(sc_tunnel_t *t, uv_loop_t *loop, const sc_tunnel_end_t e[2],
-                    sc_tunnel_cb cb);
+                    uint64_t idle_ms, sc_tunnel_cb cb);
 /* Stops relaying (cb does not run afterwards) and closes the tunnel's
  * handles and descriptors; closed runs once they are gone (libuv closes
  * handles asynchronously), or at once if nothing was open. Never calls

@@ -30,6 +30,8 @@ options:
   --session-idle S     close an X-Scatter-Session session after S seconds
                        without a request (default 300); the name's next
                        request starts a new one
+  --tunnel-idle S      close a CONNECT tunnel after S seconds without a
+                       byte either way (default 300)
   --log-level LEVEL    error, warn, info, debug or trace (SCATTER_LOG)
   --log-format FORMAT  text or json (SCATTER_LOG_FORMAT)
   --metrics ADDR       Prometheus metrics at http://ADDR/metrics
@@ -47,23 +49,24 @@ local function parse_listen(v)
   return true
 end
 
+-- An option taking a number of seconds > 0 into state[field].
+local function seconds(field)
+  return function(v)
+    local t = tonumber(v)
+    if not t or t ~= t or t <= 0 or t == math.huge then return nil, "a number of seconds > 0 expected" end
+    state[field] = t
+    return true
+  end
+end
+
 C.OPTIONS = {
   ["--log-level"] = log.set_level,
   ["--log-format"] = log.set_format,
   ["--listen"] = parse_listen,
   ["--config"] = function(v) state.config = v return true end,
-  ["--timeout"] = function(v)
-    local t = tonumber(v)
-    if not t or t ~= t or t <= 0 or t == math.huge then return nil, "a number of seconds > 0 expected" end
-    state.timeout = t
-    return true
-  end,
-  ["--session-idle"] = function(v)
-    local t = tonumber(v)
-    if not t or t ~= t or t <= 0 or t == math.huge then return nil, "a number of seconds > 0 expected" end
-    state.session_idle = t
-    return true
-  end,
+  ["--timeout"] = seconds("timeout"),
+  ["--session-idle"] = seconds("session_idle"),
+  ["--tunnel-idle"] = seconds("tunnel_idle"),
   ["--metrics"] = function(addr)
     local ok, err = require("scatter.metrics").parse_addr(addr)
     if not ok then return nil, err end
@@ -88,7 +91,7 @@ local function load_config(sources)
     cfg = res
   end
   local opts = { timeout = state.timeout, connect_ports = cfg.connect_ports, session = cfg.session,
-                  session_idle = state.session_idle }
+                  session_idle = state.session_idle, tunnel_idle = state.tunnel_idle }
   cfg.connect_ports, cfg.session = nil, nil
   if opts.connect_ports ~= nil then
     if type(opts.connect_ports) ~= "table" then
