@@ -53,6 +53,38 @@ describe("sessions", function()
     end)
   end)
 
+  it("a session pinned to a socks4 proxy takes a name target to a proxy that resolves it (the socks4 rule)",
+    function()
+    local farm = env.farm({ "good proto=socks4 count=1", "good count=1" })
+    local s4, s5 = farm.proxies[1], farm.proxies[2]
+    assert.matches("^socks4://", s4)
+    local pool = pool_for(farm, { max_concurrent_per_request = 1 })
+    scatter.run(function()
+      local s = pool:session{}
+      -- pinned to the socks4 proxy by an IP-literal request
+      for _ = 1, 20 do
+        assert(s:get(ng.url("/small.txt")))
+        if s.proxy == s4 then break end
+        s:_move()
+      end
+      assert.equals(s4, s.proxy)
+      local moves = s.moves
+      local before = #farm.log_lines()
+      -- a name: socks4 carries addresses only, and remote DNS is on
+      local name_url = ng.url("/small.txt"):gsub("127%.0%.0%.1", "localhost")
+      local r = assert(s:get(name_url))
+      assert.equals("hello from scatter\n", r.body)
+      assert.equals(s5, r.proxy)
+      assert.equals(s5, s.proxy)
+      assert.equals(moves + 1, s.moves)
+      -- nothing reached the socks4 proxy for it
+      for i = before + 1, #farm.log_lines() do
+        assert.are_not.equal(port_of(s4), farm.log_lines()[i].port)
+      end
+      pool:close()
+    end)
+  end)
+
   it("moves to another proxy when its proxy starts blocking; cookies kept", function()
     -- three good connections each (the first race may take one of each;
     -- nginx closes each after three requests): the 9th echo moves

@@ -93,12 +93,20 @@ local function await_direct(c, op, deadline)
   return res
 end
 
+-- The session's proxy cannot carry this host at all (a socks4 proxy and a
+-- name or IPv6 target): another proxy, raced, must.
+local function unroutable(self, err)
+  self.last_error = err
+  return false, "move"
+end
+
 -- One try through the session's proxy. Returns resp, or false and what
 -- to do next: "move", "again", "retry" (after a target_error: back off),
 -- "timeout".
 function Session:_pinned(req, url, host, method, headers, flags, deadline)
   local c = self.pool.c
-  local op = c:direct(self.proxy_id, host, method, url, headers, req.body, req.max_body, flags, self.jar)
+  local op, rerr = c:direct(self.proxy_id, host, method, url, headers, req.body, req.max_body, flags, self.jar)
+  if not op then return unroutable(self, rerr) end
   local res = await_direct(c, op, deadline)
   if not res then return false, "timeout" end
   if res.err == "closed" then return false, "closed" end
@@ -188,7 +196,8 @@ end
 -- One tunnel through the session's proxy (pool:direct, flag 8).
 function Session:_pinned_tunnel(url, host, deadline)
   local c = self.pool.c
-  local op = c:direct(self.proxy_id, host, "CONNECT", url, nil, nil, nil, 8, nil)
+  local op, rerr = c:direct(self.proxy_id, host, "CONNECT", url, nil, nil, nil, 8, nil)
+  if not op then return unroutable(self, rerr) end
   local res = await_direct(c, op, deadline)
   if not res then return false, "timeout" end
   if res.err == "closed" then return false, "closed" end

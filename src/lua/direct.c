@@ -4,7 +4,9 @@
  * here, the classifier's verdict through pool:record.
  *
  *   pool:direct(proxy_id, host, method, url, headers, body, max_body,
- *               flags, cookies) -> op id
+ *               flags, cookies) -> op id | nil, err   (nil: the proxy
+ *       cannot carry this host at all, the socks4 rule of DESIGN.md 11;
+ *       nothing started)
  *       op result {status = HTTP status} or {status = 0, err = "kind: ..."}
  *   pool:direct_response(op id) -> {status, headers, body, url, proxy,
  *       method, cookies}, latency | nil   (frees the transfer)
@@ -91,6 +93,15 @@ static int l_direct(lua_State *L) {
   if (!key) return luaL_argerror(L, 2, "no such proxy");
   if (sc_sched_host_id(p->sched, host, hlen, &hid) < 0)
     return luaL_error(L, "scatter: bad host name");
+  /* the race checks this at each attempt's start; a pinned request
+   * must too, or a socks4 session proxy would resolve names locally */
+  char why[256];
+  if (sc_xfer_route_check(key, host, p->xo.remote_dns, why, sizeof(why)) <
+      0) {
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+  }
   direct *d = calloc(1, sizeof(*d));
   if (!d) return luaL_error(L, "scatter: out of memory");
   d->next = directs;
