@@ -96,8 +96,7 @@ static int l_direct(lua_State *L) {
   /* the race checks this at each attempt's start; a pinned request
    * must too, or a socks4 session proxy would resolve names locally */
   char why[256];
-  if (sc_xfer_route_check(key, host, p->xo.remote_dns, why, sizeof(why)) <
-      0) {
+  if (sc_xfer_route_check(key, host, p->xo.remote_dns, why, sizeof(why)) < 0) {
     lua_pushnil(L);
     lua_pushstring(L, why);
     return 2;
