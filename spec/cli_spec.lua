@@ -33,6 +33,30 @@ describe("scatter CLI", function()
     assert.truthy(err:find("usage:", 1, true))
   end)
 
+  it("names the option that is wrong, for run and serve alike", function()
+    for _, case in ipairs({
+      { "run --bogus x.lua", "run: unknown option --bogus" },
+      { "run --log-level", "run: --log-level needs a value" },
+      { "run --log-level=loud x.lua", "run: --log-level: " },
+      { "run --quiet=yes x.lua", "run: unknown option --quiet=yes" },
+      { "serve --timeout", "serve: --timeout needs a value" },
+      { "serve --timeout=-3", "serve: --timeout: a number of seconds > 0 expected" },
+      { "serve socks5h://127.0.0.1:1 --bogus", "serve: unknown option --bogus" },
+    }) do
+      local rc, _, err = scatter(case[1])
+      assert.equal(2, rc, "for: scatter " .. case[1])
+      assert.truthy(err:find("scatter: " .. case[2], 1, true), case[1] .. ": " .. err)
+      assert.truthy(err:find("usage:", 1, true), case[1])
+    end
+  end)
+
+  it("hands what follows the script, options too, to the script", function()
+    local path = script("opts.lua", [[print(table.concat(arg, " "))]])
+    local rc, out, err = scatter("run --quiet --log-level=warn " .. q(path) .. " --quiet -x --log-level")
+    assert.equal(0, rc, err)
+    assert.equal("--quiet -x --log-level\n", out)
+  end)
+
   it("runs a script with its arguments as the main thread and waits for its threads", function()
     local path = script("args.lua", [[
       local scatter = require("scatter")

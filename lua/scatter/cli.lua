@@ -39,6 +39,41 @@ function M.usage_error(msg, cmd)
   return 2
 end
 
+-- The options of a command with C.OPTIONS (name -> function(value) ->
+-- true | nil, err) and C.FLAGS (name -> function()): "--name value" and
+-- "--name=value". Operands are collected, or (operands_end) end the
+-- options: `scatter run FILE ARGS` hands what follows FILE to the script.
+-- Returns the operands and the index after the options, or nil and the
+-- exit code of the usage error it printed.
+function M.options(cmd, args, C, operands_end)
+  local operands, i = {}, 1
+  while args[i] do
+    local a = args[i]
+    if a:sub(1, 2) ~= "--" then
+      if operands_end then break end
+      operands[#operands + 1] = a
+    else
+      local name, value = a:match("^(%-%-[%w-]+)=(.*)$")
+      name = name or a
+      if C.FLAGS[name] and not value then
+        C.FLAGS[name]()
+      elseif C.OPTIONS[name] then
+        if not value then
+          i = i + 1
+          value = args[i]
+        end
+        if value == nil then return nil, M.usage_error(cmd .. ": " .. name .. " needs a value", C) end
+        local ok, err = C.OPTIONS[name](value)
+        if not ok then return nil, M.usage_error(cmd .. ": " .. name .. ": " .. err, C) end
+      else
+        return nil, M.usage_error(cmd .. ": unknown option " .. a, C)
+      end
+    end
+    i = i + 1
+  end
+  return operands, i
+end
+
 function M.main(argv)
   local name = argv[1]
   if name == nil then return M.usage_error("missing command") end

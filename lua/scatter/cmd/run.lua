@@ -56,27 +56,8 @@ end
 
 function C.run(args)
   state = {}
-  local i = 1
-  while args[i] and args[i]:sub(1, 2) == "--" do
-    local a = args[i]
-    local name, value = a:match("^(%-%-[%w-]+)=(.*)$")
-    name = name or a
-    if C.FLAGS[name] and not value then
-      C.FLAGS[name]()
-      i = i + 1
-    elseif C.OPTIONS[name] then
-      if not value then
-        value = args[i + 1]
-        i = i + 1
-      end
-      if value == nil then return cli.usage_error("run: " .. name .. " needs a value", C) end
-      local ok, err = C.OPTIONS[name](value)
-      if not ok then return cli.usage_error("run: " .. name .. ": " .. err, C) end
-      i = i + 1
-    else
-      return cli.usage_error("run: unknown option " .. a, C)
-    end
-  end
+  local parsed, i = cli.options("run", args, C, true)
+  if not parsed then return i end
   local file = args[i]
   if not file then return cli.usage_error("run: missing FILE", C) end
   local chunk, err = loadfile(file)

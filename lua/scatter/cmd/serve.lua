@@ -126,31 +126,8 @@ end
 
 function C.run(args)
   state = { host = "127.0.0.1", port = 8080 }
-  local sources, i = {}, 1
-  while args[i] do
-    local a = args[i]
-    if a:sub(1, 2) ~= "--" then
-      sources[#sources + 1] = a
-      i = i + 1
-    else
-      local name, value = a:match("^(%-%-[%w-]+)=(.*)$")
-      name = name or a
-      if C.FLAGS[name] and not value then
-        C.FLAGS[name]()
-      elseif C.OPTIONS[name] then
-        if not value then
-          value = args[i + 1]
-          i = i + 1
-        end
-        if value == nil then return cli.usage_error("serve: " .. name .. " needs a value", C) end
-        local ok, err = C.OPTIONS[name](value)
-        if not ok then return cli.usage_error("serve: " .. name .. ": " .. err, C) end
-      else
-        return cli.usage_error("serve: unknown option " .. a, C)
-      end
-      i = i + 1
-    end
-  end
+  local sources, uerr = cli.options("serve", args, C)
+  if not sources then return uerr end
   local cfg, opts = load_config(sources)
   if not cfg then
     io.stderr:write("scatter: serve: ", opts, "\n")
