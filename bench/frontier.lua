@@ -80,19 +80,9 @@ end
 
 -- The first n of urls through plain pool:get, OVH_INFLIGHT at a time.
 local function ovh_plain(pool, urls, n)
-  local ok, next_i = 0, 0
+  local ok
   scatter.run(function()
-    local ths = {}
-    for w = 1, OVH_INFLIGHT do
-      ths[w] = scatter.spawn(function()
-        while next_i < n do
-          next_i = next_i + 1
-          local resp = pool:get(urls[next_i], { timeout = 60 })
-          if resp and resp.status == 200 then ok = ok + 1 end
-        end
-      end)
-    end
-    scatter.wait_all(unpack(ths))
+    ok = B.drive(scatter, OVH_INFLIGHT, n, function(i) return pool:get(urls[i], { timeout = 60 }) end, true)
   end)
   assert(ok == n, "plain: " .. ok .. " of " .. n)
 end

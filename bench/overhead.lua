@@ -64,20 +64,10 @@ local function scatter_run(proxies)
     proxies = proxies, max_concurrent_per_request = 1, max_inflight = INFLIGHT,
     rate_limit = { default_interval = 0 }, proxy_timeout = 30, metrics_log_interval = 0,
   }
-  local ok, next_i = 0, 0
+  local ok
   local t0 = B.now()
   scatter.run(function()
-    local ths = {}
-    for w = 1, INFLIGHT do
-      ths[w] = scatter.spawn(function()
-        while next_i < N do
-          next_i = next_i + 1
-          local resp = pool:get(urls[next_i], { timeout = 60 })
-          if resp and resp.status == 200 then ok = ok + 1 end
-        end
-      end)
-    end
-    scatter.wait_all(unpack(ths))
+    ok = B.drive(scatter, INFLIGHT, N, function(i) return pool:get(urls[i], { timeout = 60 }) end, true)
   end)
   local wall = B.now() - t0
   last_attempts = pool:metrics().attempts_started
