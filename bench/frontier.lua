@@ -224,7 +224,7 @@ local function recovery_bench()
     q:push(start)
     local s = scatter.crawl{ queue = q, pool = pool, concurrency = ]] .. CONC .. [[, output = out,
       handle = function(resp, item)
-        h:write(item.url, "\n")
+        h:write(item.url .. "\n") -- (one write(2): a kill cannot split it)
         for _, u in ipairs(scatter.links(resp)) do item:push(u) end
         scatter.sleep(0.15 * math.random()) -- a page's own work
         return { url = item.url, tries = item.tries }
