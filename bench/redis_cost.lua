@@ -13,14 +13,21 @@
 -- machine three workers beside nginx, dante and Redis each run slower per
 -- instruction (cache and scheduler contention), which CPU time counts and
 -- instructions do not. A one-page crawl per setup measures the fixed
--- start-up, reported apart (slow: ~20 s per 1,000 pages).
+-- start-up, reported apart (slow: ~20 s per 1,000 pages). With "perf"
+-- each worker also runs under `perf stat`: user and system CPU and context
+-- switches per setup, printed after the table.
 local lib = dofile("bench/lib.lua")
 local env = lib.env
 local RS = require("support.redis")
 
 local PAGES, RUNS = tonumber(arg[1] or "3000"), tonumber(arg[2] or "2")
-local INSTR = arg[3] == "instructions"
-if arg[3] and not INSTR then error("bench/redis_cost.lua: the third argument is 'instructions' or nothing", 0) end
+local INSTR, PERF = arg[3] == "instructions", arg[3] == "perf"
+if arg[3] and not INSTR and not PERF then
+  error("bench/redis_cost.lua: the third argument is 'instructions', 'perf' or nothing", 0)
+end
+-- perf: each worker under `perf stat` as well; its user and system time
+-- and context switches are summed per setup and printed after the table
+local perf_sum = {}
 local ng = env.nginx()
 
 -- dante as a fast SOCKS5 proxy (microsocks relays in 1 KiB chunks)
@@ -50,7 +57,12 @@ local function crawl(queue, name, workers, pages)
   local ps, cg = {}, {}
   for i = 1, workers do
     local argv = { "env", "HOLD=0" }
-    if INSTR then
+    if PERF then
+      cg[i] = env.tmpdir() .. "/perf.out"
+      for _, a in ipairs({ "perf", "stat", "-x,", "-o", cg[i], "-e", "context-switches,user_time,system_time" }) do
+        argv[#argv + 1] = a
+      end
+    elseif INSTR then
       cg[i] = env.tmpdir() .. "/callgrind.out"
       for _, a in ipairs({ "valgrind", "--tool=callgrind", "--callgrind-out-file=" .. cg[i] }) do argv[#argv + 1] = a end
     end
@@ -67,6 +79,12 @@ local function crawl(queue, name, workers, pages)
     if INSTR then
       c = (env.read_file(cg[i]) or ""):match("\nsummary: (%d+)")
       assert(c, "no callgrind summary in " .. cg[i])
+    elseif PERF then
+      local sum = perf_sum[name] or { ["context-switches"] = 0, user_time = 0, system_time = 0 }
+      perf_sum[name] = sum
+      for v, ev in (env.read_file(cg[i]) or ""):gmatch("([%d.]+),[^,\n]*,([%w_-]+)") do
+        if sum[ev] then sum[ev] = sum[ev] + tonumber(v) end
+      end
     end
     done, cost = done + tonumber(d), cost + tonumber(c)
   end
@@ -107,6 +125,14 @@ if not INSTR then
     { "redis x1", span(res.x1, 1e6, "%.0f"), ratio(res.x1, res.embedded) .. " of embedded", "<= 1.2x" },
     { "redis x3", span(res.x3, 1e6, "%.0f"), ratio(res.x3, res.x1) .. " of redis x1", "<= 1.15x" },
   })
+  for _, name in ipairs({ "c", "x1", "x3" }) do
+    local p = perf_sum[name]
+    if p then -- (user_time and system_time are in ns; all runs summed)
+      print(("perf stat, %s: user %.0f ms, system %.0f ms, %d context switches (all workers, %d runs)"):format(
+        name == "c" and "embedded x1" or "redis " .. name, p.user_time / 1e6, p.system_time / 1e6,
+        p["context-switches"], RUNS))
+    end
+  end
 else
   -- past start-up: (whole - workers x one-page crawl) / pages
   local past = {}

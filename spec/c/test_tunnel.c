@@ -250,7 +250,8 @@ static void idle_after(int trickles) {
            took = q.ended_at - q.t0;
   CHECK(took >= quiet_from + IDLE_MS, "ended after %llu ms, silent from %llu",
         (unsigned long long)took, (unsigned long long)quiet_from);
-  CHECK(took < quiet_from + 10 * IDLE_MS, "ended only after %llu ms",
+  /* (generous: a loaded sanitizer run delays timers, not this bound) */
+  CHECK(took < quiet_from + 30 * IDLE_MS, "ended only after %llu ms",
         (unsigned long long)took);
   char c;
   CHECK(recv(a[0], &c, 1, 0) == 0, "the client's end is closed");
