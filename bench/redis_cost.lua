@@ -25,6 +25,13 @@ local INSTR, PERF = arg[3] == "instructions", arg[3] == "perf"
 if arg[3] and not INSTR and not PERF then
   error("bench/redis_cost.lua: the third argument is 'instructions', 'perf' or nothing", 0)
 end
+local tool = (PERF and "perf") or (INSTR and "valgrind")
+if tool then
+  if not lib.sh("command -v " .. tool) then
+    error("bench/redis_cost.lua: " .. tool .. " is not installed (Debian: "
+      .. (tool == "perf" and "linux-perf" or "valgrind") .. ")", 0)
+  end
+end
 -- perf: each worker under `perf stat` as well; its user and system time
 -- and context switches are summed per setup and printed after the table
 local perf_sum = {}
