@@ -96,8 +96,9 @@ function M.crawl(cfg)
   end
   local st = {
     queue = q, t0 = core.now(), done = 0, failed = 0, pushed = 0, tries = 0,
-    held = 0, buf = {}, idle = {}, fatal = nil, finished = false,
+    held = 0, handling = 0, buf = {}, idle = {}, fatal = nil, finished = false,
   }
+  local unsettled = b.unsettled -- (a backend that commits in groups)
   M.running[st] = true
   local extra = cfg.request and next(cfg.request) and cfg.request -- (nil: no pairs() per item)
 
@@ -265,9 +266,23 @@ function M.crawl(cfg)
       if stopping() then return end
       return failed_try(it, rerr)
     end
+    -- At most `concurrency` handled tries may be lost to a kill -9: those
+    -- whose handle runs plus those settled in the open group commit. So a
+    -- handle that would pass that bound starts after a commit.
+    if unsettled and st.handling + unsettled(b) >= o.concurrency then
+      local fok, ferr = b:flush()
+      if not fok then
+        it._over = true
+        st.held = st.held - 1
+        if stopping() then return end
+        return fatal(ferr)
+      end
+    end
+    st.handling = st.handling + 1
     slot.since = core.now()
     local ok, v = pcall(handle, resp, it)
     slot.since = nil
+    st.handling = st.handling - 1
     if not ok then return failed_try(it, "handle raised: " .. tostring(v)) end
     local line
     if cfg.output and v ~= nil then
@@ -326,6 +341,7 @@ function M.crawl(cfg)
     end
     for _, slot in ipairs(late) do
       if runtime.kill(slot.th, "deadline") then
+        st.handling = st.handling - 1 -- (killed inside its handle)
         slots[slot] = nil
         live = live - 1
         failed_try(slot.item, string.format("handle did not return within %gs (handle_timeout)", o.handle_timeout))

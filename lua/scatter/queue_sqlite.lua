@@ -195,7 +195,7 @@ function M.open(opts)
     path = path, readonly = opts.readonly and path ~= ":memory:", off = wall_offset(),
     commit_s = (opts.commit_ms or 50) / 1000, commit_items = opts.commit_items or 4096,
     txn = false, txn_n = 0, lines = {}, nlines = 0, out_len = 0, stretch = 1,
-    held = {}, done_ids = {}, ndone = 0,
+    held = {}, done_ids = {}, ndone = 0, nsettled = 0,
   }, B)
   local where = "queue " .. path
   if path ~= ":memory:" then
@@ -252,7 +252,7 @@ local function rollback(self, err)
   self.txn = false
   self.counts = self.saved_counts
   self.lines, self.nlines = {}, 0
-  self.done_ids, self.ndone = {}, 0
+  self.done_ids, self.ndone, self.nsettled = {}, 0, 0
   if self.out then self.out:truncate(self.out_len) end
   self.broken = err
   return nil, err
@@ -300,9 +300,14 @@ function B:flush()
     local cok, cerr = self.db:exec("COMMIT")
     if not cok then return rollback(self, cerr) end
   end
-  self.txn = false
+  self.txn, self.nsettled = false, 0
   return true
 end
+
+-- Tries settled (done or failed) in the open transaction: a kill -9 now
+-- would have their handlers run again. scatter.crawl commits before this
+-- plus the handlers running reaches its concurrency (section 8's bound).
+function B:unsettled() return self.nsettled end
 
 local function wrote(self, n)
   self.txn_n = self.txn_n + n
@@ -403,6 +408,7 @@ function B:complete(item, recs, line)
     if not n then return rollback(self, ierr) end
   end
   self.held[id] = nil
+  self.nsettled = self.nsettled + 1
   self.ndone = self.ndone + 1
   self.done_ids[self.ndone] = id
   if line then
@@ -424,6 +430,7 @@ function B:fail(item, err, retry_at)
   if not c then return rollback(self, ferr) end
   if c == 0 then return nil, "item " .. tostring(item.url) .. " is not leased" end
   self.held[item.id] = nil
+  self.nsettled = self.nsettled + 1
   self.counts[LEASED] = self.counts[LEASED] - 1
   self.counts[state] = self.counts[state] + 1
   return wrote(self, 1)

@@ -427,6 +427,33 @@ end
 
 ---------------------------------------------------------------------------
 -- Cleanup
+-- What kills made a crawl redo, from a file each run appends "# run" to at
+-- its start and then every URL handed to its handle: a URL handled in run r
+-- and handled again later was lost with run r's process. Returns the total
+-- redone, the most lost with one run, and the number of runs.
+function env.redone(path)
+  local runs, last = 0, {}
+  for line in io.lines(path) do
+    if line == "# run" then
+      runs = runs + 1
+    else
+      last[#last + 1] = { line, runs }
+    end
+  end
+  local later, per = {}, {}
+  for i = #last, 1, -1 do
+    local url, r = last[i][1], last[i][2]
+    if later[url] then per[r] = (per[r] or 0) + 1 end
+    later[url] = true
+  end
+  local total, most = 0, 0
+  for _, n in pairs(per) do
+    total = total + n
+    if n > most then most = n end
+  end
+  return total, most, runs
+end
+
 ---------------------------------------------------------------------------
 
 -- Per-spec-file caches of other support modules (servers.lua's TLS
