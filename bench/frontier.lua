@@ -5,6 +5,7 @@
 --   overhead  N small responses through scatter.crawl on a queue file (with
 --             a JSONL output) against the same N through plain pool:get,
 --             both 200 in flight through the farm's good x10, best of 3
+--             (FRONTIER_INFLIGHT=N: N in flight instead)
 --   recovery  a `scatter run` crawl of a 2,000-page site killed -9 twenty
 --             times at random moments, then run to its end: every page done
 --             once, its output line exactly once, responses handled
@@ -73,7 +74,7 @@ local function memory_bench()
   print("target: within 64 MiB of the empty queue")
 end
 
-local OVH_INFLIGHT = 200
+local OVH_INFLIGHT = tonumber(os.getenv("FRONTIER_INFLIGHT") or "200")
 local function ovh_pool(proxies)
   return scatter.pool({ proxies = proxies, max_concurrent_per_request = 1, max_inflight = OVH_INFLIGHT,
     rate_limit = { default_interval = 0 }, proxy_timeout = 30, metrics_log_interval = 0 })
@@ -160,16 +161,25 @@ local function overhead_bench()
     pool:close()
     return wall, cpu
   end
-  local runs = 0
+  local runs, commits = 0, 0
   local function crawl()
     runs = runs + 1
     local pool = ovh_pool(farm.proxies)
     local q = assert(scatter.queue({ path = dir .. "/ovh" .. runs .. ".db" }))
     q:push_many(urls)
     q:flush()
+    -- the commits the crawl made (each an fdatasync of the output and a
+    -- WAL commit): counted at the backend's flush, internal calls included
+    local cls = getmetatable(q.b).__index
+    local flush = cls.flush
+    cls.flush = function(b)
+      if b.txn then commits = commits + 1 end
+      return flush(b)
+    end
     local t0, c0 = B.now(), os.clock()
     ovh_crawl(pool, q, dir .. "/ovh" .. runs .. ".jsonl", N)
     local wall, cpu = B.now() - t0, os.clock() - c0
+    cls.flush = flush
     q:close()
     pool:close()
     return wall, cpu
@@ -192,7 +202,8 @@ local function overhead_bench()
       string.format("%.3f-%.3f", pclo, pchi) },
     { "scatter.crawl", string.format("%.3f", clo), string.format("%.3f-%.3f", clo, chi), string.format("%.0f", N / clo),
       string.format("%.3f-%.3f", cclo, cchi) } })
-  print(string.format("scatter.crawl %.2fx of pool:get (target <= 1.15x); least CPU %.2fx", clo / plo, cclo / pclo))
+  print(string.format("scatter.crawl %.2fx of pool:get (target <= 1.15x); least CPU %.2fx; %.0f commits a crawl "
+    .. "(%.0f items each)", clo / plo, cclo / pclo, commits / runs, N * runs / math.max(commits, 1)))
 end
 
 local function recovery_bench()
@@ -212,15 +223,24 @@ local function recovery_bench()
   local script = env.script("recover.lua", [[
     local scatter = require("scatter")
     local db, out, start, proxies, handled = ...
-    -- every response handed to handle, written at once (a kill -9 loses
-    -- none): the fetches redone after kills, whatever tries says (a lease
-    -- whose tries+1 was not committed yet comes back with its old count)
+    -- every response handed to handle, and every request made, written
+    -- at once (a kill -9 loses none): what kills made redo, whatever
+    -- tries says (a lease whose tries+1 was not committed yet comes back
+    -- with its old count)
     local h = assert(io.open(handled, "a"))
     h:setvbuf("no")
     h:write("# run\n") -- (env.redone tells the runs apart)
+    local r = assert(io.open(handled .. ".requests", "a"))
+    r:setvbuf("no")
+    r:write("# run\n")
     local list = {}
     for p in proxies:gmatch("[^,]+") do list[#list + 1] = p end
     local pool = scatter.pool{ proxies = list, metrics_log_interval = 0, rate_limit = { default_interval = 0 } }
+    local request = pool.request
+    pool.request = function(self, req)
+      r:write(req.url .. "\n")
+      return request(self, req)
+    end
     local q = assert(scatter.queue{ path = db })
     q:push(start)
     local s = scatter.crawl{ queue = q, pool = pool, concurrency = ]] .. CONC .. [[, output = out,
@@ -259,12 +279,15 @@ local function recovery_bench()
     if r.tries > 1 then refetched = refetched + 1 end
   end
   local redone, most = env.redone(handled)
+  local rerequested, rmost = env.redone(handled .. ".requests")
   local q = assert(scatter.queue({ path = db, readonly = true }))
   local s = q:stats()
   q:close()
   print(string.format("%d kills, %.1f s in all; %d lines for %d pages (each once), done %d, failed %d; "
-    .. "%d responses handled again (%.1f per kill, at most %d after one kill, bound %d); %d pages done at a try > 1",
-    kills, wall, lines, PAGES, s.done, s.failed, redone, redone / math.max(kills, 1), most, CONC, refetched))
+    .. "%d responses handled again (%.1f per kill, at most %d after one kill); %d requested again (%.1f per kill, "
+    .. "at most %d after one kill; bound %d); %d pages done at a try > 1",
+    kills, wall, lines, PAGES, s.done, s.failed, redone, redone / math.max(kills, 1), most, rerequested,
+    rerequested / math.max(kills, 1), rmost, CONC, refetched))
   assert(lines == PAGES and s.done == PAGES)
 end
 

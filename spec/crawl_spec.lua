@@ -260,11 +260,20 @@ describe("scatter.crawl", function()
     local script = env.script("crawl_kill.lua", [[
       local scatter = require("scatter")
       local db, out, proxy, start = ...
-      -- every response handed to handle, unbuffered: what a kill made redo
+      -- every response handed to handle and every request, unbuffered:
+      -- what a kill made redo
       local h = assert(io.open(db .. ".handled", "a"))
       h:setvbuf("no")
       h:write("# run\n") -- (env.redone tells the runs apart)
+      local r = assert(io.open(db .. ".requests", "a"))
+      r:setvbuf("no")
+      r:write("# run\n")
       local pool = scatter.pool{ proxies = { proxy }, metrics_log_interval = 0, rate_limit = { default_interval = 0 } }
+      local request = pool.request
+      pool.request = function(self, req)
+        r:write(req.url .. "\n")
+        return request(self, req)
+      end
       local q = assert(scatter.queue{ path = db, commit_ms = 20 })
       q:push(start)
       local s = scatter.crawl{ queue = q, pool = pool, concurrency = 8, output = out,
@@ -308,11 +317,14 @@ describe("scatter.crawl", function()
     for _, u in ipairs(lines_of(db .. ".handled")) do
       assert.truthy(u == "# run" or seen[u], "handled but never written: " .. u)
     end
-    -- lost with a killed process: the handles running and the tries settled
-    -- in the open commit group, at most `concurrency` (8) together
+    -- lost with a killed process: the items it held leased and the tries
+    -- settled in the open commit group, at most `concurrency` (8) together;
+    -- counted both by the responses handed to handle and by the requests
     local redone, most, runs = env.redone(db .. ".handled")
     assert.equal(5, runs) -- (4 started to be killed, then the last)
     assert.truthy(most <= 8, "a kill made " .. most .. " handled responses redo (" .. redone .. " in all)")
+    local again, rmost = env.redone(db .. ".requests")
+    assert.truthy(rmost <= 8, "a kill made " .. rmost .. " requests be made again (" .. again .. " in all)")
     local q = assert(scatter.queue({ path = db, readonly = true }))
     assert.same({ queued = 0, leased = 0, done = PAGES, failed = 0, seen = PAGES }, q:stats())
     q:close()

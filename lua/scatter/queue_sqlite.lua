@@ -305,10 +305,17 @@ function B:flush()
 end
 
 -- Tries settled (done or failed) in the open transaction: a kill -9 now
--- would have their handlers run again. scatter.crawl commits before this
--- plus the handlers running reaches its concurrency (section 8's bound).
--- An in-memory queue dies whole with its process: nothing to bound there.
+-- would have them requested again. scatter.crawl counts them against its
+-- concurrency until they commit (section 8's bound). An in-memory queue
+-- dies whole with its process: nothing to bound there.
 function B:unsettled() return self.path == ":memory:" and 0 or self.nsettled end
+
+-- When the open group commits by age (nil: none open): scatter.crawl
+-- commits then itself when its workers wait for the group.
+function B:commit_due()
+  if not self.txn or self.commit_s <= 0 then return nil end
+  return self.txn_at + self.commit_s * self.stretch
+end
 
 local function wrote(self, n)
   self.txn_n = self.txn_n + n
