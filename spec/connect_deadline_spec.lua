@@ -51,8 +51,12 @@ describe("connect deadline", function()
     local m = pool:metrics()
     assert.is_true(m.handshakes >= 20, m.handshakes)
     assert.is_true(m.handshake_p95_ms > 0 and m.handshake_p95_ms < 1000, m.handshake_p95_ms)
-    -- loopback handshakes take milliseconds: the 0.3 s floor
-    assert.are.equal(300, m.connect_timeout_ms)
+    -- 3 x p95 of what it saw, with a 0.3 s floor: loopback handshakes take
+    -- milliseconds, so the floor, unless a loaded machine (a parallel CI
+    -- with ASan) made them slower; either way learnt, not proxy_timeout
+    local want = math.max(300, 3 * m.handshake_p95_ms)
+    assert.is_true(math.abs(m.connect_timeout_ms - want) < 1, m.connect_timeout_ms .. " ms, want " .. want)
+    assert.is_true(m.connect_timeout_ms < 5000, m.connect_timeout_ms)
     pool:close()
   end)
 end)

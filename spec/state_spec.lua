@@ -306,7 +306,12 @@ describe("state files", function()
     for round = 1, 8 do
       local proc, out = start("loop")
       if round % 2 == 0 then
-        env.sleep(0.05 + math.random() * 0.5) -- any moment
+        -- a snapshot of this run first (on a loaded machine the first
+        -- write of this big section can outlast the sleep, and then no
+        -- round would ever land one), then any moment
+        local before, deadline = read(path), os.time() + 20
+        while read(path) == before and os.time() <= deadline do env.sleep(0.02) end
+        env.sleep(0.05 + math.random() * 0.5)
       else
         -- the moment a snapshot is being written
         local deadline, seen = os.time() + 20, nil
