@@ -140,9 +140,10 @@ function M.crawl(cfg)
   local group = math.max(1, math.floor(o.concurrency / 16))
   local settle_max = math.max(group, math.ceil(o.concurrency / 2))
   local gate, gate_timer = {}, nil
+  local gate_commit = false -- those at the gate wait for settled slots
   function open_gate()
     if gate_timer then gate_timer.cancelled = true end
-    gate_timer = nil
+    gate_timer, gate_commit = nil, false
     local ws = gate
     gate = {}
     for _, w in ipairs(ws) do runtime.wake(w) end
@@ -163,14 +164,15 @@ function M.crawl(cfg)
           fatal(ferr)
           return nil
         end
-        free = o.concurrency - st.held
+        u, free = 0, o.concurrency - st.held
       end
       if free < group and not (st.gate_open and free > 0) then
         local w = runtime.waiter()
         gate[#gate + 1] = w
+        if u > 0 and free <= 0 then gate_commit = true end
         if not gate_timer then
           -- no slot until the group commits: wait for that, not GATE_WAIT
-          local due = free <= 0 and b:commit_due()
+          local due = u > 0 and free <= 0 and b:commit_due()
           local d = due and math.max(GATE_WAIT, due - core.now()) or GATE_WAIT
           gate_timer = runtime.after(d, function()
             gate_timer = nil
@@ -248,9 +250,10 @@ function M.crawl(cfg)
   end
 
   -- A try settled: workers waiting for slots that settled tries hold
-  -- go on when half the slots wait, or when a commit just freed them.
+  -- go on when half the slots wait, or when a commit just freed them
+  -- (only those: the lease groups of workers freed otherwise stay whole).
   local function settled()
-    if unsettled and #gate > 0 then
+    if gate_commit then
       local u = unsettled(b)
       if u == 0 or u >= settle_max then open_gate() end
     end

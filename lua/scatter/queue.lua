@@ -55,6 +55,12 @@
 --                          (grouped commits: a backend may hold writes for
 --                          a few ms; flush, close, and any read such as
 --                          stats commit them)
+-- b:unsettled()         -> n       optional, with commit_due: tries settled
+--                          (complete or fail) since the last commit, which
+--                          a kill -9 would have redone; scatter.crawl keeps
+--                          their slots until they commit (section 8)
+-- b:commit_due()        -> t       when the open group commits by age
+--                          (core.now() clock), nil when none is open
 -- b:stats()             -> { queued =, leased =, done =, failed =, seen = }
 -- b:failed()            -> iterator of items in state failed (err = last error)
 -- b:retry_failed()      -> count   failed items queued again, tries reset
@@ -72,7 +78,7 @@
 --                          (queued again), close
 --
 -- scatter.crawl uses: output, lease, complete, fail, renew, next_due,
--- flush, stats (through the queue object). It ends when stats() shows
+-- flush, stats (through the queue object), watch, unsettled, commit_due. It ends when stats() shows
 -- queued == 0 and leased == 0 and it holds no item itself, so stats must
 -- count the whole queue (Redis: every worker's leases), and it raises when
 -- a call returns nil, err (the queue cannot record work: stop, lose nothing).
