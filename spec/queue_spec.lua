@@ -5,6 +5,8 @@ local env = require("support.env")
 local scatter = require("scatter")
 local core = require("scatter.core")
 
+local function queue_record(url) return require("scatter.queue").record(url, nil, "spec") end
+
 local function open(path, opts)
   opts = opts or {}
   opts.path = path
@@ -142,6 +144,52 @@ describe("scatter.queue", function()
     q = open(path)
     assert(q.b:output(out))
     assert.equal('{"n":1}\n{"n":2}\n', env.read_file(out))
+    q:close()
+  end)
+
+  it("syncs a group's output off the loop; completions meanwhile commit with the next group", function()
+    local path, out = dir .. "/q.db", dir .. "/out.jsonl"
+    local q = open(path, { commit_ms = 60000 })
+    local b = q.b
+    q:push_many({ "http://a.test/1", "http://a.test/2", "http://a.test/3" })
+    assert(b:output(out))
+    local got = b:lease(3, core.now())
+    local commits = 0
+    local function counted() commits = commits + 1 end
+    b:on_commit(counted, true)
+    scatter.run(function()
+      assert.equal(1, b:complete(got[1], { assert(queue_record("http://a.test/1a")) }, '{"n":1}'))
+      assert.is_true(b:commit_soon())
+      assert.is_true(b:committing())
+      assert.equal(1, b:unsettled()) -- (got[1] until its commit lands)
+      -- sealed: got[2]'s pushes and line wait for the next group
+      local later
+      assert.equal(0, b:complete(got[2], { assert(queue_record("http://a.test/2a")),
+        assert(queue_record("http://a.test/1a")) }, '{"n":2}', function(n) later = n end))
+      assert.equal(2, b:unsettled())
+      assert.equal('{"n":1}\n', env.read_file(out)) -- (written, not yet committed)
+      for _ = 1, 500 do
+        if not b:committing() then break end
+        scatter.sleep(0.01)
+      end
+      assert.is_false(b:committing())
+      assert.equal(1, commits)
+      assert.equal(1, later) -- 2a new, 1a a duplicate
+      assert.equal(1, b:unsettled())
+      -- a flush while sealed finishes that group at once, then the next
+      b:complete(got[3], {}, '{"n":3}', function() end)
+      assert.is_true(b:commit_soon())
+      assert.is_true(b:flush())
+      assert.is_false(b:committing())
+      assert.equal(0, b:unsettled())
+    end)
+    b:on_commit(counted, false)
+    assert.equal('{"n":1}\n{"n":2}\n{"n":3}\n', env.read_file(out))
+    assert.same({ queued = 2, leased = 0, done = 3, failed = 0, seen = 5 }, q:stats())
+    q:close()
+    -- and it was all committed: a reopen sees the same
+    q = open(path)
+    assert.same({ queued = 2, leased = 0, done = 3, failed = 0, seen = 5 }, q:stats())
     q:close()
   end)
 

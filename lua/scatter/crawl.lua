@@ -61,6 +61,7 @@ Item.__index = Item
 
 local NO_PUSHES = {} -- (backends only read it: the interface takes a list)
 local GATE_WAIT = 0.002 -- the longest a freed worker waits for a group lease
+local COMMIT_WAIT = 0.05 -- a backstop: a commit in flight is announced
 
 -- item:push(url [, opts]) inside handle: queued together with this item's
 -- done mark, or not at all if this try fails. Returns false for a key this
@@ -99,6 +100,8 @@ function M.crawl(cfg)
     held = 0, buf = {}, idle = {}, fatal = nil, finished = false,
   }
   local unsettled = b.unsettled -- (a backend that commits in groups)
+  local commit = b.commit_soon or b.flush -- (in the background, if it can)
+  local function committing() return b.committing ~= nil and b:committing() end
   M.running[st] = true
   local extra = cfg.request and next(cfg.request) and cfg.request -- (nil: no pairs() per item)
 
@@ -149,6 +152,14 @@ function M.crawl(cfg)
     for _, w in ipairs(ws) do runtime.wake(w) end
   end
 
+  -- A commit frees the slots its tries held, and its completions' pushes
+  -- may give the idle work.
+  local function on_commit()
+    if gate_commit then open_gate() end
+    if #st.idle > 0 then wake_idle() end
+  end
+  if b.on_commit then b:on_commit(on_commit, true) end
+
   -- The next item for a free worker, or nil when the crawl is over.
   local function take()
     while true do
@@ -159,12 +170,13 @@ function M.crawl(cfg)
       local u = unsettled and unsettled(b) or 0
       local free = o.concurrency - st.held - u
       if u > 0 and free < group and (u >= settle_max or core.now() >= (b:commit_due() or 0)) then
-        local fok, ferr = b:flush()
+        local fok, ferr = commit(b)
         if not fok then
           fatal(ferr)
           return nil
         end
-        u, free = 0, o.concurrency - st.held
+        u = unsettled(b)
+        free = o.concurrency - st.held - u
       end
       if free < group and not (st.gate_open and free > 0) then
         local w = runtime.waiter()
@@ -172,7 +184,8 @@ function M.crawl(cfg)
         if u > 0 and free <= 0 then gate_commit = true end
         if not gate_timer then
           -- no slot until the group commits: wait for that, not GATE_WAIT
-          local due = u > 0 and free <= 0 and b:commit_due()
+          -- (or, while its sync runs, for b:on_commit's call)
+          local due = u > 0 and free <= 0 and (committing(b) and core.now() + COMMIT_WAIT or b:commit_due())
           local d = due and math.max(GATE_WAIT, due - core.now()) or GATE_WAIT
           gate_timer = runtime.after(d, function()
             gate_timer = nil
@@ -211,6 +224,10 @@ function M.crawl(cfg)
           -- held by another worker process (Redis): it may push more; a
           -- backend that watches the queue (b:watch) knows when to look
           wait = b.watch and math.huge or 0.5
+        elseif committing(b) then
+          -- completions waiting for that commit may push more: on_commit
+          -- wakes the idle when it lands
+          wait = COMMIT_WAIT
         elseif st.held == 0 then
           st.finished = true
           wake_idle()
@@ -387,6 +404,7 @@ function M.crawl(cfg)
   watch_timer.cancelled = true
   renew_timer.cancelled = true
   M.running[st] = nil
+  if b.on_commit then b:on_commit(on_commit, false) end
   local fok, ferr = b:flush()
   if not fok and not stopping() then fatal(ferr) end
   if st.fatal and stopping() then -- what went wrong after the stop began: said, not raised

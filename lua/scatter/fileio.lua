@@ -75,6 +75,14 @@ function File:sync()
   return true
 end
 
+-- The same on libuv's thread pool: an op id for runtime.on_op (the sync
+-- runs on a dup of the descriptor: closing this file meanwhile is safe).
+function File:sync_async()
+  local op, err = require("scatter.core").fdatasync_async(self.fd)
+  if not op then return nil, self.path .. ": " .. err end
+  return op
+end
+
 function File:close()
   if self.fd >= 0 then ffi.C.close(self.fd) end
   self.fd = -1

@@ -1,14 +1,7 @@
 -- The embedded frontier: one SQLite file (WAL), or ":memory:" for
 -- scatter.queue{}. Implements the backend interface written at the top of
--- lua/scatter/queue.lua; DESIGN.md section 8 says what it promises.
---
--- Grouped commits: every write joins one open transaction, committed when
--- it is commit_ms old (checked at each write and by a runtime timer), holds
--- commit_items writes, or at flush/close/read. A commit first writes the
--- output lines it covers, fdatasyncs the file, stores the file's new length
--- in the same transaction, then COMMITs (WAL, synchronous=NORMAL: see
--- setup). So after kill -9 or power loss the file's committed length
--- matches the done marks exactly, and open cuts any longer tail.
+-- lua/scatter/queue.lua; DESIGN.md section 8 says what it promises. Its
+-- writes commit in groups (lua/scatter/queue_commit.lua says how).
 --
 -- One process writes a queue file at a time (an flock on FILE-lock, which
 -- the kernel drops when the process dies); items it held leased are queued
@@ -17,6 +10,7 @@
 -- counters; nothing per item.
 local core = require("scatter.core")
 local fileio = require("scatter.fileio")
+local commit = require("scatter.queue_commit")
 
 local M = {}
 
@@ -52,8 +46,6 @@ local ITEM_FIELDS = { "id", "key", "url", "method", "headers", "body", "priority
 
 local B = {}
 B.__index = B
-
-local SYNC_SHARE, MAX_STRETCH = 20, 20 -- see flush
 
 local function row_item(r)
   return {
@@ -195,7 +187,7 @@ function M.open(opts)
     path = path, readonly = opts.readonly and path ~= ":memory:", off = wall_offset(),
     commit_s = (opts.commit_ms or 50) / 1000, commit_items = opts.commit_items or 4096,
     txn = false, txn_n = 0, lines = {}, nlines = 0, out_len = 0, stretch = 1,
-    held = {}, done_ids = {}, ndone = 0, nsettled = 0,
+    held = {}, done_ids = {}, ndone = 0, nsettled = 0, pending = {}, npending = 0, hooks = {},
   }, B)
   local where = "queue " .. path
   if path ~= ":memory:" then
@@ -226,83 +218,21 @@ function M.open(opts)
   return self
 end
 
--- ---- grouped commits ----
+-- ---- grouped commits (queue_commit.lua) ----
 
-local function begin(self)
-  if self.txn then return true end
-  local ok, err = self.db:exec("BEGIN IMMEDIATE")
-  if not ok then return nil, err end
-  self.txn, self.txn_at, self.txn_n = true, core.now(), 0
-  self.saved_counts = { [0] = self.counts[0], self.counts[1], self.counts[2], self.counts[3] }
-  if not self.timer and self.commit_s > 0 then
-    local runtime = require("scatter.runtime")
-    self.timer = runtime.after(self.commit_s * self.stretch, function()
-      self.timer = nil
-      if self.txn and not self.closed then
-        local cok, cerr = self:flush()
-        if not cok then self.broken = cerr end
-      end
-    end)
-  end
-  return true
-end
+local begin, rollback, wrote = commit.begin, commit.rollback, commit.wrote
 
-local function rollback(self, err)
-  self.db:exec("ROLLBACK")
-  self.txn = false
-  self.counts = self.saved_counts
-  self.lines, self.nlines = {}, 0
-  self.done_ids, self.ndone, self.nsettled = {}, 0, 0
-  if self.out then self.out:truncate(self.out_len) end
-  self.broken = err
-  return nil, err
-end
+function B:flush() return commit.flush(self) end
 
--- The group's done marks, one C call (complete only lists them: a mark
--- costs no statement of its own, and joins the same commit as its line).
-local function mark_done(self)
-  local n = self.ndone
-  if n == 0 then return true end
-  -- (the ids as one JSON array: one statement for the group, 3k
-  -- instructions a row fewer than a statement per row, by callgrind)
-  local c, err = self.st.done_all:exec("[" .. table.concat(self.done_ids, ",", 1, n) .. "]")
-  if c and c ~= n then err = (n - c) .. " of " .. n .. " items to mark done were not leased" end
-  if c ~= n then return rollback(self, err) end
-  self.done_ids, self.ndone = {}, 0
-  return true
-end
+-- Starts committing the open group (its output's sync on the thread
+-- pool); the commit is announced to on_commit's functions.
+function B:commit_soon() return commit.commit_soon(self) end
 
-function B:flush()
-  if self.broken then return nil, self.broken end
-  if not self.txn then return true end
-  local dok, derr = mark_done(self)
-  if not dok then return nil, derr end
-  if self.nlines > 0 then
-    local data = table.concat(self.lines, "\n", 1, self.nlines) .. "\n"
-    local ok, err = self.out:pwrite(data, self.out_len)
-    if ok then
-      local t0 = core.now()
-      ok, err = self.out:sync()
-      -- the loop waits while the disk syncs: when that is slow (a busy
-      -- device, other processes' writes), groups grow so that syncing
-      -- stays near 1/SYNC_SHARE of the time (at most MAX_STRETCH x)
-      self.stretch = math.min(MAX_STRETCH, math.max(1, SYNC_SHARE * (core.now() - t0) / math.max(self.commit_s, 1e-3)))
-    end
-    if not ok then return rollback(self, "output " .. err) end
-    local new_len = self.out_len + #data
-    local sok, serr = self.st.meta_set:exec("output_len", new_len)
-    if not sok then return rollback(self, serr) end
-    self.lines, self.nlines = {}, 0
-    local cok, cerr = self.db:exec("COMMIT")
-    if not cok then return rollback(self, cerr) end
-    self.out_len = new_len
-  else
-    local cok, cerr = self.db:exec("COMMIT")
-    if not cok then return rollback(self, cerr) end
-  end
-  self.txn, self.nsettled = false, 0
-  return true
-end
+-- True while a group's sync is in flight.
+function B:committing() return self.sealed ~= nil end
+
+-- fn() runs after every commit (and a failed one) while on.
+function B:on_commit(fn, on) self.hooks[fn] = on and true or nil end
 
 -- Tries settled (done or failed) in the open transaction: a kill -9 now
 -- would have them requested again. scatter.crawl counts them against its
@@ -315,13 +245,6 @@ function B:unsettled() return self.path == ":memory:" and 0 or self.nsettled end
 function B:commit_due()
   if not self.txn or self.commit_s <= 0 then return nil end
   return self.txn_at + self.commit_s * self.stretch
-end
-
-local function wrote(self, n)
-  self.txn_n = self.txn_n + n
-  local f = self.stretch
-  if self.txn_n >= self.commit_items * f or core.now() - self.txn_at >= self.commit_s * f then return self:flush() end
-  return true
 end
 
 -- ---- the interface ----
@@ -401,7 +324,10 @@ function B:lease(n, now)
   return out
 end
 
-function B:complete(item, recs, line)
+-- later(n): a completion made while a group is sealed joins the next
+-- group, its pushes inserted when that one opens (apply_pending); later
+-- gets how many of them were new then, and complete returns 0.
+function B:complete(item, recs, line, later)
   local ok, err = writable(self)
   if not ok then return nil, err end
   if line and not self.out then return nil, "no output attached to the queue" end
@@ -409,25 +335,67 @@ function B:complete(item, recs, line)
   -- file holds leased; the mark itself waits for the commit, mark_done)
   local id = item.id
   if not self.held[id] then return nil, "item " .. tostring(item.url) .. " is not leased" end
+  if self.sealed and not later then -- (a caller that wants n now)
+    ok, err = self:flush()
+    if not ok then return nil, err end
+    ok, err = writable(self)
+    if not ok then return nil, err end
+  end
+  self.held[id] = nil
+  self.nsettled = self.nsettled + 1
+  self.counts[LEASED] = self.counts[LEASED] - 1
+  self.counts[DONE] = self.counts[DONE] + 1
+  if self.sealed then
+    self.npending = self.npending + 1
+    self.pending[self.npending] = { id = id, recs = recs, line = line, later = later }
+    return 0
+  end
   local n = 0
   if recs and #recs > 0 then
     local ierr
     n, ierr = insert(self, recs)
     if not n then return rollback(self, ierr) end
   end
-  self.held[id] = nil
-  self.nsettled = self.nsettled + 1
   self.ndone = self.ndone + 1
   self.done_ids[self.ndone] = id
   if line then
     self.nlines = self.nlines + 1
     self.lines[self.nlines] = line
   end
-  self.counts[LEASED] = self.counts[LEASED] - 1
-  self.counts[DONE] = self.counts[DONE] + 1
   ok, err = wrote(self, 1 + (recs and #recs or 0))
   if not ok then return nil, err end
   return n
+end
+
+-- The completions that waited for a sealed group, into the group opening
+-- now (queue_commit.lua's finish calls it after each commit).
+function B:apply_pending()
+  local n = self.npending
+  if n == 0 then return true end
+  local list = self.pending
+  self.pending, self.npending = {}, 0
+  local ok, err = begin(self)
+  if not ok then return rollback(self, err) end
+  local writes = 0
+  for i = 1, n do
+    local p = list[i]
+    local c, recs = 0, p.recs
+    if recs and #recs > 0 then
+      local ierr
+      c, ierr = insert(self, recs)
+      if not c then return rollback(self, ierr) end
+      writes = writes + #recs
+    end
+    self.ndone = self.ndone + 1
+    self.done_ids[self.ndone] = p.id
+    if p.line then
+      self.nlines = self.nlines + 1
+      self.lines[self.nlines] = p.line
+    end
+    writes = writes + 1
+    p.later(c)
+  end
+  return wrote(self, writes)
 end
 
 function B:fail(item, err, retry_at)
@@ -498,6 +466,8 @@ end
 
 function B:output(path)
   local ok, err = writable(self)
+  if ok then ok, err = self:flush() end -- (lines listed go to the old file)
+  if ok then ok, err = writable(self) end
   if not ok then return nil, err end
   if self.out then self.out:close() end
   local f, ferr = fileio.open_write(path)
@@ -554,15 +524,13 @@ function B:close()
   if self.closed then return true end
   local ok, err = true, nil
   if not self.readonly and not self.broken then
-    ok, err = begin(self)
-    if ok then
-      -- a lease given back unused was no try (one lost with its process was)
-      -- (exec, not a statement: close may run from a finaliser at exit,
-      -- where a new userdata could outlive the module that knows it)
-      ok, err = mark_done(self)
-      if ok then ok, err = self.db:exec("UPDATE items SET state = 0, tries = max(tries - 1, 0) WHERE state = 1") end
-      if ok then ok, err = self:flush() end
-    end
+    ok, err = self:flush() -- (a sealed group, the done marks listed)
+    if ok then ok, err = begin(self) end
+    -- a lease given back unused was no try (one lost with its process was)
+    -- (exec, not a statement: close may run from a finaliser at exit,
+    -- where a new userdata could outlive the module that knows it)
+    if ok then ok, err = self.db:exec("UPDATE items SET state = 0, tries = max(tries - 1, 0) WHERE state = 1") end
+    if ok then ok, err = self:flush() end
   end
   self.closed = true
   if self.timer then self.timer.cancelled = true end

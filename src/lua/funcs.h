@@ -24,6 +24,7 @@ int sc_lua_state_restore(lua_State *L);
 int sc_lua_state_recent(lua_State *L);
 int sc_lua_state_recent_restore(lua_State *L);
 int sc_lua_write_atomic(lua_State *L);
+int sc_lua_fdatasync_async(lua_State *L);
 int sc_lua_pool_hold(lua_State *L); /* feed.c */
 int sc_lua_pool_add_keys(lua_State *L);
 int sc_lua_pool_retire(lua_State *L);

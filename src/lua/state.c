@@ -470,3 +470,22 @@ int sc_lua_write_atomic(lua_State *L) {
   lua_pushnumber(L, id);
   return 1;
 }
+
+/* core.fdatasync_async(fd) -> op id; the result is {status = 0} or
+ * {status = -errno, err = "fdatasync: reason"}. For the frontier's output
+ * file: its commit waits for the sync, the loop does not. */
+int sc_lua_fdatasync_async(lua_State *L) {
+  int fd = (int)luaL_checkinteger(L, 1);
+  sc_loop_t *loop = sc_loop_default();
+  if (!loop) return luaL_error(L, "scatter: fdatasync_async: out of memory");
+  uint32_t id = sc_ops_new();
+  int rc = sc_afile_sync(sc_loop_uv(loop), fd, on_written,
+                         (void *)(uintptr_t)id);
+  if (rc < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "fdatasync: %s", uv_strerror(rc));
+    return 2;
+  }
+  lua_pushnumber(L, id);
+  return 1;
+}

@@ -169,3 +169,42 @@ int sc_afile_write(uv_loop_t *loop, const char *path, char *buf, size_t len,
   }
   return rc;
 }
+
+typedef struct async {
+  uv_fs_t req;
+  int fd;
+  sc_afile_cb cb;
+  void *ud;
+} async;
+
+static void synced(uv_fs_t *req) {
+  async *a = req->data;
+  int status = (int)req->result;
+  char err[128];
+  if (status < 0)
+    snprintf(err, sizeof(err), "fdatasync: %s", uv_strerror(status));
+  uv_fs_req_cleanup(req);
+  close(a->fd);
+  a->cb(status < 0 ? status : 0, status < 0 ? err : NULL, a->ud);
+  free(a);
+}
+
+int sc_afile_sync(uv_loop_t *loop, int fd, sc_afile_cb cb, void *ud) {
+  async *a = calloc(1, sizeof(*a));
+  if (!a) return UV_ENOMEM;
+  a->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (a->fd < 0) {
+    int e = errno;
+    free(a);
+    return -e;
+  }
+  a->cb = cb;
+  a->ud = ud;
+  a->req.data = a;
+  int rc = uv_fs_fdatasync(loop, &a->req, a->fd, synced);
+  if (rc < 0) {
+    close(a->fd);
+    free(a);
+  }
+  return rc;
+}

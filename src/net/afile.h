@@ -18,4 +18,10 @@ typedef void (*sc_afile_cb)(int status, const char *err, void *ud);
 int sc_afile_write(uv_loop_t *loop, const char *path, char *buf, size_t len,
                    int mode, sc_afile_cb cb, void *ud);
 
+/* fdatasync(fd) on the thread pool. The work runs on a dup of fd, so the
+ * caller may close fd at once; the callback gets 0 or a negative errno
+ * with err "fdatasync: reason". Returns 0, or a negative errno (nothing
+ * started, no callback). */
+int sc_afile_sync(uv_loop_t *loop, int fd, sc_afile_cb cb, void *ud);
+
 #endif
