@@ -5,7 +5,9 @@
 --   overhead  N small responses through scatter.crawl on a queue file (with
 --             a JSONL output) against the same N through plain pool:get,
 --             both 200 in flight through the farm's good x10, best of 3
---             (FRONTIER_INFLIGHT=N: N in flight instead)
+--             (FRONTIER_INFLIGHT=N: N in flight instead; FRONTIER_OUTPUT=0:
+--             no output, as pool:get writes none; a slow disk: an
+--             LD_PRELOAD of bench/slow_sync.c, see bench/README.md)
 --   recovery  a `scatter run` crawl of a 2,000-page site killed -9 twenty
 --             times at random moments, then run to its end: every page done
 --             once, its output line exactly once, responses handled
@@ -75,6 +77,9 @@ local function memory_bench()
 end
 
 local OVH_INFLIGHT = tonumber(os.getenv("FRONTIER_INFLIGHT") or "200")
+-- FRONTIER_OUTPUT=0: the crawl's handle returns nothing and no output is
+-- attached (pool:get writes none either): the queue's own cost alone
+local OVH_OUTPUT = os.getenv("FRONTIER_OUTPUT") ~= "0"
 local function ovh_pool(proxies)
   return scatter.pool({ proxies = proxies, max_concurrent_per_request = 1, max_inflight = OVH_INFLIGHT,
     rate_limit = { default_interval = 0 }, proxy_timeout = 30, metrics_log_interval = 0 })
@@ -93,8 +98,10 @@ end
 local function ovh_crawl(pool, q, out, n)
   local s
   scatter.run(function()
-    s = scatter.crawl({ queue = q, pool = pool, concurrency = OVH_INFLIGHT, output = out,
-      handle = function(resp, item) return { url = item.url, status = resp.status, n = #resp.body } end })
+    s = scatter.crawl({ queue = q, pool = pool, concurrency = OVH_INFLIGHT, output = OVH_OUTPUT and out or nil,
+      handle = function(resp, item)
+        if OVH_OUTPUT then return { url = item.url, status = resp.status, n = #resp.body } end
+      end })
   end)
   assert(s.done == n, "crawl: " .. s.done .. " of " .. n)
 end
