@@ -270,7 +270,9 @@ function M.crawl(cfg)
   -- go on when half the slots wait, or when a commit just freed them
   -- (only those: the lease groups of workers freed otherwise stay whole).
   local function settled()
-    if gate_commit then
+    -- (while a commit is in flight its announcement opens the gate: a
+    -- wake per settle would only send the waiters back to wait)
+    if gate_commit and not committing() then
       local u = unsettled(b)
       if u == 0 or u >= settle_max then open_gate() end
     end

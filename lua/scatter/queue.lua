@@ -35,7 +35,8 @@
 --                          appended to the output. Nothing of it is
 --                          visible after a crash unless all of it is.
 --                          A backend may take later(n) and return 0 at
---                          once, calling later with n_new when in (Redis)
+--                          once, calling later with n_new when in (Redis;
+--                          embedded: while a group's sync runs)
 -- b:watch(w, secs)      optional: wake waiter w when the queue may have
 --                          changed, at most secs later (math.huge: no
 --                          bound); scatter.crawl's idle wait (Redis: a
@@ -61,6 +62,10 @@
 --                          their slots until they commit (section 8)
 -- b:commit_due()        -> t       when the open group commits by age
 --                          (core.now() clock), nil when none is open
+-- b:commit_soon()       -> true    optional: start committing the open
+--                          group without waiting for it (flush otherwise)
+-- b:committing()        -> bool    optional: a commit is in flight
+-- b:on_commit(fn, on)   optional: fn() after every commit while on
 -- b:stats()             -> { queued =, leased =, done =, failed =, seen = }
 -- b:failed()            -> iterator of items in state failed (err = last error)
 -- b:retry_failed()      -> count   failed items queued again, tries reset
@@ -78,7 +83,8 @@
 --                          (queued again), close
 --
 -- scatter.crawl uses: output, lease, complete, fail, renew, next_due,
--- flush, stats (through the queue object), watch, unsettled, commit_due. It ends when stats() shows
+-- flush, stats (through the queue object), watch, unsettled, commit_due,
+-- commit_soon, committing, on_commit. It ends when stats() shows
 -- queued == 0 and leased == 0 and it holds no item itself, so stats must
 -- count the whole queue (Redis: every worker's leases), and it raises when
 -- a call returns nil, err (the queue cannot record work: stop, lose nothing).

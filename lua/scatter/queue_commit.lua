@@ -101,8 +101,11 @@ local function finish(self, len, k)
   if not cok then return M.rollback(self, cerr) end
   self.out_len, self.txn, self.sealed = len, false, nil
   self.nsettled = self.nsettled - k
+  -- (announced once the waiting completions' pushes are in: a worker it
+  -- wakes must find them)
+  local ok, err = self:apply_pending()
   announce(self)
-  return self:apply_pending()
+  return ok, err
 end
 
 function M.flush(self)

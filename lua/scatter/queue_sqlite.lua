@@ -345,9 +345,10 @@ function B:complete(item, recs, line, later)
   self.nsettled = self.nsettled + 1
   self.counts[LEASED] = self.counts[LEASED] - 1
   self.counts[DONE] = self.counts[DONE] + 1
-  if self.sealed then
-    self.npending = self.npending + 1
-    self.pending[self.npending] = { id = id, recs = recs, line = line, later = later }
+  if self.sealed then -- (parallel lists: no table per completion)
+    local k, p = self.npending + 1, self.pending
+    self.npending = k
+    p[4 * k - 3], p[4 * k - 2], p[4 * k - 1], p[4 * k] = id, recs or false, line or false, later
     return 0
   end
   local n = 0
@@ -378,8 +379,8 @@ function B:apply_pending()
   if not ok then return rollback(self, err) end
   local writes = 0
   for i = 1, n do
-    local p = list[i]
-    local c, recs = 0, p.recs
+    local id, recs, line, later = list[4 * i - 3], list[4 * i - 2], list[4 * i - 1], list[4 * i]
+    local c = 0
     if recs and #recs > 0 then
       local ierr
       c, ierr = insert(self, recs)
@@ -387,13 +388,13 @@ function B:apply_pending()
       writes = writes + #recs
     end
     self.ndone = self.ndone + 1
-    self.done_ids[self.ndone] = p.id
-    if p.line then
+    self.done_ids[self.ndone] = id
+    if line then
       self.nlines = self.nlines + 1
-      self.lines[self.nlines] = p.line
+      self.lines[self.nlines] = line
     end
     writes = writes + 1
-    p.later(c)
+    later(c)
   end
   return wrote(self, writes)
 end
