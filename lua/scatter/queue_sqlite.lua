@@ -324,6 +324,24 @@ function B:lease(n, now)
   return out
 end
 
+-- A completion into the open group: its pushes now, its done mark and
+-- line listed for the commit. -> n_new, or nil, err (rolled back).
+local function join(self, id, recs, line)
+  local n = 0
+  if recs and #recs > 0 then
+    local ierr
+    n, ierr = insert(self, recs)
+    if not n then return rollback(self, ierr) end
+  end
+  self.ndone = self.ndone + 1
+  self.done_ids[self.ndone] = id
+  if line then
+    self.nlines = self.nlines + 1
+    self.lines[self.nlines] = line
+  end
+  return n
+end
+
 -- later(n): a completion made while a group is sealed joins the next
 -- group, its pushes inserted when that one opens (apply_pending); later
 -- gets how many of them were new then, and complete returns 0.
@@ -351,18 +369,8 @@ function B:complete(item, recs, line, later)
     p[4 * k - 3], p[4 * k - 2], p[4 * k - 1], p[4 * k] = id, recs or false, line or false, later
     return 0
   end
-  local n = 0
-  if recs and #recs > 0 then
-    local ierr
-    n, ierr = insert(self, recs)
-    if not n then return rollback(self, ierr) end
-  end
-  self.ndone = self.ndone + 1
-  self.done_ids[self.ndone] = id
-  if line then
-    self.nlines = self.nlines + 1
-    self.lines[self.nlines] = line
-  end
+  local n, ierr = join(self, id, recs, line)
+  if not n then return nil, ierr end
   ok, err = wrote(self, 1 + (recs and #recs or 0))
   if not ok then return nil, err end
   return n
@@ -379,22 +387,11 @@ function B:apply_pending()
   if not ok then return rollback(self, err) end
   local writes = 0
   for i = 1, n do
-    local id, recs, line, later = list[4 * i - 3], list[4 * i - 2], list[4 * i - 1], list[4 * i]
-    local c = 0
-    if recs and #recs > 0 then
-      local ierr
-      c, ierr = insert(self, recs)
-      if not c then return rollback(self, ierr) end
-      writes = writes + #recs
-    end
-    self.ndone = self.ndone + 1
-    self.done_ids[self.ndone] = id
-    if line then
-      self.nlines = self.nlines + 1
-      self.lines[self.nlines] = line
-    end
-    writes = writes + 1
-    later(c)
+    local recs = list[4 * i - 2]
+    local c, ierr = join(self, list[4 * i - 3], recs, list[4 * i - 1])
+    if not c then return nil, ierr end
+    writes = writes + 1 + (recs and #recs or 0)
+    list[4 * i](c)
   end
   return wrote(self, writes)
 end
