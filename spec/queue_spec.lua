@@ -193,6 +193,43 @@ describe("scatter.queue", function()
     q:close()
   end)
 
+  it("rolls a group back when its background sync fails, naming the output; nothing is lost", function()
+    local path, out, so = dir .. "/q.db", dir .. "/out.jsonl", dir .. "/fail_sync.so"
+    assert.is_true(os.execute("cc -shared -fPIC -O2 -o " .. so .. " bench/slow_sync.c -ldl") == 0)
+    local script = env.script("failsync.lua", ([[
+      local scatter = require("scatter")
+      local core = require("scatter.core")
+      local q = assert(scatter.queue{ path = %q, commit_ms = 60000 })
+      q:push_many({ "http://a.test/1", "http://a.test/2" })
+      q:flush()
+      local b = q.b
+      assert(b:output(%q))
+      scatter.run(function()
+        local got = b:lease(2, core.now())
+        assert(b:complete(got[1], {}, '{"n":1}'))
+        assert(b:commit_soon())
+        for _ = 1, 500 do
+          if not b:committing() then break end
+          scatter.sleep(0.01)
+        end
+        print("complete", b:complete(got[2], {}, '{"n":2}', function() end))
+      end)
+      print("close", b:close())
+    ]]):format(path, out))
+    local pre = (env.asan_preload and env.asan_preload .. ":" or "") .. so
+    local p = io.popen("SLOW_SYNC_FAIL=/out.jsonl LD_PRELOAD=" .. env.shell_quote(pre) .. " luajit " .. script
+      .. " 2>&1; echo rc=$?")
+    local got = p:read("*a")
+    p:close()
+    assert.matches("complete\tnil\toutput " .. out:gsub("%p", "%%%0") .. ": fdatasync: i/o error", got)
+    assert.matches("close\ttrue", got)
+    assert.matches("rc=0", got)
+    assert.equal("", env.read_file(out)) -- (cut back to the committed length)
+    local q = open(path)
+    assert.same({ queued = 2, leased = 0, done = 0, failed = 0, seen = 2 }, q:stats())
+    q:close()
+  end)
+
   it("refuses bad input with an error naming it", function()
     local q = open(dir .. "/q.db")
     assert.has_error(function() q:push("ftp://a.test/x") end,
