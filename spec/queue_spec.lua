@@ -193,6 +193,28 @@ describe("scatter.queue", function()
     q:close()
   end)
 
+  it("keeps every line when a flush finishes a sealed group whose waiting completions seal the next", function()
+    local path, out = dir .. "/q.db", dir .. "/out.jsonl"
+    local q = open(path, { commit_ms = 0 }) -- (every write commits: the waiting ones seal at once)
+    local b = q.b
+    q:push_many({ "http://a.test/1", "http://a.test/2" })
+    assert(b:output(out))
+    local got = b:lease(2, core.now())
+    scatter.run(function()
+      assert(b:complete(got[1], {}, '{"n":1}'))
+      assert.is_true(b:committing())
+      assert.equal(0, b:complete(got[2], {}, '{"n":2}', function() end))
+      assert.is_true(b:flush())
+      assert.is_false(b:committing())
+    end)
+    q:close()
+    q = open(path)
+    assert(q.b:output(out)) -- (an uncommitted tail would be cut here)
+    assert.equal('{"n":1}\n{"n":2}\n', env.read_file(out))
+    assert.same({ queued = 0, leased = 0, done = 2, failed = 0, seen = 2 }, q:stats())
+    q:close()
+  end)
+
   it("rolls a group back when its background sync fails, naming the output; nothing is lost", function()
     local path, out, so = dir .. "/q.db", dir .. "/out.jsonl", dir .. "/fail_sync.so"
     assert.is_true(os.execute("cc -shared -fPIC -O2 -o " .. so .. " bench/slow_sync.c -ldl") == 0)

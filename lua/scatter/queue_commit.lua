@@ -108,15 +108,24 @@ local function finish(self, len, k)
   return ok, err
 end
 
+-- The output's sync on the loop (flush's).
+local function sync_now(self)
+  local t0 = core.now()
+  local ok, err = self.out:sync()
+  if not ok then return M.rollback(self, "output " .. err) end
+  stretch(self, core.now() - t0)
+  return true
+end
+
 function M.flush(self)
   if self.broken then return nil, self.broken end
-  local s = self.sealed
-  if s then -- (its lines are written: a sync now covers them)
-    local t0 = core.now()
-    local ok, err = self.out:sync()
-    if not ok then return M.rollback(self, "output " .. err) end
-    stretch(self, core.now() - t0)
-    ok, err = finish(self, s.len, s.settled)
+  -- a sealed group's lines are written: a sync now covers them. (Its
+  -- finish lets the completions that waited in, which may seal the next
+  -- group at once: that one too, before the rest.)
+  while self.sealed do
+    local s = self.sealed
+    local ok, err = sync_now(self)
+    if ok then ok, err = finish(self, s.len, s.settled) end
     if not ok then return nil, err end
   end
   if not self.txn then return true end
@@ -126,10 +135,8 @@ function M.flush(self)
   len, err = write_lines(self)
   if not len then return nil, err end
   if len ~= self.out_len then
-    local t0 = core.now()
-    ok, err = self.out:sync()
-    if not ok then return M.rollback(self, "output " .. err) end
-    stretch(self, core.now() - t0)
+    ok, err = sync_now(self)
+    if not ok then return nil, err end
   end
   return finish(self, len, self.nsettled)
 end
