@@ -15,7 +15,8 @@
 --
 --   luajit bench/frontier.lua [push|memory|overhead|recovery ...]
 --   luajit bench/frontier.lua overhead instructions    (the overhead in
---             instructions, under callgrind: FRONTIER_INSTR_N, 5000)
+--             instructions, under callgrind: FRONTIER_INSTR_N, 5000;
+--             FRONTIER_CG_KEEP=DIR keeps the callgrind outputs)
 local B = dofile("bench/lib.lua")
 local env = B.env
 local scatter = require("scatter")
@@ -142,6 +143,9 @@ local function overhead_instructions(web, farm)
     local c = (env.read_file(d .. "/cg.out") or ""):match("\nsummary: (%d+)")
     assert(c and p.status == "exit 0", mode .. " failed (" .. tostring(p.status) .. "): " .. p:tail(20))
     ir[mode] = tonumber(c)
+    -- FRONTIER_CG_KEEP=DIR keeps each contender's callgrind output (DIR/cg_MODE.out) for callgrind_annotate
+    local keep = os.getenv("FRONTIER_CG_KEEP")
+    if keep then assert(os.execute("cp " .. d .. "/cg.out " .. keep .. "/cg_" .. mode .. ".out") == 0) end
   end
   local plain, crawl = (ir.plain - ir.plain0) / N, (ir.crawl - ir.crawl0) / N
   B.table({ { "contender", "Ir/request", "set-up Ir" },
