@@ -94,6 +94,7 @@ int sc_race_launch(sc_sched_t *s, task *t, int n) {
     a->pub.started = tn;
     a->pub.tdata = NULL;
     a->pub.connect_timeout = ct;
+    a->answered = 0;
     a->next = t->first;
     t->first = slot;
     t->active++;
@@ -172,6 +173,10 @@ void sc_race_hedge(sc_sched_t *s, task *t, double tn) {
     return;
   }
   const host *h = &s->hosts[t->host];
+  /* an answer is in hand, waiting for its verdict: no new path now (a
+   * failing verdict replaces the path and re-arms, a good one ends t) */
+  for (uint32_t i = t->first; i != NONE; i = s->attempts[i].next)
+    if (s->attempts[i].answered) return;
   if (t->want < t->round_k) { /* the next of K paths hedge_delay apart */
     t->want++;
     if (fill(s, t) == 0) t->want--; /* nothing eligible: an outcome re-arms */

@@ -22,6 +22,15 @@ int sc_sched_attempt_handshake(sc_sched_t *s, sc_handle_t ah, double secs) {
   return 0;
 }
 
+int sc_sched_attempt_answered(sc_sched_t *s, sc_handle_t ah) {
+  attempt *a = sc_race_attempt_at(s, ah);
+  if (!a) return SC_ENOENT;
+  a->answered = 1;
+  return 0;
+}
+
+static void run(sc_sched_t *s, int woken);
+
 int sc_sched_attempt_done(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
                           double latency) {
   return sc_sched_attempt_rest(s, ah, v, latency, -1);
@@ -34,7 +43,7 @@ int sc_sched_attempt_rest(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
   int won = sc_race_done_rest(s, ah, v, latency, rest);
   if (won < 0) return won;
   s->need_run = 1;
-  if (!s->in_run) sc_sched_run(s);
+  if (!s->in_run) run(s, 0);
   return won;
 }
 
@@ -45,7 +54,7 @@ int sc_sched_record(sc_sched_t *s, uint32_t proxy, uint32_t host,
     return SC_EINVAL;
   sc_health_record(s, proxy, host, v, latency, sc_core_now(s));
   s->need_run = 1;
-  if (!s->in_run) sc_sched_run(s);
+  if (!s->in_run) run(s, 0);
   return 0;
 }
 
@@ -89,7 +98,13 @@ static void arm_wake(sc_sched_t *s) {
   s->wake_at = at;
 }
 
-void sc_sched_run(sc_sched_t *s) {
+/* woken: called by the env's wake, once the transport has read what came
+ * in. Only then do hedges start: a run made by an attempt's end or a
+ * submit comes while other replies may still wait unread (the rest of
+ * the same poll, or a stretch of Lua), and hedged tasks that had their
+ * answer already. Whatever is due behind a due hedge waits for that wake
+ * with it (asked for at once by arm_wake). */
+static void run(sc_sched_t *s, int woken) {
   if (s->in_run || s->held) {
     s->need_run = 1;
     return;
@@ -100,6 +115,7 @@ void sc_sched_run(sc_sched_t *s) {
     double tn = sc_core_now(s);
     while (s->delayed.n && sc_task_delay_key(s, 0) <= tn) {
       task *t = &s->tasks[s->delayed.v[0]];
+      if (t->hedge && !woken) break;
       sc_task_undelay(s, t);
       if (t->hedge) {
         sc_race_hedge(s, t, tn);
@@ -130,6 +146,8 @@ void sc_sched_run(sc_sched_t *s) {
   s->in_run = 0;
   arm_wake(s);
 }
+
+void sc_sched_run(sc_sched_t *s) { run(s, 1); }
 
 /* ---- public API ---- */
 
@@ -218,7 +236,7 @@ int sc_sched_proxy_add(sc_sched_t *s, const char *key, uint32_t *idp) {
     sc_select_pair_init(&s->hosts[i].pairs[id]);
     if ((r = sc_select_place(s, &s->hosts[i], id, tn)) < 0) return r;
   }
-  if (s->nstarved && !s->in_run) sc_sched_run(s); /* a starved task may go */
+  if (s->nstarved && !s->in_run) run(s, 0); /* a starved task may go */
   return 0;
 }
 
@@ -250,7 +268,7 @@ int sc_sched_proxy_retire(sc_sched_t *s, uint32_t id, int retired) {
     if (retired) sc_select_unlink(&s->hosts[i], id);
     else sc_select_place(s, &s->hosts[i], id, tn);
   }
-  if (!retired && s->nstarved && !s->in_run) sc_sched_run(s);
+  if (!retired && s->nstarved && !s->in_run) run(s, 0);
   return 0;
 }
 
@@ -295,14 +313,14 @@ int sc_sched_proxy_probe(sc_sched_t *s, uint32_t id) {
   s->dead--;
   px->probe = PROBE_ARMED;
   sc_select_place_proxy(s, id, sc_core_now(s));
-  if (s->nstarved && !s->in_run) sc_sched_run(s);
+  if (s->nstarved && !s->in_run) run(s, 0);
   return 1;
 }
 
 int sc_sched_hold(sc_sched_t *s, int on) {
   if (on) return ++s->held;
   if (s->held == 0) return SC_EINVAL;
-  if (--s->held == 0) sc_sched_run(s);
+  if (--s->held == 0) run(s, 0);
   return s->held;
 }
 
@@ -391,7 +409,7 @@ int sc_sched_submit(sc_sched_t *s, uint32_t hid, unsigned flags, void *ud,
   s->ntasks++;
   sc_task_ready(s, t);
   *out = sc_core_handle(slot, gen);
-  if (!s->in_run) sc_sched_run(s);
+  if (!s->in_run) run(s, 0);
   return 0;
 }
 
@@ -402,7 +420,7 @@ int sc_sched_cancel(sc_sched_t *s, sc_handle_t h) {
   sc_task_release(s, t);
   s->m.cancelled_tasks++;
   s->need_run = 1; /* freed in-flight room */
-  if (!s->in_run) sc_sched_run(s);
+  if (!s->in_run) run(s, 0);
   return 0;
 }
 

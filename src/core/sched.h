@@ -201,12 +201,18 @@ int sc_sched_record(sc_sched_t *s, uint32_t proxy, uint32_t host,
  * it sets the learnt connect deadline. */
 int sc_sched_attempt_handshake(sc_sched_t *s, sc_handle_t attempt,
                                double secs);
+/* The transport has the attempt's answer; its verdict (attempt_done)
+ * follows once the caller has classified it. Until then its task is not
+ * hedged: an answer is in hand. */
+int sc_sched_attempt_answered(sc_sched_t *s, sc_handle_t attempt);
 /* Per-task attempts started so far (the response's `attempts`). */
 int sc_sched_task_attempts(const sc_sched_t *s, sc_handle_t task);
 void *sc_sched_task_ud(const sc_sched_t *s, sc_handle_t task);
 const sc_attempt_t *sc_sched_attempt(const sc_sched_t *s, sc_handle_t a);
 
-/* Run due work: promote delayed tasks, dispatch. Called from env->wake. */
+/* Run due work: promote delayed tasks, start due hedges, dispatch. Called
+ * from env->wake, once the transport has read the replies that came in:
+ * runs made by an attempt's end or a submit start no hedge. */
 void sc_sched_run(sc_sched_t *s);
 
 int sc_sched_pending(const sc_sched_t *s); /* unfinished tasks */

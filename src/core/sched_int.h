@@ -96,6 +96,7 @@ typedef struct attempt {
   uint32_t gen;
   uint32_t task; /* slot */
   uint32_t next; /* next active attempt of the same task, or free list */
+  int answered;  /* sc_sched_attempt_answered: its verdict is on its way */
 } attempt;
 
 struct sc_sched {

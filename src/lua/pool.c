@@ -32,23 +32,25 @@ static double env_now(void *ud) {
   return sc_loop_now();
 }
 
-static void on_wake(uv_timer_t *t) {
-  lpool *p = t->data;
+static void on_wake(void *ud) {
+  lpool *p = ud;
   sc_sched_run(p->sched);
 }
 
 static void env_wake(void *ud, double at) {
   lpool *p = ud;
   if (at < 0) {
-    uv_timer_stop(p->wake);
+    sc_aftertimer_stop(p->wake);
     return;
   }
   /* libuv counts from its cached loop time: refresh it so the timer does
    * not fire before `at` on the scheduler's (hrtime) clock */
-  uv_update_time(p->wake->loop);
+  uv_update_time(sc_loop_uv(sc_loop_default()));
   double d = at - sc_loop_now();
   uint64_t ms = d <= 0 ? 0 : (uint64_t)(d * 1000.0 + 0.999);
-  uv_timer_start(p->wake, on_wake, ms, 0);
+  /* after the poll: replies read meanwhile end their tasks before the
+   * scheduler hedges them (aftertimer.h) */
+  sc_aftertimer_start(p->wake, ms);
 }
 
 void sc_lua_pool_latt_free(latt *la) {
@@ -64,6 +66,8 @@ static void on_xfer(sc_xfer_t *x, void *ud) {
   if (x->handshake >= 0)
     sc_sched_attempt_handshake(p->sched, la->handle, x->handshake);
   if (sc_xfer_ok(x)) {
+    /* the verdict comes from Lua's classifier, after this loop pass */
+    sc_sched_attempt_answered(p->sched, la->handle);
     sc_events_push(p->id, la->handle, a->task);
     return;
   }
@@ -144,7 +148,6 @@ static double opt_num(lua_State *L, int t, const char *k, double d) {
   return v;
 }
 
-static void free_timer(uv_handle_t *h) { free(h); }
 
 static void req_unlink(lpool *p, lreq *r) {
   if (r->prev) r->prev->next = r->next;
@@ -172,8 +175,7 @@ static void pool_close(lpool *p) {
   /* every transfer is gone: this closes the pool's cached connections */
   curl_share_cleanup(p->xo.share);
   p->xo.share = NULL;
-  uv_timer_stop(p->wake);
-  uv_close((uv_handle_t *)p->wake, free_timer);
+  sc_aftertimer_close(p->wake);
   p->wake = NULL;
   pools[p->id] = NULL;
   free(p->ca_file);
@@ -237,10 +239,9 @@ int sc_lua_pool_new(lua_State *L) {
     p->xo.proxy_ca_file = p->proxy_ca_file;
   }
   lua_pop(L, 1);
-  p->wake = malloc(sizeof(*p->wake));
   p->xo.share = curl_share_init();
-  if (!p->wake || !p->xo.share) {
-    free(p->wake);
+  if (!p->xo.share ||
+      sc_aftertimer_new(sc_loop_uv(loop), on_wake, p, &p->wake) < 0) {
     curl_share_cleanup(p->xo.share);
     free(p->ca_file);
     free(p->proxy_ca_file);
@@ -253,12 +254,10 @@ int sc_lua_pool_new(lua_State *L) {
   if (!p->no_tls_share)
     curl_share_setopt(p->xo.share, CURLSHOPT_SHARE,
                       CURL_LOCK_DATA_SSL_SESSION);
-  uv_timer_init(sc_loop_uv(loop), p->wake);
-  p->wake->data = p;
   sc_env_t env = {p, env_now, env_wake, env_start, env_cancel};
   int rc = sc_sched_new(&p->sched, &c, &env);
   if (rc < 0) {
-    uv_close((uv_handle_t *)p->wake, free_timer);
+    sc_aftertimer_close(p->wake);
     curl_share_cleanup(p->xo.share);
     free(p->ca_file);
     free(p->proxy_ca_file);

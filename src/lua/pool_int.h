@@ -8,6 +8,7 @@
 #include <lua.h>
 
 #include "../core/sched.h"
+#include "../net/aftertimer.h"
 #include "../net/loop.h"
 #include "../net/xfer.h"
 
@@ -38,7 +39,7 @@ typedef struct latt { /* an attempt's transport data */
 
 struct lpool {
   sc_sched_t *sched;
-  uv_timer_t *wake;
+  sc_aftertimer_t *wake; /* the scheduler's timer */
   sc_xfer_opts_t xo;
   char *ca_file;
   char *proxy_ca_file;
