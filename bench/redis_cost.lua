@@ -35,6 +35,9 @@ end
 -- perf: each worker under `perf stat` as well; its user and system time
 -- and context switches are summed per setup and printed after the table
 local perf_sum = {}
+-- attempts the workers' pools started, per setup (all runs): beyond one
+-- an item they are hedges and replaced paths
+local attempts = {}
 local ng = env.nginx()
 
 -- dante as a fast SOCKS5 proxy (microsocks relays in 1 KiB chunks)
@@ -81,8 +84,9 @@ local function crawl(queue, name, workers, pages)
   for i, p in ipairs(ps) do
     env.wait_until(function() return not p:alive() end, "a worker to end", nil, 1800)
     local out = env.read_file(p.log) or ""
-    local d, c = out:match("done (%d+) cpu ([%d.]+)")
+    local d, c, a = out:match("done (%d+) cpu ([%d.]+) attempts (%d+)")
     assert(d, out)
+    attempts[name] = (attempts[name] or 0) + tonumber(a)
     if INSTR then
       c = (env.read_file(cg[i]) or ""):match("\nsummary: (%d+)")
       assert(c, "no callgrind summary in " .. cg[i])
@@ -132,6 +136,8 @@ if not INSTR then
     { "redis x1", span(res.x1, 1e6, "%.0f"), ratio(res.x1, res.embedded) .. " of embedded", "<= 1.2x" },
     { "redis x3", span(res.x3, 1e6, "%.0f"), ratio(res.x3, res.x1) .. " of redis x1", "<= 1.15x" },
   })
+  print(("attempts an item: embedded x1 %.3f, redis x1 %.3f, redis x3 %.3f"):format(attempts.c / (RUNS * PAGES),
+    attempts.x1 / (RUNS * PAGES), attempts.x3 / (RUNS * PAGES)))
   for _, name in ipairs({ "c", "x1", "x3" }) do
     local p = perf_sum[name]
     if p then -- (user_time and system_time are in ns; all runs summed)

@@ -34,5 +34,6 @@ local summary = scatter.crawl({
   end,
 })
 q:close()
+local attempts = pool:metrics().attempts_started
 pool:close()
-print(("done %d cpu %.3f"):format(summary.done, os.clock()))
+print(("done %d cpu %.3f attempts %d"):format(summary.done, os.clock(), attempts))
