@@ -215,6 +215,38 @@ describe("scatter.queue", function()
     q:close()
   end)
 
+  it("finishes a sealed group first when a completion without later wants its count now", function()
+    local path, out = dir .. "/q.db", dir .. "/out.jsonl"
+    local q = open(path, { commit_ms = 60000 })
+    local b = q.b
+    q:push_many({ "http://a.test/1", "http://a.test/2" })
+    assert(b:output(out))
+    local got = b:lease(2, core.now())
+    local commits = 0
+    local function counted() commits = commits + 1 end
+    b:on_commit(counted, true)
+    scatter.run(function()
+      assert.equal(1, b:complete(got[1], { assert(queue_record("http://a.test/x")) }, '{"n":1}'))
+      assert.is_true(b:commit_soon())
+      assert.is_true(b:committing())
+      -- no later: the count must be known now, so the sealed group is
+      -- finished (a blocking sync) and this completion joins a new one
+      assert.equal(1, b:complete(got[2], { assert(queue_record("http://a.test/x")),
+        assert(queue_record("http://a.test/y")) }, '{"n":2}'))
+      assert.is_false(b:committing())
+      assert.equal(1, commits)
+      assert.equal(1, b:unsettled()) -- (got[2], in the open group)
+    end)
+    b:on_commit(counted, false)
+    assert.equal('{"n":1}\n', env.read_file(out)) -- (got[2]'s line waits for its group)
+    q:close()
+    q = open(path)
+    assert(q.b:output(out))
+    assert.equal('{"n":1}\n{"n":2}\n', env.read_file(out))
+    assert.same({ queued = 2, leased = 0, done = 2, failed = 0, seen = 4 }, q:stats())
+    q:close()
+  end)
+
   it("rolls a group back when its background sync fails, naming the output; nothing is lost", function()
     local path, out, so = dir .. "/q.db", dir .. "/out.jsonl", dir .. "/fail_sync.so"
     assert.is_true(os.execute("cc -shared -fPIC -O2 -o " .. so .. " bench/slow_sync.c -ldl") == 0)
