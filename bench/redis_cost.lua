@@ -13,7 +13,8 @@
 -- machine three workers beside nginx, dante and Redis each run slower per
 -- instruction (cache and scheduler contention), which CPU time counts and
 -- instructions do not. A one-page crawl per setup measures the fixed
--- start-up, reported apart (slow: ~20 s per 1,000 pages). With "perf"
+-- start-up, reported apart (slow: ~20 s per 1,000 pages; REDIS_CG_KEEP=DIR
+-- keeps the callgrind outputs). With "perf"
 -- each worker also runs under `perf stat`: user and system CPU and context
 -- switches per setup, printed after the table.
 local lib = dofile("bench/lib.lua")
@@ -90,6 +91,12 @@ local function crawl(queue, name, workers, pages)
     if INSTR then
       c = (env.read_file(cg[i]) or ""):match("\nsummary: (%d+)")
       assert(c, "no callgrind summary in " .. cg[i])
+      -- REDIS_CG_KEEP=DIR keeps each worker's callgrind output for
+      -- callgrind_annotate (DIR/cg_NAME_PAGES_I.out)
+      local keep = os.getenv("REDIS_CG_KEEP")
+      if keep then
+        assert(os.execute(("cp %s %s/cg_%s_%d_%d.out"):format(cg[i], keep, name, pages, i)) == 0)
+      end
     elseif PERF then
       local sum = perf_sum[name] or { ["context-switches"] = 0, user_time = 0, system_time = 0 }
       perf_sum[name] = sum

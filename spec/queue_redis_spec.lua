@@ -176,7 +176,11 @@ describe("the Redis queue", function()
     assert.equal(2, y.tries)
     assert.equal(0, b:complete(y, {}, "second"))
     assert.is_true(b:flush()) -- (a completion without pushes goes with the next step)
-    assert.equal(0, a:complete(x, { rec(3) }, "late")) -- its push is dropped too
+    -- its push is dropped too, and later hears that the try was lost
+    local told
+    assert.equal(0, a:complete(x, { rec(3) }, "late", function(n, lost) told = { n, lost } end))
+    assert.is_true(a:flush())
+    assert.same({ 0, true }, told)
     assert.same({ "first", "second" }, export(b))
     assert.same({ queued = 0, leased = 0, done = 2, failed = 0, seen = 2 }, b:stats())
     a.closed = false

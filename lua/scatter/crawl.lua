@@ -256,7 +256,10 @@ function M.crawl(cfg)
 
   -- a backend that records completions in the background (Redis) returns
   -- from complete at once and reports the try's new pushes here when in
-  local function pushed_later(n)
+  -- lost: the backend found the item finished by another worker (its
+  -- lease was reclaimed while this one was slow): not done here
+  local function pushed_later(n, lost)
+    if lost then st.done = st.done - 1 end
     st.pushed = st.pushed + n
     if n > 0 then wake_idle(n) end
   end

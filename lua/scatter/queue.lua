@@ -34,9 +34,13 @@
 --                          (the handler's JSON output, no newline, or nil)
 --                          appended to the output. Nothing of it is
 --                          visible after a crash unless all of it is.
---                          A backend may take later(n) and return 0 at
---                          once, calling later with n_new when in (Redis;
---                          embedded: while a group's sync runs)
+--                          A backend may take later(n, lost) and return 0
+--                          at once, calling later with n_new when in
+--                          (Redis; embedded: while a group's sync runs);
+--                          lost is true when the item turned out not to
+--                          be this try's to finish (Redis: another worker
+--                          had reclaimed and finished it): nothing of it
+--                          was recorded
 -- b:watch(w, secs)      optional: wake waiter w when the queue may have
 --                          changed, at most secs later (math.huge: no
 --                          bound); scatter.crawl's idle wait (Redis: a

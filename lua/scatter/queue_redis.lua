@@ -223,7 +223,8 @@ function B:step(want, counts)
     if done then
       self:forget(job.item)
       job.n = math.max(0, done[j])
-      if job.later then job.later(job.n) end
+      -- (-1: no longer pending, another worker finished it: not ours)
+      if job.later then job.later(job.n, done[j] < 0) end
     else
       job.err = err
       if not job.w then self.broken = self.broken or err end
