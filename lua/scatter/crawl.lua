@@ -277,7 +277,14 @@ function M.crawl(cfg)
     -- wake per settle would only send the waiters back to wait)
     if gate_commit and not committing() then
       local u = unsettled(b)
-      if u == 0 or u >= settle_max then open_gate() end
+      if u == 0 then return open_gate() end
+      if u < settle_max then return end
+      -- half the slots wait for a commit: start it here, rather than
+      -- wake every waiter for one of them to start it and the rest to
+      -- wait again (two waits an item); its announcement opens the gate
+      local ok, err = commit(b)
+      if not ok then return fatal(err) end
+      if not committing() then open_gate() end -- (it committed at once)
     end
   end
 
