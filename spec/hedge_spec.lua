@@ -48,7 +48,11 @@ describe("hedging through the loop", function()
       local before = pool:metrics()
       local bad = gets(pool, 8, "busy", function()
         -- every request is sent on a kept connection ...
-        while pool:metrics().attempts_started < before.attempts_started + 8 do scatter.sleep(0.002) end
+        local deadline = scatter.now() + 10
+        while pool:metrics().attempts_started < before.attempts_started + 8 do
+          assert(scatter.now() < deadline, "the 8 requests never started")
+          scatter.sleep(0.002)
+        end
         scatter.sleep(0.02)
         -- ... then the loop is busy (a long handler, a commit) past every
         -- request's p95; the answers arrive meanwhile (after 0.1 s), unread
