@@ -17,6 +17,8 @@
 --   luajit bench/frontier.lua overhead instructions    (the overhead in
 --             instructions, under callgrind: FRONTIER_INSTR_N, 5000;
 --             FRONTIER_CG_KEEP=DIR keeps the callgrind outputs)
+--   luajit bench/frontier.lua overhead waits    (the threads' waits and
+--             the attempts started, per request)
 local B = dofile("bench/lib.lua")
 local env = B.env
 local scatter = require("scatter")
@@ -111,6 +113,16 @@ end
 -- overhead_instructions): MODE plain|crawl, or plain0|crawl0 for the same
 -- set-up (pool; queue filled) with nothing requested.
 local function overhead_child(mode, n, proxies, base, db)
+  -- FRONTIER_COUNT=1 (overhead waits): count the threads' waits
+  local waits = 0
+  if os.getenv("FRONTIER_COUNT") then
+    local runtime = require("scatter.runtime")
+    local block = runtime.block
+    runtime.block = function(...)
+      waits = waits + 1
+      return block(...)
+    end
+  end
   local urls, list = {}, {}
   for i = 1, n do urls[i] = base .. "?i=" .. i end
   for p in proxies:gmatch("[^,]+") do list[#list + 1] = p end
@@ -124,7 +136,30 @@ local function overhead_child(mode, n, proxies, base, db)
   elseif mode == "plain" then
     ovh_plain(pool, urls, n)
   end
+  if os.getenv("FRONTIER_COUNT") then
+    print(string.format("counted %s waits %d attempts %d", mode, waits, pool:metrics().attempts_started))
+  end
   pool:close()
+end
+
+-- The threads' waits (runtime.block calls) and the attempts started per
+-- request, each contender once in a process of its own.
+local function overhead_waits(web, farm)
+  local N = 20000
+  B.banner(string.format("frontier overhead, waits and attempts: %d small responses, %d in flight", N,
+    OVH_INFLIGHT))
+  local rows = { { "contender", "waits/request", "attempts/request" } }
+  for _, mode in ipairs({ "plain", "crawl" }) do
+    local d = env.tmpdir()
+    local p = env.spawn({ "env", "FRONTIER_COUNT=1", "luajit", "bench/frontier.lua", "overhead-child", mode,
+      tostring(N), table.concat(farm.proxies, ","), web:url("/small.txt"), d .. "/q.db" }, { name = "frontier-" .. mode })
+    env.wait_until(function() return not p:alive() end, "the " .. mode .. " contender to end", nil, 600)
+    local w, a = (env.read_file(p.log) or ""):match("counted %S+ waits (%d+) attempts (%d+)")
+    assert(w and p.status == "exit 0", mode .. " failed (" .. tostring(p.status) .. "): " .. p:tail(20))
+    rows[#rows + 1] = { mode == "plain" and "pool:get" or "scatter.crawl", string.format("%.2f", w / N),
+      string.format("%.3f", a / N) }
+  end
+  B.table(rows)
 end
 
 -- Instructions (callgrind) instead of time: this machine's noise moves the
@@ -160,6 +195,7 @@ local function overhead_bench()
   local web = env.nginx()
   local farm = env.farm({ "good count=10" })
   if want.instructions then return overhead_instructions(web, farm) end
+  if want.waits then return overhead_waits(web, farm) end
   B.banner(string.format("frontier overhead: %d small responses, %d in flight, farm good x10, best of 3", N,
     OVH_INFLIGHT))
   local urls = {}
@@ -199,7 +235,8 @@ local function overhead_bench()
   -- (CPU s of this process too: it is CPU-bound, and its CPU moves less
   -- than the wall when other work shares the two cores)
   local p, c, pc, cc = {}, {}, {}, {}
-  for i = 1, 3 do
+  local RUNS = 3
+  for i = 1, RUNS do
     p[i], pc[i] = plain()
     collectgarbage()
     c[i], cc[i] = crawl()
@@ -211,9 +248,9 @@ local function overhead_bench()
   local cclo, cchi = B.range(cc)
   B.table({ { "contender", "best wall s", "range s", "req/s", "cpu s", "attempts/request" },
     { "pool:get", string.format("%.3f", plo), string.format("%.3f-%.3f", plo, phi), string.format("%.0f", N / plo),
-      string.format("%.3f-%.3f", pclo, pchi), string.format("%.3f", attempts.plain / (3 * N)) },
+      string.format("%.3f-%.3f", pclo, pchi), string.format("%.3f", attempts.plain / (RUNS * N)) },
     { "scatter.crawl", string.format("%.3f", clo), string.format("%.3f-%.3f", clo, chi), string.format("%.0f", N / clo),
-      string.format("%.3f-%.3f", cclo, cchi), string.format("%.3f", attempts.crawl / (3 * N)) } })
+      string.format("%.3f-%.3f", cclo, cchi), string.format("%.3f", attempts.crawl / (RUNS * N)) } })
   print(string.format("scatter.crawl %.2fx of pool:get (target <= 1.15x); least CPU %.2fx; %.0f commits a crawl "
     .. "(%.0f items each)", clo / plo, cclo / pclo, commits / runs, N * runs / math.max(commits, 1)))
 end

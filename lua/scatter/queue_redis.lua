@@ -320,8 +320,9 @@ function B:lease(n)
 end
 
 -- A completion returns at once (0 new) and goes with the next step when it
--- pushes nothing or when the caller takes the count later (later(n) runs
--- when the step is in; scatter.crawl does so): a process killed before
+-- pushes nothing or when the caller takes the count later (later(n, lost) runs
+-- when the step is in, lost when another worker had finished the item;
+-- scatter.crawl does so): a process killed before
 -- that leaves the item leased, to be reclaimed and done again (its output
 -- still once). Otherwise it waits for its step, sent in the next loop pass
 -- with every other completion queued by then.
