@@ -6,7 +6,9 @@
 --             a JSONL output) against the same N through plain pool:get,
 --             both 200 in flight through the farm's good x10, best of 3
 --             (FRONTIER_INFLIGHT=N: N in flight instead; FRONTIER_OUTPUT=0:
---             no output, as pool:get writes none; a slow disk: an
+--             no output, as pool:get writes none; FRONTIER_MEMORY=1: the
+--             crawl on scatter.queue{}, SQLite in memory: no file, no WAL,
+--             no sync, what durability costs; a slow disk: an
 --             LD_PRELOAD of bench/slow_sync.c, see bench/README.md)
 --   recovery  a `scatter run` crawl of a 2,000-page site killed -9 twenty
 --             times at random moments, then run to its end: every page done
@@ -83,6 +85,7 @@ local OVH_INFLIGHT = tonumber(os.getenv("FRONTIER_INFLIGHT") or "200")
 -- FRONTIER_OUTPUT=0: the crawl's handle returns nothing and no output is
 -- attached (pool:get writes none either): the queue's own cost alone
 local OVH_OUTPUT = os.getenv("FRONTIER_OUTPUT") ~= "0"
+local OVH_MEMORY = os.getenv("FRONTIER_MEMORY") == "1"
 local function ovh_pool(proxies)
   return scatter.pool({ proxies = proxies, max_concurrent_per_request = 1, max_inflight = OVH_INFLIGHT,
     rate_limit = { default_interval = 0 }, proxy_timeout = 30, metrics_log_interval = 0 })
@@ -128,7 +131,7 @@ local function overhead_child(mode, n, proxies, base, db)
   for p in proxies:gmatch("[^,]+") do list[#list + 1] = p end
   local pool = ovh_pool(list)
   if mode:match("^crawl") then
-    local q = assert(scatter.queue({ path = db }))
+    local q = assert(scatter.queue(OVH_MEMORY and {} or { path = db }))
     q:push_many(urls)
     q:flush()
     if mode == "crawl" then ovh_crawl(pool, q, db .. ".jsonl", n) end
@@ -216,7 +219,7 @@ local function overhead_bench()
   local function crawl()
     runs = runs + 1
     local pool = ovh_pool(farm.proxies)
-    local q = assert(scatter.queue({ path = dir .. "/ovh" .. runs .. ".db" }))
+    local q = assert(scatter.queue(OVH_MEMORY and {} or { path = dir .. "/ovh" .. runs .. ".db" }))
     q:push_many(urls)
     q:flush()
     -- the commits the crawl made (each an fdatasync of the output and a
