@@ -18,6 +18,8 @@ for _, decl in ipairs({
   "int ftruncate(int fd, long len);",
   "char *strerror(int errnum);",
   "int getpid(void);",
+  "char *realpath(const char *path, char *resolved);",
+  "void free(void *p);",
 }) do
   pcall(ffi.cdef, decl)
 end
@@ -32,6 +34,16 @@ local function fail(path)
 end
 
 function M.pid() return ffi.C.getpid() end
+
+-- The absolute path with every symlink resolved, or nil when path does
+-- not exist.
+function M.realpath(path)
+  local p = ffi.C.realpath(path, nil)
+  if p == nil then return nil end
+  local s = ffi.string(p)
+  ffi.C.free(p)
+  return s
+end
 
 local File = {}
 File.__index = File

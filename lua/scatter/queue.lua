@@ -106,7 +106,53 @@ Queue.__index = Queue
 M.Queue = Queue
 M.open = setmetatable({}, { __mode = "k" }) -- open queues, for scatter.close_all
 
+-- Each backend's options, and what a value must be: a typo must not give
+-- an in-memory queue where a file was meant.
+local OPTIONS = {
+  sqlite = { path = "file", readonly = "boolean", commit_ms = "ms", commit_items = "count", cache_kib = "kib" },
+  redis = { redis = "url", name = "string", lease = "number", redis_timeout = "number", retry_for = "number",
+    readonly = "boolean" },
+}
+local WANT = {
+  ms = "a number of milliseconds >= 0", count = "an integer >= 1", kib = "a number of KiB >= 1",
+}
+
+local function check_options(opts)
+  local kind = opts.redis ~= nil and "redis" or "sqlite"
+  local known = OPTIONS[kind]
+  for k, v in pairs(opts) do
+    local want = known[k]
+    if not want then
+      if OPTIONS.redis[k] or OPTIONS.sqlite[k] then
+        return nil, "scatter.queue: option '" .. tostring(k) .. "' is for " ..
+          (kind == "redis" and "a queue file (path =), not a Redis queue" or "a Redis queue (redis =)")
+      end
+      return nil, "scatter.queue: unknown option '" .. tostring(k) .. "'"
+    end
+    local bad
+    if want == "boolean" then
+      bad = type(v) ~= "boolean"
+    elseif want == "file" then
+      bad = type(v) ~= "string" or v == ""
+    elseif want == "ms" then
+      bad = type(v) ~= "number" or v ~= v or v < 0 or v == math.huge
+    elseif want == "count" then
+      bad = type(v) ~= "number" or v < 1 or v ~= math.floor(v) or v == math.huge
+    elseif want == "kib" then
+      bad = type(v) ~= "number" or v ~= v or v < 1 or v == math.huge
+    end
+    if bad then
+      return nil, ("scatter.queue: %s must be %s, got %s"):format(k, WANT[want] or
+        (want == "file" and "a non-empty file name" or want == "boolean" and "true or false") or want,
+        type(v) == "string" and ("'" .. v .. "'") or tostring(v))
+    end
+  end
+  return true
+end
+
 local function load_backend(opts)
+  local cok, cerr = check_options(opts)
+  if not cok then return nil, cerr end
   if opts.redis ~= nil then
     if type(opts.redis) ~= "string" then
       return nil, "scatter.queue: redis must be a URL string, got " .. type(opts.redis)

@@ -559,7 +559,8 @@ function B:export(fh)
     local got, err = self.c:call_retry("XRANGE", self.prefix .. "o", from, "+", "COUNT", 1000)
     if not got then return nil, err end
     for _, e in ipairs(got) do
-      fh:write(e[2][2], "\n")
+      local wok, werr = fh:write(e[2][2], "\n")
+      if not wok then return nil, "export: write: " .. tostring(werr) end
       n = n + 1
     end
     if #got < 1000 then return n end

@@ -60,11 +60,18 @@ local function wall_offset()
 end
 
 -- "SQLite format 3\0" or an empty file; anything else is not ours.
-local function sniff(path)
+-- (readonly: an empty file is no queue to read)
+local function sniff(path, readonly)
   local f = io.open(path, "rb")
   if not f then return true end
-  local head = f:read(16) or ""
+  local head, err = f:read(16)
   f:close()
+  if not head and err then
+    if err:find("Is a directory", 1, true) then return nil, "a directory, not a queue file" end
+    return nil, err
+  end
+  head = head or ""
+  if head == "" and readonly then return nil, "an empty file, not a scatter queue" end
   if head == "" or head == "SQLite format 3\0" then return true end
   return nil, "not a SQLite database (not a scatter queue file)"
 end
@@ -76,6 +83,16 @@ local function prep(self, sql)
 end
 
 local function check_format(self)
+  -- (a SQLite file of someone else's: said as such, not as SQL's error)
+  local has = self.db:prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+  local _, n = has:one()
+  has:finalize()
+  if n == 0 then return nil, "a SQLite database but not a scatter queue (no meta table)" end
+  if not self.st.meta_get then
+    local st, perr = self.db:prepare("SELECT v FROM meta WHERE k = ?")
+    if not st then return nil, "a SQLite database but not a scatter queue (" .. tostring(perr) .. ")" end
+    self.st.meta_get = st
+  end
   local ok, v = self.st.meta_get:one("format")
   if not ok then return nil, "a SQLite database but not a scatter queue (no format mark)" end
   if v ~= M.FORMAT then return nil, "a SQLite database but not a scatter queue (format " .. tostring(v) .. ")" end
@@ -132,6 +149,18 @@ local function setup(self, opts)
   local cache = opts.cache_kib or 8192
   run("PRAGMA cache_size = -" .. math.floor(cache) .. "; PRAGMA temp_store = FILE")
   if self.path ~= ":memory:" then integrity(self) end
+  self.st = {}
+  do
+    -- someone else's database is refused before anything is written to it
+    -- (the switch to WAL below is a write that outlives this open)
+    local st = prep(self, "SELECT count(*) FROM sqlite_master")
+    local _, n = st:one()
+    st:finalize()
+    if n > 0 or self.readonly then
+      local ok, err = check_format(self)
+      if not ok then error(err, 0) end
+    end
+  end
   if not self.readonly then
     if self.path ~= ":memory:" then
       local ok, mode = db:prepare("PRAGMA journal_mode = WAL"):one()
@@ -148,7 +177,6 @@ local function setup(self, opts)
     st:finalize()
     run("BEGIN IMMEDIATE")
     run(SCHEMA)
-    self.st = { meta_get = prep(self, "SELECT v FROM meta WHERE k = ?") }
     if n == 0 then
       run("INSERT INTO meta VALUES('format', '" .. M.FORMAT .. "'), ('version', " .. M.VERSION .. ")")
     end
@@ -160,10 +188,6 @@ local function setup(self, opts)
     -- leases of the process that held the file before are void now
     run("UPDATE items SET state = 0 WHERE state = 1")
     run("COMMIT")
-  else
-    self.st = { meta_get = prep(self, "SELECT v FROM meta WHERE k = ?") }
-    local ok, err = check_format(self)
-    if not ok then error(err, 0) end
   end
   local s = self.st
   s.meta_set = prep(self, "INSERT OR REPLACE INTO meta VALUES(?, ?)")
@@ -191,24 +215,32 @@ function M.open(opts)
   }, B)
   local where = "queue " .. path
   if path ~= ":memory:" then
-    local ok, err = sniff(path)
+    local ok, err = sniff(path, self.readonly)
     if not ok then return nil, where .. ": " .. err end
     if not self.readonly then
+      local lf = io.open(path .. "-lock", "rb")
+      if lf then lf:close() end
       local lock, lerr = fileio.lock(path .. "-lock")
       if not lock then return nil, where .. ": " .. lerr end
-      self.lock = lock
+      self.lock, self.lock_made = lock, not lf
     end
+  end
+  -- a refused open leaves no lock file of its own behind
+  local function unlock()
+    if not self.lock then return end
+    self.lock:close()
+    if self.lock_made then os.remove(path .. "-lock") end
   end
   local db, derr = core.sqlite_open(path, self.readonly)
   if not db then
-    if self.lock then self.lock:close() end
+    unlock()
     return nil, where .. ": " .. derr
   end
   self.db = db
   local ok, err = pcall(setup, self, opts)
   if not ok then
     db:close()
-    if self.lock then self.lock:close() end
+    unlock()
     err = tostring(err)
     if (err:find("not a database", 1, true) or err:find("malformed", 1, true)) and not err:find("^corrupt") then
       err = err .. " (corrupt, or not a scatter queue file)"
@@ -505,16 +537,31 @@ end
 function B:export(fh)
   local ok, err = self:flush()
   if not ok then return nil, err end
-  local cjson = require("cjson")
+  local cjson = require("cjson.safe")
   local n = 0
-  for it in rows(self, "SELECT " .. COLS .. " FROM items ORDER BY id") do
-    it.id = nil
-    it.meta = cjson.decode(it.meta)
-    if it.headers then it.headers = cjson.decode(it.headers) end
-    local wok, werr = fh:write(cjson.encode(it), "\n")
-    if not wok then return nil, "export: " .. tostring(werr) end
-    n = n + 1
-  end
+  -- (rows raises on a read error: returned, as the interface says)
+  local rok, rerr = pcall(function()
+    for it in rows(self, "SELECT " .. COLS .. " FROM items ORDER BY id") do
+      -- a damaged row is named, not exported half: the caller keeps the
+      -- rest of the queue to go on with
+      local id = it.id
+      it.id = nil
+      local meta, merr = cjson.decode(it.meta)
+      if meta == nil then error(("item %d (%s): meta is not JSON (%s)"):format(id, tostring(it.url), merr), 0) end
+      it.meta = meta
+      if it.headers then
+        local h, herr = cjson.decode(it.headers)
+        if h == nil then error(("item %d (%s): headers are not JSON (%s)"):format(id, tostring(it.url), herr), 0) end
+        it.headers = h
+      end
+      local line, eerr = cjson.encode(it)
+      if not line then error(("item %d (%s): %s"):format(id, tostring(it.url), eerr), 0) end
+      local wok, werr = fh:write(line, "\n")
+      if not wok then error("write: " .. tostring(werr), 0) end
+      n = n + 1
+    end
+  end)
+  if not rok then return nil, "export: " .. tostring(rerr) end
   return n
 end
 

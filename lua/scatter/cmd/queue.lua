@@ -20,8 +20,11 @@ QUEUE is a queue file (scatter.queue{ path = FILE }) or a Redis URL with
   export   writes every item (Redis: the crawl's output) as JSON lines to
            FILE ("-": standard output)
 stats, failed and export read beside a running crawl (as of its last
-commit). Exit code 0, 1 when the queue cannot be opened or written, 2 on a
-bad command line.
+commit). export refuses FILE when it is one of the queue's own files, and
+removes a FILE it made when the export fails. A Redis name nothing was
+ever pushed to is an error, as a missing queue file is. Exit code 0, 1
+when the queue cannot be opened or written or the output cannot be
+written (standard output included), 2 on a bad command line.
 
 options:
   --json               stats as one JSON object, failed as JSON lines
@@ -37,17 +40,121 @@ local function fail(msg)
   return 1
 end
 
+-- A raised error's text without the file:line a Lua error() adds.
+local function bare(err) return (tostring(err):gsub("^[^\n:]-%.lua:%d+: ", "")) end
+
 local function open(target, name, write)
   local opts = { readonly = not write }
   if target:match("^rediss?://") then
+    if name == nil then return nil, "a Redis queue needs --name NAME" end
     opts.redis, opts.name = target, name
   else
     local f = io.open(target, "rb")
     if not f then return nil, target .. ": no such queue file" end
+    local head, rerr = f:read(1)
     f:close()
+    if not head then
+      return nil, target .. ": " .. (rerr and (rerr:find("directory", 1, true) and "a directory, not a queue file"
+        or rerr) or "an empty file, not a scatter queue")
+    end
     opts.path = target
   end
-  return require("scatter.queue").new(opts)
+  local q, err = require("scatter.queue").new(opts)
+  if not q then return nil, err end
+  if opts.redis then
+    -- a name nothing was ever pushed to is a typo (or the wrong database),
+    -- not an empty queue: said, as a missing queue file is
+    local s = q:stats()
+    if s.seen == 0 and s.failed == 0 then
+      q:close()
+      return nil, ("%s: no queue named '%s' there (nothing was ever pushed to it)"):format(q.b.c.url or target, name)
+    end
+  end
+  return q
+end
+
+-- The files a queue file lives in: writing an export over one of them
+-- would destroy the queue being read.
+local function queue_files(path)
+  local fileio = require("scatter.fileio")
+  local real = fileio.realpath(path)
+  if not real then return {} end
+  local set = {}
+  for _, sfx in ipairs({ "", "-wal", "-shm", "-journal", "-lock" }) do set[real .. sfx] = true end
+  return set
+end
+
+local function export_target(file)
+  local fileio = require("scatter.fileio")
+  local real = fileio.realpath(file)
+  if real then return real, true end
+  local dir, base = file:match("^(.*)/([^/]*)$")
+  local rdir = fileio.realpath(dir == nil and "." or (dir == "" and "/" or dir))
+  return rdir and (rdir:gsub("/$", "") .. "/" .. (base or file)) or file, false
+end
+
+-- Writes to standard output that fail (a full disk, a closed pipe) are
+-- errors, not a success with nothing written.
+local function out(...)
+  local ok, err = io.stdout:write(...)
+  if not ok then error("standard output: " .. tostring(err), 0) end
+end
+
+local function run_action(q, action, opts, pos)
+  local cjson = require("cjson")
+  if action == "stats" then
+    local s = q:stats()
+    if opts.json then
+      out(cjson.encode(s), "\n")
+    else
+      for _, k in ipairs({ "queued", "leased", "done", "failed", "seen" }) do
+        out(string.format("%-7s %d\n", k, s[k]))
+      end
+    end
+  elseif action == "failed" then
+    for it in q:failed() do
+      if opts.json then
+        out(cjson.encode({ url = it.url, method = it.method, tries = it.tries, err = it.err,
+          key = it.key, meta = it.meta }), "\n")
+      else
+        out(string.format("%d\t%s\t%s\n", it.tries, it.url, tostring(it.err)))
+      end
+    end
+  elseif action == "retry" then
+    out(string.format("%d failed items queued again\n", q:retry_failed()))
+  else
+    local file = pos[3]
+    local fh = io.stdout
+    local target, existed
+    if file ~= "-" then
+      target, existed = export_target(file)
+      if not q.opts.redis and queue_files(q.opts.path)[target] then
+        error(file .. ": that is the queue's own file; export to another", 0)
+      end
+      local ferr
+      fh, ferr = io.open(file, "wb")
+      if not fh then error(ferr, 0) end
+    end
+    local ok, n = pcall(q.export, q, fh)
+    if fh ~= io.stdout then
+      local cok, cerr = fh:close()
+      if ok and not cok then ok, n = false, "export: write: " .. tostring(cerr) end
+      -- a failed export leaves no half file it made
+      if not ok and not existed then os.remove(file) end
+    end
+    if not ok then
+      local msg = bare(n):gsub("^queue:export: ", "")
+      local werr = msg:match("^export: write: (.*)$")
+      error(werr and ((file == "-" and "standard output" or file) .. ": " .. werr) or msg, 0)
+    end
+    if fh == io.stdout then
+      local fok, ferr = io.stdout:flush()
+      if not fok then error("standard output: " .. tostring(ferr), 0) end
+    end
+    io.stderr:write(string.format("scatter queue: exported %d items\n", n))
+  end
+  local fok, ferr = io.stdout:flush()
+  if not fok then error("standard output: " .. tostring(ferr), 0) end
 end
 
 function C.run(args)
@@ -66,46 +173,10 @@ function C.run(args)
   end
   local q, err = open(pos[2], opts.name, action == "retry")
   if not q then return fail(err) end
-  local cjson = require("cjson")
-  local ok, perr = pcall(function()
-    if action == "stats" then
-      local s = q:stats()
-      if opts.json then
-        io.stdout:write(cjson.encode(s), "\n")
-      else
-        for _, k in ipairs({ "queued", "leased", "done", "failed", "seen" }) do
-          io.stdout:write(string.format("%-7s %d\n", k, s[k]))
-        end
-      end
-    elseif action == "failed" then
-      for it in q:failed() do
-        if opts.json then
-          io.stdout:write(cjson.encode({ url = it.url, method = it.method, tries = it.tries, err = it.err,
-            key = it.key, meta = it.meta }), "\n")
-        else
-          io.stdout:write(string.format("%d\t%s\t%s\n", it.tries, it.url, tostring(it.err)))
-        end
-      end
-    elseif action == "retry" then
-      io.stdout:write(string.format("%d failed items queued again\n", q:retry_failed()))
-    else
-      local file = pos[3]
-      local fh = io.stdout
-      if file ~= "-" then
-        local ferr
-        fh, ferr = io.open(file, "wb")
-        if not fh then error(ferr, 0) end
-      end
-      local n = q:export(fh)
-      if fh ~= io.stdout then
-        local cok, cerr = fh:close()
-        if not cok then error(file .. ": " .. tostring(cerr), 0) end
-      end
-      io.stderr:write(string.format("scatter queue: exported %d items\n", n))
-    end
-  end)
-  q:close()
-  if not ok then return fail(tostring(perr)) end
+  local ok, perr = pcall(run_action, q, action, opts, pos)
+  local cok, cerr = pcall(q.close, q)
+  if not ok then return fail(bare(perr)) end
+  if not cok then return fail(bare(cerr)) end
   return 0
 end
 
