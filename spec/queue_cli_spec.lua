@@ -76,6 +76,7 @@ describe("scatter queue, bad input", function()
     for _, action in ipairs({ "stats", "retry" }) do
       rc, out, err = env.cli("queue " .. action .. " " .. dir .. "/empty.db")
       assert.equal(1, rc)
+      assert.equal("", out)
       assert.matches("empty.db: an empty file, not a scatter queue", err)
     end
 
@@ -87,6 +88,7 @@ describe("scatter queue, bad input", function()
     for _, action in ipairs({ "stats", "failed", "retry" }) do
       rc, out, err = env.cli("queue " .. action .. " " .. dir .. "/foreign.db")
       assert.equal(1, rc)
+      assert.equal("", out)
       assert.matches("a SQLite database but not a scatter queue %(no meta table%)", err)
     end
     q, qerr = scatter.queue({ path = dir .. "/foreign.db" })
