@@ -14,13 +14,26 @@ local M = {}
 -- Crawls running now (the progress line of `scatter run` shows them).
 M.running = setmetatable({}, { __mode = "k" })
 
-local function bad(msg) error("scatter.crawl: " .. msg, 4) end
+-- (level: scatter.crawl's caller, from check or from num)
+local function bad(msg, level) error("scatter.crawl: " .. msg, level or 4) end
 
-local function num(cfg, k, default, min, int)
+-- tostring that cannot raise: an error value whose __tostring raises must
+-- fail its try, not the crawl
+local function text(v)
+  local ok, s = pcall(tostring, v)
+  return ok and s or "(an error value tostring cannot show: " .. (type(s) == "string" and s or type(s)) .. ")"
+end
+
+local MAX_SECONDS = require("scatter.config").MAX_SECONDS
+local MAX_CONCURRENCY = 100000 -- (a coroutine each: math.huge would spawn until memory ran out)
+
+local function num(cfg, k, default, min, int, max)
   local v = cfg[k]
   if v == nil then return default end
-  if type(v) ~= "number" or v ~= v or v < min or (int and v ~= math.floor(v)) then
-    bad(k .. " must be " .. (int and "an integer" or "a number") .. " >= " .. min .. ", got " .. tostring(v))
+  max = max or MAX_SECONDS
+  if type(v) ~= "number" or v ~= v or v < min or v > max or (int and v ~= math.floor(v)) then
+    bad(("%s must be %s from %s to %s, got %s"):format(k, int and "an integer" or "a number", min, max,
+      type(v) == "string" and ("'" .. v .. "' (a string)") or tostring(v)), 5)
   end
   return v
 end
@@ -46,14 +59,28 @@ local function check(cfg)
     bad("output must be a file name")
   end
   if cfg.request ~= nil and type(cfg.request) ~= "table" then bad("request must be a table of request fields") end
-  return {
-    concurrency = num(cfg, "concurrency", 16, 1, true),
-    max_tries = num(cfg, "max_tries", 5, 1, true),
+  if p.closed then bad("the pool is closed") end
+  if cfg.queue.crawl_running then
+    -- a second crawl would take the first one's output and leases
+    bad("the queue has a crawl running already (one crawl per queue at a time)")
+  end
+  local o = {
+    concurrency = num(cfg, "concurrency", 16, 1, true, MAX_CONCURRENCY),
+    max_tries = num(cfg, "max_tries", 5, 1, true, 1e6),
     timeout = num(cfg, "timeout", 60, 0.001),
     backoff = num(cfg, "backoff", 1, 0),
     max_backoff = num(cfg, "max_backoff", 300, 0),
     handle_timeout = num(cfg, "handle_timeout", 60, 0.001),
   }
+  -- what every request will carry is checked once here: a bad field would
+  -- otherwise fail every item of the queue, max_tries times each
+  local req = { timeout = o.timeout }
+  for k, v in pairs(cfg.request or {}) do
+    if req[k] == nil then req[k] = v end
+  end
+  local rok, rerr = require("scatter.pool").check_request(req, "http://scatter.invalid/")
+  if not rok then bad("request: " .. tostring(rerr):gsub("^invalid_request: ", "")) end
+  return o
 end
 
 local Item = {}
@@ -91,9 +118,13 @@ function M.crawl(cfg)
   local q, pool, handle, on_failed = cfg.queue, cfg.pool, cfg.handle, cfg.on_failed
   local b = q.b
   local cjson = require("cjson.safe")
+  q.crawl_running = true
   if cfg.output then
     local ok, err = b:output(cfg.output)
-    if not ok then error("scatter.crawl: " .. tostring(err), 2) end
+    if not ok then
+      q.crawl_running = nil
+      error("scatter.crawl: " .. tostring(err), 2)
+    end
   end
   local st = {
     queue = q, t0 = core.now(), done = 0, failed = 0, pushed = 0, tries = 0,
@@ -126,7 +157,7 @@ function M.crawl(cfg)
 
   local open_gate
   local function fatal(err)
-    if not st.fatal then st.fatal = tostring(err) end
+    if not st.fatal then st.fatal = text(err) end
     wake_idle()
     if open_gate then open_gate() end
   end
@@ -288,7 +319,9 @@ function M.crawl(cfg)
     end
   end
 
-  local function failed_try(it, err)
+  -- slot: the worker's, when it runs there (on_failed then has the
+  -- handler's deadline too)
+  local function failed_try(it, err, slot)
     it._over = true
     local final = it.tries >= o.max_tries
     local ok, ferr = b:fail(it, err, not final and retry_at(it.tries) or nil)
@@ -301,8 +334,10 @@ function M.crawl(cfg)
     if final then
       st.failed = st.failed + 1
       if on_failed then
+        if slot then slot.since, slot.on_failed = core.now(), true end
         local cok, cerr = pcall(on_failed, it, err)
-        if not cok then runtime.report("scatter.crawl: error in on_failed: " .. tostring(cerr)) end
+        if slot then slot.since, slot.on_failed = nil, nil end
+        if not cok then runtime.report("scatter.crawl: error in on_failed: " .. text(cerr)) end
       end
     else
       wake_idle(1) -- due later: an idle worker sets its timer by it
@@ -320,22 +355,27 @@ function M.crawl(cfg)
       end
     end
     local rok, resp, rerr = pcall(pool.request, pool, req)
-    if not rok then return failed_try(it, "request: " .. tostring(resp)) end
+    if not rok then return failed_try(it, "request: " .. text(resp), slot) end
     if not resp then
       -- closed by a signal's stop: not the item's failure; its lease goes
       -- back untried when the queue closes
       if stopping() then return end
-      return failed_try(it, rerr)
+      -- the pool closed under the crawl: no item's failure either (its
+      -- lease goes back untried); the crawl ends with that error
+      if pool.closed then return fatal("the pool was closed during the crawl") end
+      return failed_try(it, rerr, slot)
     end
     slot.since = core.now()
     local ok, v = pcall(handle, resp, it)
     slot.since = nil
-    if not ok then return failed_try(it, "handle raised: " .. tostring(v)) end
+    if not ok then return failed_try(it, "handle raised: " .. text(v), slot) end
     local line
     if cfg.output and v ~= nil then
       local lerr
       line, lerr = cjson.encode(v)
-      if not line then return failed_try(it, "handle returned a value cjson cannot encode: " .. tostring(lerr)) end
+      if not line then
+        return failed_try(it, "handle returned a value cjson cannot encode: " .. tostring(lerr), slot)
+      end
     end
     it._over = true
     if st.fatal then return end
@@ -364,7 +404,7 @@ function M.crawl(cfg)
         slot.item = nil
       end
     end)
-    if not ok then fatal("a crawl worker failed: " .. tostring(err)) end
+    if not ok then fatal("a crawl worker failed: " .. text(err)) end
     slots[slot] = nil
     live = live - 1
     if live == 0 then runtime.wake(all_done) end
@@ -391,7 +431,12 @@ function M.crawl(cfg)
       if runtime.kill(slot.th, "deadline") then
         slots[slot] = nil
         live = live - 1
-        failed_try(slot.item, string.format("handle did not return within %gs (handle_timeout)", o.handle_timeout))
+        if slot.on_failed then -- (its item has failed already)
+          runtime.report(("scatter.crawl: on_failed did not return within %gs (handle_timeout): ended")
+            :format(o.handle_timeout))
+        else
+          failed_try(slot.item, string.format("handle did not return within %gs (handle_timeout)", o.handle_timeout))
+        end
         if not st.finished and not st.fatal then spawn_worker() end
       end
     end
@@ -416,6 +461,7 @@ function M.crawl(cfg)
   watch_timer.cancelled = true
   renew_timer.cancelled = true
   M.running[st] = nil
+  q.crawl_running = nil
   if b.on_commit then b:on_commit(on_commit, false) end
   local fok, ferr = b:flush()
   if not fok and not stopping() then fatal(ferr) end

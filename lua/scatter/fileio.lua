@@ -24,10 +24,10 @@ for _, decl in ipairs({
   pcall(ffi.cdef, decl)
 end
 
-local O_WRONLY, O_RDWR, O_CREAT, O_CLOEXEC = 1, 2, 64, 0x80000
+local O_RDONLY, O_WRONLY, O_RDWR, O_CREAT, O_NONBLOCK, O_CLOEXEC = 0, 1, 2, 64, 2048, 0x80000
 local LOCK_EX, LOCK_NB = 2, 4
 local SEEK_END = 2
-local EWOULDBLOCK = 11
+local EWOULDBLOCK, ENXIO, ESPIPE = 11, 6, 29
 
 local function fail(path)
   return nil, path .. ": " .. ffi.string(ffi.C.strerror(ffi.errno()))
@@ -45,11 +45,52 @@ function M.realpath(path)
   return s
 end
 
+-- path made absolute with its symlinks resolved; for a file that does not
+-- exist yet, its directory's (to compare names that would be one file).
+function M.resolve(path)
+  local real = M.realpath(path)
+  if real then return real end
+  local dir, base = path:match("^(.*)/([^/]*)$")
+  if not dir then dir, base = ".", path end
+  local rdir = M.realpath(dir == "" and "/" or dir)
+  if not rdir then return path end
+  return (rdir == "/" and "" or rdir) .. "/" .. base
+end
+
+-- When path names one of the files a SQLite database at db lives in (the
+-- file, its WAL, its shared memory, its lock): that name, else nil.
+function M.database_file(db, path)
+  local d, p = M.resolve(db), M.resolve(path)
+  for _, sfx in ipairs({ "", "-wal", "-shm", "-journal", "-lock" }) do
+    if p == d .. sfx then return db .. sfx end
+  end
+end
+
+-- true when path is a file that can be opened without waiting (or does
+-- not exist yet); nil, err for a FIFO or a socket, whose open would wait
+-- for a peer for ever (a non-blocking open and a seek tell, as no stat
+-- through the FFI can portably).
+function M.openable(path)
+  local fd = ffi.C.open(path, O_RDONLY + O_NONBLOCK + O_CLOEXEC)
+  if fd < 0 then
+    local e = ffi.errno()
+    if e == ENXIO then return nil, path .. ": not a regular file (a socket): refused" end
+    return true -- (missing, or unreadable: the real open says why)
+  end
+  local pos = ffi.C.lseek(fd, 0, SEEK_END)
+  local e = ffi.errno()
+  ffi.C.close(fd)
+  if pos < 0 and e == ESPIPE then return nil, path .. ": not a regular file (a FIFO or socket): refused" end
+  return true
+end
+
 local File = {}
 File.__index = File
 
 -- Opens (creating) path for writing; the handle closes when collected.
 function M.open_write(path)
+  local ok, err = M.openable(path)
+  if not ok then return nil, err end
   local fd = ffi.C.open(path, O_WRONLY + O_CREAT + O_CLOEXEC, ffi.cast("int", 420)) -- 0644
   if fd < 0 then return fail(path) end
   return setmetatable({ fd = fd, path = path }, File)

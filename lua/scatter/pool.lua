@@ -104,6 +104,10 @@ local function check(req, url)
     (req.follow_redirects and 1 or 0) + (req.insecure and 2 or 0) + (race and 0 or 4)
 end
 
+-- check(req, url) for callers that check a request before they have one
+-- to send (scatter.crawl's fields common to every item, item:push).
+M.check_request = check
+
 -- ---- pool ----
 
 local function metrics_line(self)

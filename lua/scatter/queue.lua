@@ -173,6 +173,8 @@ local function load_backend(opts)
 end
 
 local NO_OPTS = {} -- only read
+local PUSH_FIELDS = { url = true, method = true, headers = true, body = true, priority = true, meta = true,
+  key = true }
 
 -- Normalises one push: url string plus options -> rec, or nil, err.
 function M.record(url, o, where)
@@ -183,6 +185,9 @@ function M.record(url, o, where)
   if type(url) ~= "string" then return nil, where .. ": URL string expected, got " .. type(url) end
   if o ~= nil and type(o) ~= "table" then return nil, where .. ": options table expected, got " .. type(o) end
   o = o or NO_OPTS
+  for k in pairs(o) do
+    if not PUSH_FIELDS[k] then return nil, where .. ": unknown option '" .. tostring(k) .. "'" end
+  end
   local canon, cerr = core.url_canonical(url)
   if not canon then return nil, where .. ": " .. ("%q"):format(url) .. ": " .. cerr end
   local method = o.method or "GET"
@@ -197,7 +202,13 @@ function M.record(url, o, where)
         return nil, where .. ": headers must map names to strings"
       end
     end
+    -- what a request would refuse is refused now, not once a try
+    -- (a URL too long, a header name or value that cannot be sent)
+    local ok, herr = require("scatter.pool").check_request({ method = method, headers = o.headers }, url)
+    if not ok then return nil, where .. ": " .. tostring(herr):gsub("^invalid_request: ", "") end
     headers = cjson().encode(o.headers)
+  elseif #url > 65536 then
+    return nil, where .. ": url longer than 65536 bytes"
   end
   if o.body ~= nil and type(o.body) ~= "string" then return nil, where .. ": body must be a string" end
   local prio = o.priority or 0

@@ -62,6 +62,8 @@ end
 -- "SQLite format 3\0" or an empty file; anything else is not ours.
 -- (readonly: an empty file is no queue to read)
 local function sniff(path, readonly)
+  local fok, ferr = fileio.openable(path)
+  if not fok then return nil, ferr end
   local f = io.open(path, "rb")
   if not f then return true end
   local head, err = f:read(16)
@@ -225,8 +227,7 @@ function M.open(opts)
       self.lock, self.lock_made = lock, not lf
     end
   end
-  -- a refused open leaves no lock file of its own behind
-  local function unlock()
+  local function unlock() -- (a refused open leaves no lock file it made)
     if not self.lock then return end
     self.lock:close()
     if self.lock_made then os.remove(path .. "-lock") end
@@ -499,6 +500,14 @@ function B:output(path)
   if ok then ok, err = self:flush() end -- (lines listed go to the old file)
   if ok then ok, err = writable(self) end
   if not ok then return nil, err end
+  if self.path ~= ":memory:" then
+    -- lines written over the database (or its WAL) would destroy the queue
+    local own = fileio.database_file(self.path, path)
+    if own then
+      self:flush()
+      return nil, "output " .. path .. ": that is the queue's own file " .. own
+    end
+  end
   if self.out then self.out:close() end
   local f, ferr = fileio.open_write(path)
   if not f then

@@ -49,6 +49,8 @@ local function open(target, name, write)
     if name == nil then return nil, "a Redis queue needs --name NAME" end
     opts.redis, opts.name = target, name
   else
+    local fok, ferr = require("scatter.fileio").openable(target)
+    if not fok then return nil, ferr end
     local f = io.open(target, "rb")
     if not f then return nil, target .. ": no such queue file" end
     local head, rerr = f:read(1)
@@ -71,26 +73,6 @@ local function open(target, name, write)
     end
   end
   return q
-end
-
--- The files a queue file lives in: writing an export over one of them
--- would destroy the queue being read.
-local function queue_files(path)
-  local fileio = require("scatter.fileio")
-  local real = fileio.realpath(path)
-  if not real then return {} end
-  local set = {}
-  for _, sfx in ipairs({ "", "-wal", "-shm", "-journal", "-lock" }) do set[real .. sfx] = true end
-  return set
-end
-
-local function export_target(file)
-  local fileio = require("scatter.fileio")
-  local real = fileio.realpath(file)
-  if real then return real, true end
-  local dir, base = file:match("^(.*)/([^/]*)$")
-  local rdir = fileio.realpath(dir == nil and "." or (dir == "" and "/" or dir))
-  return rdir and (rdir:gsub("/$", "") .. "/" .. (base or file)) or file, false
 end
 
 -- Writes to standard output that fail (a full disk, a closed pipe) are
@@ -125,13 +107,17 @@ local function run_action(q, action, opts, pos)
   else
     local file = pos[3]
     local fh = io.stdout
-    local target, existed
+    local existed
     if file ~= "-" then
-      target, existed = export_target(file)
-      if not q.opts.redis and queue_files(q.opts.path)[target] then
+      local fileio = require("scatter.fileio")
+      existed = fileio.realpath(file) ~= nil
+      -- (an export over the queue's own files would destroy what it reads)
+      if not q.opts.redis and fileio.database_file(q.opts.path, file) then
         error(file .. ": that is the queue's own file; export to another", 0)
       end
       local ferr
+      local ok, oerr = fileio.openable(file)
+      if not ok then error(oerr, 0) end
       fh, ferr = io.open(file, "wb")
       if not fh then error(ferr, 0) end
     end
