@@ -119,7 +119,7 @@ describe("a crawl on a shared Redis queue", function()
     local _
     rc, _, err = env.cli("queue stats " .. srv.url)
     assert.equal(1, rc)
-    assert.truthy(err:find("needs name", 1, true), err)
+    assert.truthy(err:find("needs --name NAME", 1, true), err)
     q:close()
   end)
 
