@@ -7,6 +7,56 @@ local socket = require("socket")
 local redis = require("scatter.redis")
 local scatter = require("scatter")
 
+-- A server that speaks RESP but is not Redis, in a python3 child (stopped
+-- by PID through env): binds 127.0.0.1:0 and prints its port. Modes:
+--   twice     sends +OK +OK on accept, two replies nobody asked for
+--   okclose   sends +OK on accept and hangs up (once the handshake is in:
+--             unread bytes would make the close a reset)
+--   answer    answers every command with arg (a RESP reply)
+--   stray     answers every command with +PONG; on the first connection,
+--             0.3 s after its first answer, sends an unasked-for +OK
+local FAKE = [[
+import socket, sys, threading, time
+mode, arg = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else "").encode()
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+def serve(c, first):
+    if mode == "twice": c.sendall(b"+OK\r\n+OK\r\n")
+    if mode == "okclose":
+        c.sendall(b"+OK\r\n")
+        c.recv(65536)
+        c.close()
+        return
+    answered = False
+    while True:
+        d = c.recv(65536)
+        if not d: return
+        n = sum(1 for l in d.split(b"\r\n") if l.startswith(b"*"))
+        if mode == "answer": c.sendall(arg * n)
+        if mode == "stray":
+            c.sendall(b"+PONG\r\n" * n)
+            if first and not answered:
+                time.sleep(0.3)
+                c.sendall(b"+OK\r\n")
+            answered = True
+first = True
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c, first), daemon=True).start()
+    first = False
+]]
+
+local function fake(mode, arg)
+  local path = env.script("fake_redis.py", FAKE)
+  local p = env.spawn({ "python3", path, mode, arg }, { name = "fake-redis-" .. mode })
+  local port = env.wait_until(function()
+    return tonumber((env.read_file(p.log) or ""):match("^(%d+)"))
+  end, "the fake server's port", p)
+  return { proc = p, port = port, url = "redis://127.0.0.1:" .. port .. "/0" }
+end
+
 describe("scatter.redis", function()
   local srv
 
@@ -94,6 +144,71 @@ describe("scatter.redis", function()
     assert.truthy(err:find("redis://127.0.0.1:" .. port .. "/0: cannot connect: Connection refused", 1, true), err)
     assert.is_nil(err:find("s3cret", 1, true))
     assert.truthy(socket.gettime() - t0 < 2)
+  end)
+
+  it("fails the open, without aborting, on a server sending replies nobody asked for", function()
+    local f = fake("twice")
+    -- in children: hiredis 0.14 asserted (an abort, rc 134) on such a reply
+    local t0 = socket.gettime()
+    local rc, _, err = env.cli("queue stats " .. f.url .. " --name shop")
+    assert.equal(1, rc, err)
+    assert.truthy(err:find(f.url .. ": cannot connect: not Redis (", 1, true), err)
+    assert.truthy(socket.gettime() - t0 < 5)
+    local script = env.script("stray_open.lua", ([[
+      local scatter = require("scatter")
+      local ok, q, err = pcall(scatter.queue, { redis = %q, name = "shop" })
+      print(ok, q, err)
+    ]]):format(f.url))
+    local out
+    rc, out, err = env.cli("run " .. script)
+    assert.equal(0, rc, err)
+    assert.truthy(out:find("cannot connect: not Redis (", 1, true), out)
+    f.proc:stop()
+  end)
+
+  it("drops a connection on a reply nobody asked for mid-session, and reconnects", function()
+    local f = fake("stray")
+    local script = env.script("stray_later.lua", ([[
+      local scatter = require("scatter")
+      local redis = require("scatter.redis")
+      local c = assert(redis.connect(%q))
+      scatter.sleep(0.8) -- the stray reply comes 0.3 s after PING's
+      assert(c:call_retry("PING") == "PONG")
+      io.write("survived\n")
+      c:close()
+    ]]):format(f.url))
+    local rc, out, err = env.cli("run " .. script)
+    assert.equal(0, rc, err)
+    assert.equal("survived\n", out)
+    assert.truthy(err:find("connection lost (out of step with the server: a reply nobody asked for (+OK))", 1, true), err)
+    f.proc:stop()
+  end)
+
+  it("fails the open at once on a server whose PING gets no PONG", function()
+    local f = fake("okclose")
+    local t0 = socket.gettime()
+    local c, err = redis.connect(f.url)
+    assert.is_nil(c)
+    assert.truthy(err:find(f.url .. ": cannot connect: not Redis (PING answered +OK)", 1, true), err)
+    -- the queue too: it used to reconnect for retry_for (300 s by default)
+    local q, qerr = scatter.queue({ redis = f.url, name = "shop", retry_for = 20 })
+    assert.is_nil(q)
+    assert.truthy(qerr:find("cannot connect: not Redis (PING answered +OK)", 1, true), qerr)
+    assert.truthy(socket.gettime() - t0 < 5, "took " .. (socket.gettime() - t0) .. "s")
+    f.proc:stop()
+    -- SELECT's answer must be OK; any other is named
+    f = fake("answer", ":1\r\n")
+    c, err = redis.connect((f.url:gsub("/0$", "/3")))
+    assert.is_nil(c)
+    assert.truthy(err:find("cannot connect: not Redis (SELECT answered :1)", 1, true), err)
+    c, err = redis.connect(f.url)
+    assert.is_nil(c)
+    assert.truthy(err:find("cannot connect: not Redis (PING answered :1)", 1, true), err)
+    f.proc:stop()
+    -- and a real Redis still passes the handshake
+    c = assert(redis.connect(srv.url))
+    assert.equal("PONG", c:call("PING"))
+    c:close()
   end)
 
   it("rejects a server that is not Redis", function()

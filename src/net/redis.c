@@ -1,16 +1,23 @@
 #include "redis.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <hiredis/async.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* Exported by hiredis 0.14 but not declared in its headers: the half of
+ * redisAsyncHandleRead after the read, which read_replies does itself. */
+void redisProcessCallbacks(redisAsyncContext *ac);
 
 enum { ST_RESOLVING, ST_CONNECTING, ST_UP, ST_DOWN, ST_CLOSED };
 
 typedef struct cmd {
   sc_redis_reply_cb cb; /* NULL: a handshake step */
   void *ud;
+  const char *step;  /* a handshake step's command, for messages */
   uint64_t deadline; /* uv_now ms */
   struct cmd *next;
 } cmd;
@@ -41,12 +48,15 @@ struct sc_redis {
   double backoff;
   uint64_t connect_deadline;
   cmd *head, *tail;
+  int pending;         /* commands on the list, handshake steps included */
+  redisReader *shadow; /* counts the replies read before hiredis sees them */
   char err[256]; /* why the connection is being torn down */
   sc_redis_state_cb cb;
   void *ud;
 };
 
 static void connect_now(sc_redis_t *r);
+static void read_replies(ev *e);
 
 /* ---- poll hooks (hiredis' libuv adapter, plus poll errors) ---- */
 
@@ -56,12 +66,18 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   ev *e = h->data;
   if (!e->ac) return;
   if (status < 0) {
-    /* a refused connect or a reset: let hiredis read the socket error
-     * (the stock adapter returns here, and the connect never ends) */
-    redisAsyncHandleRead(e->ac);
-    return;
+    /* a refused connect or a reset: libuv has stopped the handle (the
+     * stock adapter returns here, and a connect never ends) */
+    e->started = 0;
+    events = UV_READABLE; /* a read reports the error */
   }
-  if (e->ac && (events & UV_READABLE)) redisAsyncHandleRead(e->ac);
+  if (!(e->ac->c.flags & REDIS_CONNECTED)) {
+    /* hiredis ends the connect (SO_ERROR) and sends the handshake */
+    redisAsyncHandleWrite(e->ac);
+    if (!e->ac || !(e->ac->c.flags & REDIS_CONNECTED)) return;
+    events &= ~UV_WRITABLE;
+  }
+  if (events & UV_READABLE) read_replies(e);
   if (e->ac && (events & UV_WRITABLE)) redisAsyncHandleWrite(e->ac);
 }
 
@@ -143,13 +159,9 @@ static void on_timer(uv_timer_t *t);
  * a deadlock) instead of sleeping forever on the connection's socket. */
 static void hold_loop(sc_redis_t *r, int on) {
   ev *e = r->ac ? r->ac->ev.data : NULL;
-  if (on) {
-    uv_ref((uv_handle_t *)&r->timer);
-    if (e) uv_ref((uv_handle_t *)&e->poll);
-  } else {
-    uv_unref((uv_handle_t *)&r->timer);
-    if (e) uv_unref((uv_handle_t *)&e->poll);
-  }
+  void (*set)(uv_handle_t *) = on ? uv_ref : uv_unref;
+  set((uv_handle_t *)&r->timer);
+  if (e) set((uv_handle_t *)&e->poll);
 }
 
 static void arm(sc_redis_t *r) {
@@ -184,6 +196,8 @@ static void drop(sc_redis_t *r, const char *why) {
 
 static void went_down(sc_redis_t *r) {
   r->ac = NULL;
+  redisReaderFree(r->shadow); /* and what it holds of a partial reply */
+  r->shadow = NULL;
   if (r->state == ST_CLOSED) return;
   r->state = ST_DOWN;
   char why[sizeof(r->err)];
@@ -219,12 +233,119 @@ static void on_timer(uv_timer_t *t) {
   drop(r, why);
 }
 
+/* ---- reading: hiredis 0.14 aborts (an assert) on a reply other than an
+ * error with no command waiting, so the socket is read here and a reader
+ * of our own (hiredis' parser with no reply functions: it builds nothing)
+ * counts the replies before hiredis sees them. ---- */
+
+/* +OK, -ERR ..., "bulk", :1, *2 (an array of 2), nil: 40 bytes at most */
+static void describe(const redisReply *p, char *out, size_t n) {
+  char t[41];
+  size_t k = p->str && p->len < 40 ? p->len : p->str ? 40 : 0;
+  for (size_t i = 0; i < k; i++) {
+    unsigned char ch = (unsigned char)p->str[i];
+    t[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+  }
+  t[k] = '\0';
+  int y = p->type;
+  const char *more = p->len > k ? "..." : "";
+  if (y == REDIS_REPLY_NIL)
+    snprintf(out, n, "nil");
+  else if (y == REDIS_REPLY_INTEGER)
+    snprintf(out, n, ":%lld", p->integer);
+  else if (y == REDIS_REPLY_ARRAY)
+    snprintf(out, n, "*%zu", p->elements);
+  else if (y == REDIS_REPLY_STRING)
+    snprintf(out, n, "\"%s%s\"", t, more);
+  else
+    snprintf(out, n, "%c%s%s", y == REDIS_REPLY_ERROR ? '-' : '+', t, more);
+}
+
+/* The message for a reply nobody asked for: hiredis' reader, in step with
+ * ours, builds the replies this read completes; the last is the one. */
+static void surplus(sc_redis_t *r, redisReader *rd, const char *buf, size_t n) {
+  void *rep = NULL;
+  if (redisReaderFeed(rd, buf, n) == REDIS_OK)
+    for (int i = 0; i <= r->pending; i++) {
+      if (rep) freeReplyObject(rep);
+      if (redisReaderGetReply(rd, &rep) != REDIS_OK || !rep) break;
+    }
+  if (!rep) { /* an error the counting reader, validating less, let by */
+    drop(r, rd->err ? rd->errstr : "out of step with the server");
+    return;
+  }
+  char what[64];
+  describe(rep, what, sizeof(what));
+  freeReplyObject(rep);
+  snprintf(r->err, sizeof(r->err),
+           r->state == ST_UP
+               ? "out of step with the server: a reply nobody asked for (%s)"
+               : "not Redis (a reply nobody asked for: %s)",
+           what);
+  drop(r, NULL);
+}
+
+/* One read, as redisBufferRead does it (no syscall more than hiredis' own
+ * handler, its words for an end), counted, then hiredis' reader and
+ * callbacks (which report a protocol error after the replies before it). */
+static void read_replies(ev *e) {
+  redisAsyncContext *ac = e->ac;
+  sc_redis_t *r = ac->data;
+  char buf[16 * 1024];
+  ssize_t n = read(ac->c.fd, buf, sizeof(buf));
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+    drop(r, n == 0 ? "Server closed the connection" : strerror(errno));
+    return;
+  }
+  ev_update(e, 1, UV_READABLE); /* restarts the handle after a poll error */
+  if (n < 0) return;
+  redisReader *sh = r->shadow;
+  int replies = 0;
+  void *reply = NULL; /* without reply functions: the reply's type */
+  if (redisReaderFeed(sh, buf, (size_t)n) == REDIS_OK)
+    while (replies <= r->pending &&
+           redisReaderGetReply(sh, &reply) == REDIS_OK && reply)
+      replies++;
+  /* more than the commands outstanding drops the connection; an error
+   * hiredis copes with (it drops it with the error's text: no clients) */
+  if (replies > r->pending && reply != (void *)(size_t)REDIS_REPLY_ERROR)
+    surplus(r, ac->c.reader, buf, (size_t)n);
+  else if (sh->err && sh->err != REDIS_ERR_PROTOCOL)
+    drop(r, sh->errstr); /* out of memory */
+  else if (redisReaderFeed(ac->c.reader, buf, (size_t)n) != REDIS_OK)
+    drop(r, "out of memory");
+  else
+    redisProcessCallbacks(ac); /* may free ac */
+}
+
 /* ---- hiredis callbacks ---- */
 
 static const char *lost_why(sc_redis_t *r, const redisAsyncContext *ac) {
   if (r->err[0]) return r->err;
   if (ac && ac->err && ac->errstr) return ac->errstr;
   return "connection lost";
+}
+
+/* AUTH and SELECT answer OK and PING PONG, or an error (a refusal); else
+ * not Redis: a server saying +OK to anything and hanging up would pass as
+ * ready, and be reconnected to for as long as callers retry. */
+static void handshake_reply(sc_redis_t *r, const cmd *c,
+                            const redisReply *reply) {
+  const char *want = strcmp(c->step, "PING") == 0 ? "PONG" : "OK";
+  if (reply->type == REDIS_REPLY_ERROR) {
+    snprintf(r->err, sizeof(r->err), "handshake refused: %s", reply->str);
+    drop(r, NULL);
+  } else if (reply->type != REDIS_REPLY_STATUS || strcmp(reply->str, want)) {
+    char what[64];
+    describe(reply, what, sizeof(what));
+    snprintf(r->err, sizeof(r->err), "not Redis (%s answered %s)", c->step,
+             what);
+    drop(r, NULL);
+  } else if (--r->handshake_left == 0 && r->state == ST_CONNECTING) {
+    r->state = ST_UP;
+    r->backoff = 0.1;
+    r->cb(r, 1, NULL, r->ud);
+  }
 }
 
 static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
@@ -234,15 +355,9 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata) {
   /* replies come in command order: c is the head */
   r->head = c->next;
   if (!r->head) r->tail = NULL;
+  r->pending--;
   if (!c->cb) {
-    if (reply && reply->type == REDIS_REPLY_ERROR) {
-      snprintf(r->err, sizeof(r->err), "handshake refused: %s", reply->str);
-      drop(r, NULL);
-    } else if (reply && --r->handshake_left == 0 && r->state == ST_CONNECTING) {
-      r->state = ST_UP;
-      r->backoff = 0.1;
-      r->cb(r, 1, NULL, r->ud);
-    }
+    if (reply) handshake_reply(r, c, reply);
   } else if (reply) {
     c->cb(r, reply, NULL, c->ud);
   } else {
@@ -270,23 +385,44 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
 
 /* ---- connecting ---- */
 
+static void enqueue(sc_redis_t *r, cmd *c) {
+  if (r->tail)
+    r->tail->next = c;
+  else
+    r->head = c;
+  r->tail = c;
+  r->pending++;
+}
+
+/* Queues a handshake step: 0, or -1 (out of memory: dropped). */
+static int step(sc_redis_t *r, int n, const char **argv) {
+  size_t lens[3];
+  for (int i = 0; i < n; i++) lens[i] = strlen(argv[i]);
+  cmd *c = calloc(1, sizeof(*c));
+  if (!c ||
+      redisAsyncCommandArgv(r->ac, on_reply, c, n, argv, lens) != REDIS_OK) {
+    free(c);
+    drop(r, "out of memory");
+    return -1;
+  }
+  c->deadline = r->connect_deadline;
+  c->step = argv[0];
+  r->handshake_left++;
+  enqueue(r, c);
+  return 0;
+}
+
 static void start_context(sc_redis_t *r, const char *ip) {
-  redisAsyncContext *ac = redisAsyncConnect(ip, r->o.port);
-  if (!ac) {
-    snprintf(r->err, sizeof(r->err), "out of memory");
-    went_down(r);
-    return;
+  r->shadow = redisReaderCreateWithFunctions(NULL);
+  redisAsyncContext *ac = r->shadow ? redisAsyncConnect(ip, r->o.port) : NULL;
+  const char *fail = !ac ? "out of memory" : ac->err ? ac->errstr : NULL;
+  if (!fail) {
+    ac->data = r;
+    if (ev_attach(ac, r->loop) < 0) fail = "cannot watch the socket";
   }
-  if (ac->err) {
-    snprintf(r->err, sizeof(r->err), "%s", ac->errstr);
-    redisAsyncFree(ac);
-    went_down(r);
-    return;
-  }
-  ac->data = r;
-  if (ev_attach(ac, r->loop) < 0) {
-    snprintf(r->err, sizeof(r->err), "cannot watch the socket");
-    redisAsyncFree(ac);
+  if (fail) {
+    snprintf(r->err, sizeof(r->err), "%s", fail);
+    if (ac) redisAsyncFree(ac);
     went_down(r);
     return;
   }
@@ -294,47 +430,16 @@ static void start_context(sc_redis_t *r, const char *ip) {
   redisAsyncSetDisconnectCallback(ac, on_disconnect);
   r->ac = ac;
   r->state = ST_CONNECTING;
-  /* the handshake: AUTH, SELECT, and a PING that a server speaking
-   * another protocol fails */
-  const char *argv[3];
-  size_t lens[3];
+  /* the handshake: AUTH, SELECT, and a PING that only Redis answers PONG */
   char db[16];
-  int n = 0, steps = 0;
+  snprintf(db, sizeof(db), "%d", r->o.db);
+  const char *auth[3] = {"AUTH", r->o.user ? r->o.user : r->o.password,
+                         r->o.password};
+  const char *select[2] = {"SELECT", db}, *ping[1] = {"PING"};
   r->handshake_left = 0;
-  for (int step = 0; step < 3; step++) {
-    if (step == 0) {
-      if (!r->o.password) continue;
-      argv[0] = "AUTH";
-      n = 1;
-      if (r->o.user) argv[n++] = r->o.user;
-      argv[n++] = r->o.password;
-    } else if (step == 1) {
-      if (!r->o.db) continue;
-      snprintf(db, sizeof(db), "%d", r->o.db);
-      argv[0] = "SELECT";
-      argv[1] = db;
-      n = 2;
-    } else {
-      argv[0] = "PING";
-      n = 1;
-    }
-    for (int i = 0; i < n; i++) lens[i] = strlen(argv[i]);
-    cmd *c = calloc(1, sizeof(*c));
-    if (!c ||
-        redisAsyncCommandArgv(ac, on_reply, c, n, argv, lens) != REDIS_OK) {
-      free(c);
-      drop(r, "out of memory");
-      return;
-    }
-    c->deadline = r->connect_deadline;
-    if (r->tail)
-      r->tail->next = c;
-    else
-      r->head = c;
-    r->tail = c;
-    steps++;
-  }
-  r->handshake_left = steps;
+  if ((r->o.password && step(r, r->o.user ? 3 : 2, auth) < 0) ||
+      (r->o.db && step(r, 2, select) < 0) || step(r, 1, ping) < 0)
+    return;
   arm(r);
 }
 
@@ -466,11 +571,7 @@ int sc_redis_command(sc_redis_t *r, int argc, const char **argv,
     return UV_ENOTCONN;
   }
   int was_empty = r->head == NULL;
-  if (r->tail)
-    r->tail->next = c;
-  else
-    r->head = c;
-  r->tail = c;
+  enqueue(r, c);
   if (was_empty) arm(r);
   return 0;
 }
@@ -480,6 +581,7 @@ int sc_redis_is_up(const sc_redis_t *r) { return r->state == ST_UP; }
 static void handle_closed(uv_handle_t *h) {
   sc_redis_t *r = h->data;
   if (--r->handles > 0) return;
+  redisReaderFree(r->shadow); /* a context closed before it connected */
   free_opts(&r->o);
   free(r);
 }

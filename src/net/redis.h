@@ -10,6 +10,13 @@
  *    runs); our hook hands it to hiredis so it does;
  *  - free-after-disconnect: the context is never touched after hiredis'
  *    disconnect or connect-failure callback;
+ *  - replies nobody asked for: 0.14 aborts the process on one (an assert),
+ *    so replies are read and counted (by hiredis' parser) before hiredis
+ *    sees them, and more replies than commands drop the connection: "not
+ *    Redis (...)" during the handshake;
+ *  - the handshake: AUTH and SELECT must answer OK and PING PONG (or an
+ *    error, "handshake refused"); any other answer is "not Redis (PING
+ *    answered ...)", so an open fails at once instead of reconnecting;
  *  - reconnects: a connection that goes down is retried with exponential
  *    backoff until sc_redis_close.
  *
