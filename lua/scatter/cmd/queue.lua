@@ -66,9 +66,10 @@ local function open(target, name, write)
   if opts.redis then
     -- a name nothing was ever pushed to is a typo (or the wrong database),
     -- not an empty queue: said, as a missing queue file is
-    local s = q:stats()
-    if s.seen == 0 and s.failed == 0 then
-      q:close()
+    local sok, s = pcall(q.stats, q)
+    if not sok or (s.seen == 0 and s.failed == 0) then
+      pcall(q.close, q)
+      if not sok then return nil, bare(s) end
       return nil, ("%s: no queue named '%s' there (nothing was ever pushed to it)"):format(q.b.c.url or target, name)
     end
   end
