@@ -115,6 +115,7 @@ local OPTIONS = {
 }
 local WANT = {
   ms = "a number of milliseconds >= 0", count = "an integer >= 1", kib = "a number of KiB >= 1",
+  file = "a non-empty file name", boolean = "true or false",
 }
 
 local function check_options(opts)
@@ -142,8 +143,7 @@ local function check_options(opts)
       bad = type(v) ~= "number" or v ~= v or v < 1 or v == math.huge
     end
     if bad then
-      return nil, ("scatter.queue: %s must be %s, got %s"):format(k, WANT[want] or
-        (want == "file" and "a non-empty file name" or want == "boolean" and "true or false") or want,
+      return nil, ("scatter.queue: %s must be %s, got %s"):format(k, WANT[want],
         type(v) == "string" and ("'" .. v .. "'") or tostring(v))
     end
   end

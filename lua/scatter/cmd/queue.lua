@@ -49,15 +49,15 @@ local function open(target, name, write)
     if name == nil then return nil, "a Redis queue needs --name NAME" end
     opts.redis, opts.name = target, name
   else
-    local fok, ferr = require("scatter.fileio").openable(target)
-    if not fok then return nil, ferr end
-    local f = io.open(target, "rb")
-    if not f then return nil, target .. ": no such queue file" end
-    local head, rerr = f:read(1)
-    f:close()
-    if not head then
-      return nil, target .. ": " .. (rerr and (rerr:find("directory", 1, true) and "a directory, not a queue file"
-        or rerr) or "an empty file, not a scatter queue")
+    local fileio = require("scatter.fileio")
+    if not fileio.realpath(target) then return nil, target .. ": no such queue file" end
+    -- (a directory, a FIFO, someone else's file: the backend says which;
+    -- an empty file it would take as a new queue, which retry must not)
+    local f = fileio.openable(target) and io.open(target, "rb")
+    if f then
+      local head, rerr = f:read(1)
+      f:close()
+      if not head and not rerr then return nil, target .. ": an empty file, not a scatter queue" end
     end
     opts.path = target
   end
