@@ -232,7 +232,14 @@ describe("classifiers", function()
         end
         scatter.wait_all(unpack(ths))
       end)
-      assert.equal(got[2], got[1], c[1] .. " " .. c[2])
+      if c[2] == "/status/404" or c[2] == "/status/410" then
+        -- (but for one thing the Lua table cannot know: a pool of one has
+        -- no second proxy to agree on a 404/410, so its answer is final)
+        assert.equal("not delivered target_error", got[2], c[2])
+        assert.equal("delivered final", got[1], c[2])
+      else
+        assert.equal(got[2], got[1], c[1] .. " " .. c[2])
+      end
       in_c:close()
       in_lua:close()
     end

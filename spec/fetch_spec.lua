@@ -53,11 +53,11 @@ describe("scatter fetch", function()
   end)
 
   it("exits 1 when a URL times out, with the last error", function()
-    -- the default classifier holds a 404 against the proxy: retried until the timeout
-    local rc, out, err = scatter("fetch " .. q(ng.url("/status/404")) .. " --proxies " .. q(list) .. " --timeout 1")
+    -- a 500 is the target failing: retried until the timeout
+    local rc, out, err = scatter("fetch " .. q(ng.url("/status/500")) .. " --proxies " .. q(list) .. " --timeout 1")
     assert.equal(1, rc)
     assert.equal("", out)
-    assert.truthy(err:find(ng.url("/status/404") .. ": timeout: last error: ", 1, true), err)
+    assert.truthy(err:find(ng.url("/status/500") .. ": timeout: last error: ", 1, true), err)
     assert.is_nil(err:find(SECRET, 1, true))
   end)
 

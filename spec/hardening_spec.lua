@@ -21,6 +21,7 @@
 -- | a kill -9 within state_save_interval           | saved FIRST_SAVE (10 s) after the first outcomes          |
 -- | two processes naming one state_file            | the second warns "in use by another process", never saves |
 -- | a real 404/410, two proxies agree              | delivered as final, no pair charged (consensus_404)       |
+-- | ... with no other proxy alive                  | delivered as final at once (no second opinion to wait for)|
 -- | a classifier that never returns                | interrupted after classifier_timeout: target_error, counted |
 -- | ... in a loop LuaJIT compiled                  | the watchdog says so on stderr with the pool's name       |
 -- | a source of a million lines                    | pool{} returns after its first slice; served meanwhile    |
@@ -346,6 +347,17 @@ describe("hardening", function()
     local m = pool:metrics()
     assert.equal(0, m.verdicts.proxy_blocked)
     assert.equal(0, m.cooldown_proxies)
+    pool:close()
+    -- a pool of one has no second opinion to wait for: its proxy's 404 is
+    -- the answer at once (it waited out the caller's timeout, then said
+    -- "timeout")
+    pool = scatter.pool({ proxies = { farm.proxies[1] }, metrics_log_interval = 0,
+      rate_limit = { default_interval = 0 } })
+    resp, err = pool:get(ng.url("/status/404"), { timeout = 30 })
+    assert.truthy(resp, err)
+    assert.equal(404, resp.status)
+    assert.equal(1, resp.attempts)
+    assert.equal(0, pool:metrics().verdicts.proxy_blocked)
     pool:close()
     -- consensus_404 = false: the old rule, a 404 is the proxy's fault
     pool = scatter.pool({ proxies = { farm.proxies[1], farm.proxies[2] }, metrics_log_interval = 0,

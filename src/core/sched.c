@@ -257,6 +257,14 @@ int sc_sched_proxy_is_dead(const sc_sched_t *s, uint32_t id) {
   return s->proxies[id].dead;
 }
 
+/* (a scan that stops at the first live one: in a pool of free-list
+ * proxies that is a few steps, and it runs only for a 404 or 410) */
+int sc_sched_proxy_others_live(const sc_sched_t *s, uint32_t id) {
+  for (uint32_t i = 0; i < s->proxy_names.count; i++)
+    if (i != id && !s->proxies[i].dead && !s->proxies[i].retired) return 1;
+  return 0;
+}
+
 int sc_sched_proxy_retire(sc_sched_t *s, uint32_t id, int retired) {
   if (id >= s->proxy_names.count) return SC_ENOPROXY;
   proxy *px = &s->proxies[id];

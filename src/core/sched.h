@@ -138,6 +138,8 @@ const char *sc_sched_proxy_key(const sc_sched_t *s, uint32_t id);
 uint32_t sc_sched_proxy_count(const sc_sched_t *s);
 int sc_sched_proxy_find(const sc_sched_t *s, const char *key, uint32_t *id);
 int sc_sched_proxy_is_dead(const sc_sched_t *s, uint32_t id);
+/* 1 when a proxy other than id is neither dead nor retired. */
+int sc_sched_proxy_others_live(const sc_sched_t *s, uint32_t id);
 /* Retired proxies get no new attempts but keep their history. */
 int sc_sched_proxy_retire(sc_sched_t *s, uint32_t id, int retired);
 /* Proxy-level state for snapshots: totals over every host, and since when

@@ -133,9 +133,12 @@ static sc_verdict_t default_verdict(const sc_xfer_t *x, lreq *r,
   long s = x->status;
   /* a 404 or 410 may be a proxy's lie or the truth: no pair is charged
    * for it (target_error), and a different proxy giving the same status
-   * for the task settles it as the target's real answer */
+   * for the task settles it as the target's real answer. With no other
+   * proxy alive to ask, this one's answer is the best there will be (a
+   * pool of one waited out the caller's timeout for a second opinion) */
   if ((s == 404 || s == 410) && !p->no_consensus) {
     if (r->gone_status == s && r->gone_proxy != proxy) return SC_V_FINAL;
+    if (!sc_sched_proxy_others_live(p->sched, proxy)) return SC_V_FINAL;
     r->gone_status = s;
     r->gone_proxy = proxy;
     return SC_V_TARGET_ERROR;
