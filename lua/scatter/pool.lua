@@ -319,6 +319,27 @@ local function no_proxies(self)
 end
 M.no_proxies = no_proxies
 
+-- The error of a task its caller's timeout ended (h: its handle, not yet
+-- cancelled). Without a last error and no attempt it says what held every
+-- proxy back: a bare "timeout" after the proxies had failed once read as
+-- a slow target.
+local function timed_out(self, h)
+  local attempts = not self.closed and self.c:attempts(h.th) or -1
+  local last = h:cancel()
+  if last then return "timeout: last error: " .. last end
+  if self.closed then return "timeout" end
+  local why = no_proxies(self)
+  if why then return "timeout: " .. why end
+  if attempts ~= 0 then return "timeout" end
+  local m = self.c:metrics()
+  local usable = m.total_proxies - m.retired_proxies - m.dead_proxies
+  local of = usable == 1 and "1 usable proxy" or usable .. " usable proxies"
+  if m.cooldown_proxies > 0 then
+    return ("timeout: no attempt started (%d of %s cooling down after failures)"):format(m.cooldown_proxies, of)
+  end
+  return ("timeout: no attempt started (%s, none free: rate limits or max_inflight)"):format(of)
+end
+
 local function request(self, req, url, cookies)
   -- refused before anything is submitted: an inner task left behind by
   -- the refusal would have no timeout and hold a slot for good
@@ -330,12 +351,7 @@ local function request(self, req, url, cookies)
   local h, err = submit(self, req, url, true, deadline, cookies)
   if not h then return nil, err end
   local resp, werr = h:wait(deadline and math.max(0, deadline - core.now()))
-  if werr == "timeout" then
-    local last = h:cancel()
-    if last then return nil, "timeout: last error: " .. last end
-    local why = not self.closed and no_proxies(self)
-    return nil, why and ("timeout: " .. why) or "timeout"
-  end
+  if werr == "timeout" then return nil, timed_out(self, h) end
   return resp, werr
 end
 
@@ -360,10 +376,7 @@ function Pool:_tunnel(host, port, timeout)
   local rec = setmetatable({ pool = self, th = th, t0 = core.now(), tunnel = true }, Handle)
   self.tasks[th] = rec
   local resp, werr = rec:wait(timeout)
-  if werr == "timeout" then
-    local last = rec:cancel()
-    return nil, last and ("timeout: last error: " .. last) or "timeout"
-  end
+  if werr == "timeout" then return nil, timed_out(self, rec) end
   return resp, werr
 end
 
