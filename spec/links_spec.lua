@@ -82,6 +82,27 @@ describe("scatter.links", function()
       "scatter.links: bad argument #1 (a response with url and body expected)")
     assert.has_error(function() scatter.links(page("http://a/", ""), { match = 3 }) end,
       "scatter.links: match must be a Lua pattern or a list of them")
+    -- a misspelt option, a wrong kind, a bad pattern: named, before any
+    -- link (a bad pattern raised from inside links.lua at the first link)
+    local resp = page("http://a/", "<a href=x>")
+    assert.has_error(function() scatter.links(resp, { same_hots = true }) end, "scatter.links: unknown option 'same_hots'")
+    assert.has_error(function() scatter.links(resp, { same_host = "yes" }) end,
+      "scatter.links: same_host must be a boolean, got string")
+    assert.has_error(function() scatter.links(resp, { match = "[" }) end,
+      [[scatter.links: match: bad Lua pattern "[" (malformed pattern (missing ']'))]])
+    assert.has_error(function() scatter.links(resp, { exclude = { "ok", "%" } }) end,
+      [[scatter.links: exclude: bad Lua pattern "%" (malformed pattern (ends with '%'))]])
+  end)
+
+  it("keeps a link however it is written: spaces, non-ASCII, wrapped over lines", function()
+    -- (an absolute href with a space was dropped, a relative one kept)
+    local resp = page("http://a.example/d/", [[
+      <a href="http://a.example/a b.pdf">1</a><a href="c d.pdf">2</a>
+      <a href="http://a.example/caf]] .. "\195\169" .. [[">3</a><a href="/x
+/y">4</a><a href="	../z
+">5</a>]])
+    assert.same({ "http://a.example/a%20b.pdf", "http://a.example/d/c%20d.pdf", "http://a.example/caf%c3%a9",
+      "http://a.example/x/y", "http://a.example/z" }, scatter.links(resp))
   end)
 end)
 
@@ -97,6 +118,10 @@ describe("scatter.url", function()
     }) do
       assert.equal(want, scatter.url.join(base, ref), ref)
     end
+    -- what a browser strips or removes before it parses an href
+    assert.equal("http://b.example/", scatter.url.join(base, " http://b.example/ "))
+    assert.equal("http://a.example/g/h", scatter.url.join(base, "\t/g\n/h\r\n"))
+    assert.equal("http://a.example/a%20b", scatter.url.join(base, "http://a.example/a b"))
     local u, err = scatter.url.join("http://a.example/", "mailto:x@y")
     assert.is_nil(u)
     assert.truthy(err)

@@ -5,7 +5,8 @@
  *   url_canonical(u) -> URL | nil, err   scheme and host lower-case, the
  *       default port and the fragment dropped, dot segments resolved
  *   url_join(base, ref) -> URL | nil, err   ref resolved against base, as a
- *       browser does (RFC 3986 section 5), fragment kept
+ *       browser does (RFC 3986 section 5), fragment kept; spaces and
+ *       non-ASCII bytes percent-encoded
  *   url_keys(list, prefix) -> keys | nil   keys[i] = prefix .. canonical
  *       form of list[i], for a list of URL strings (push_many's common
  *       case, in one call); nil when any element is not a string or not a
@@ -133,7 +134,13 @@ int sc_lua_url_join(lua_State *L) {
    * those are the base itself (RFC 3986 section 5.2.2) */
   if (rc == CURLUE_OK && (rn == 0 || ref[0] == '#'))
     rc = curl_url_set(h, CURLUPART_FRAGMENT, rn > 1 ? ref + 1 : NULL, 0);
-  else if (rc == CURLUE_OK) rc = curl_url_set(h, CURLUPART_URL, ref, 0);
+  /* a space or a non-ASCII byte is encoded as a browser does; without the
+   * flags curl encoded them in a relative reference but refused them in
+   * an absolute one ("http://a.org/a b.pdf": Bad path), so a page's link
+   * was kept or dropped by how it was written */
+  else if (rc == CURLUE_OK)
+    rc = curl_url_set(h, CURLUPART_URL, ref,
+                      CURLU_ALLOW_SPACE | CURLU_URLENCODE);
   char *out = NULL;
   if (rc == CURLUE_OK) rc = curl_url_get(h, CURLUPART_URL, &out, 0);
   if (rc != CURLUE_OK) return curl_fail(L, h, rc);
