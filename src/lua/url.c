@@ -12,6 +12,7 @@
  *       case, in one call); nil when any element is not a string or not a
  *       good URL (the caller's slow path says which, and why)
  *   hash(s) -> 16 hex digits (FNV-1a 64: a key part, not a security hash) */
+#include <ctype.h>
 #include <curl/curl.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -47,7 +48,17 @@ static int curl_fail(lua_State *L, CURLU *h, CURLUcode rc) {
  * check_http) and stores it in *out (curl_free it). A URL with no fragment
  * and no upper case in its authority skips those two steps: most do. */
 static CURLUcode canonical(CURLU *h, const char *u, size_t n, char **out) {
-  CURLUcode rc = curl_url_set(h, CURLUPART_URL, u, 0);
+  /* non-ASCII bytes percent-encoded (as url_join and a browser write
+   * them), escapes in upper case (RFC 3986 6.2.2.1): "caf\xc3\xa9",
+   * "caf%c3%a9" and "caf%C3%A9" are one page, one key */
+  int high = 0, esc = 0;
+  for (size_t i = 0; i < n; i++) {
+    if ((unsigned char)u[i] >= 0x80)
+      high = 1;
+    else if (u[i] == '%')
+      esc = 1;
+  }
+  CURLUcode rc = curl_url_set(h, CURLUPART_URL, u, high ? CURLU_URLENCODE : 0);
   if (rc != CURLUE_OK) return rc;
   if (memchr(u, '#', n)) rc = curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0);
   const char *a = strstr(u, "://"), *p = a ? a + 3 : u;
@@ -66,6 +77,13 @@ static CURLUcode canonical(CURLU *h, const char *u, size_t n, char **out) {
   }
   if (rc == CURLUE_OK)
     rc = curl_url_get(h, CURLUPART_URL, out, CURLU_NO_DEFAULT_PORT);
+  if (rc == CURLUE_OK && (esc || high))
+    for (char *q = *out; *q; q++)
+      if (q[0] == '%' && isxdigit((unsigned char)q[1]) &&
+          isxdigit((unsigned char)q[2])) {
+        q[1] = (char)toupper((unsigned char)q[1]);
+        q[2] = (char)toupper((unsigned char)q[2]);
+      }
   return rc;
 }
 
