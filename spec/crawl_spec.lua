@@ -54,7 +54,8 @@ describe("scatter.crawl", function()
           for _, u in ipairs(scatter.links(resp, { same_host = true })) do
             item:push(u, { meta = { depth = item.meta.depth + 1 } })
           end
-          return { url = item.url, title = resp.body:match("<title>(.-)</title>"), depth = item.meta.depth }
+          return { url = item.url, title = resp.body:match("<title>(.-)</title>"), depth = item.meta.depth,
+            id = 1234567890123456 + #item.url, share = 1 / (#item.url) }
         end,
       })
       assert.equal(PAGES, summary.done)
@@ -74,6 +75,9 @@ describe("scatter.crawl", function()
       seen[n] = true
       assert.equal("page " .. n, r.title)
       assert.equal(math.floor(math.log(n + 1) / math.log(2)), r.depth)
+      -- every number exact (cjson alone writes 14 digits: 1.2345678901235e+15)
+      assert.equal(1234567890123456 + #r.url, r.id)
+      assert.equal(1 / #r.url, r.share)
     end
   end)
 

@@ -117,7 +117,7 @@ function M.crawl(cfg)
   local o = check(cfg)
   local q, pool, handle, on_failed = cfg.queue, cfg.pool, cfg.handle, cfg.on_failed
   local b = q.b
-  local cjson = require("cjson.safe")
+  local json = require("scatter.json") -- (cjson, numbers exact)
   q.crawl_running = true
   if cfg.output then
     local ok, err = b:output(cfg.output)
@@ -372,7 +372,7 @@ function M.crawl(cfg)
     local line
     if cfg.output and v ~= nil then
       local lerr
-      line, lerr = cjson.encode(v)
+      line, lerr = json.encode(v)
       if not line then
         return failed_try(it, "handle returned a value cjson cannot encode: " .. tostring(lerr), slot)
       end

@@ -218,7 +218,7 @@ function M.record(url, o, where)
   local meta = "{}"
   if o.meta ~= nil then
     if type(o.meta) ~= "table" then return nil, where .. ": meta must be a table, got " .. type(o.meta) end
-    local s, merr = cjson().encode(o.meta)
+    local s, merr = require("scatter.json").encode(o.meta)
     if not s then return nil, where .. ": meta cannot be encoded as JSON: " .. tostring(merr) end
     meta = s
   end

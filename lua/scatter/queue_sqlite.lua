@@ -563,7 +563,7 @@ function B:export(fh)
         if h == nil then error(("item %d (%s): headers are not JSON (%s)"):format(id, tostring(it.url), herr), 0) end
         it.headers = h
       end
-      local line, eerr = cjson.encode(it)
+      local line, eerr = require("scatter.json").encode(it)
       if not line then error(("item %d (%s): %s"):format(id, tostring(it.url), eerr), 0) end
       local wok, werr = fh:write(line, "\n")
       if not wok then error("write: " .. tostring(werr), 0) end
