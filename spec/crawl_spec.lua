@@ -166,9 +166,10 @@ describe("scatter.crawl", function()
       q:push(ng.url("/p20.html"))
       q:push(ng.url("/p21.html"))
       q:push(ng.url("/p22.html"))
+      q:push(ng.url("/p24.html"))
       local errs = {}
       local summary = scatter.crawl({
-        queue = q, pool = pool, concurrency = 3, max_tries = 1, handle_timeout = 0.3,
+        queue = q, pool = pool, concurrency = 4, max_tries = 1, handle_timeout = 0.3,
         output = dir .. "/out.jsonl",
         handle = function(_, item)
           if item.url:find("p20") then
@@ -176,6 +177,8 @@ describe("scatter.crawl", function()
             require("scatter.runtime").block(w) -- nothing ever wakes it
           elseif item.url:find("p21") then
             return { f = print }
+          elseif item.url:find("p24") then
+            return { url = item.url, body = "\255\216\255" } -- (a JPEG's first bytes)
           end
           -- a push from a try that fails is dropped with it
           item:push(ng.url("/p23.html"))
@@ -184,10 +187,12 @@ describe("scatter.crawl", function()
         on_failed = function(item, err) errs[item.url:match("p%d+")] = err end,
       })
       assert.equal(2, summary.done) -- p22 and the p23 it pushed
-      assert.equal(2, summary.failed)
+      assert.equal(3, summary.failed)
       assert.equal(1, summary.pushed)
       assert.equal("handle did not return within 0.3s (handle_timeout)", errs.p20)
       assert.matches("handle returned a value cjson cannot encode", errs.p21)
+      assert.equal("handle returned a value cjson cannot encode: a string that is not UTF-8 (body, byte 1): "
+        .. "JSON holds text; encode binary data first (as base64 or hex)", errs.p24)
       assert.equal(2, #lines_of(dir .. "/out.jsonl"))
       q:close()
       pool:close()

@@ -291,6 +291,10 @@ describe("scatter.queue", function()
     assert.has_error(function() q:push("/relative") end, 'queue:push: "/relative": not an absolute http(s) URL')
     assert.has_error(function() q:push("http://a.test/", { meta = { f = print } }) end,
       "queue:push: meta cannot be encoded as JSON: Cannot serialise function: type not supported")
+    -- (cjson copies a string's bytes: a latin-1 name made a line JSON readers refuse)
+    assert.has_error(function() q:push("http://a.test/", { meta = { who = { name = "Jos\233" } } }) end,
+      "queue:push: meta cannot be encoded as JSON: a string that is not UTF-8 (who.name, byte 4): "
+      .. "JSON holds text; encode binary data first (as base64 or hex)")
     assert.has_error(function() q:push("http://a.test/", { priority = 1.5 }) end,
       "queue:push: priority must be an integer, got 1.5")
     assert.has_error(function() q:push_many({ "http://a.test/ok", 42 }) end,

@@ -6,6 +6,7 @@
 -- cjson still writes everything; a number it would round is swapped for a
 -- token before and for its exact digits after.
 local cjson = require("cjson.safe")
+local utf8_bad = require("scatter.core").utf8_bad
 
 local M = {}
 
@@ -54,9 +55,34 @@ local function swapped(v, exact)
   return t
 end
 
--- encode(v) -> JSON text | nil, err (cjson's error)
+-- Where the first string of v that is not UTF-8 is: "body, byte 3".
+local function where_bad(v, path)
+  if type(v) == "string" then
+    local at = utf8_bad(v)
+    return at and (path or "the value") .. ", byte " .. at
+  end
+  if type(v) ~= "table" then return nil end
+  for k, x in pairs(v) do
+    local name = (path and path .. "." or "") .. tostring(k)
+    local w = type(k) == "string" and utf8_bad(k) and "a key in " .. (path or "the value")
+      or where_bad(x, name)
+    if w then return w end
+  end
+end
+
+local function text(s, v)
+  -- (cjson's output is ASCII but for the bytes of the strings it copied)
+  if not utf8_bad(s) then return s end
+  return nil, "a string that is not UTF-8 (" .. tostring(where_bad(v)) .. "): JSON holds text; "
+    .. "encode binary data first (as base64 or hex)"
+end
+
+-- encode(v) -> JSON text | nil, err (cjson's error, or a string that is
+-- not UTF-8: a line strict JSON readers would refuse)
 function M.encode(v)
   local s, err = cjson.encode(v)
+  if not s then return nil, err end
+  s, err = text(s, v)
   if not s then return nil, err end
   if type(v) ~= "table" then
     if type(v) == "number" and lossy(v) then

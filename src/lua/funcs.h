@@ -44,6 +44,7 @@ int sc_lua_url_canonical(lua_State *L); /* url.c */
 int sc_lua_url_keys(lua_State *L);      /* url.c */
 int sc_lua_url_join(lua_State *L);
 int sc_lua_hash(lua_State *L);
+int sc_lua_utf8_bad(lua_State *L);
 int sc_lua_html_links(lua_State *L); /* links.c */
 int sc_lua_proxyd_listen(lua_State *L); /* proxyd.c */
 int sc_lua_proxyd_request(lua_State *L);
