@@ -49,7 +49,12 @@ function M.options(cmd, args, C, operands_end)
   local operands, i = {}, 1
   while args[i] do
     local a = args[i]
-    if a:sub(1, 2) ~= "--" then
+    if a == "--" then
+      -- the end of the options: a FILE (or operand) may then begin with --
+      if operands_end then return operands, i + 1 end
+      for j = i + 1, #args do operands[#operands + 1] = args[j] end
+      return operands, #args + 1
+    elseif a:sub(1, 2) ~= "--" then
       if operands_end then break end
       operands[#operands + 1] = a
     else
@@ -74,6 +79,19 @@ function M.options(cmd, args, C, operands_end)
   return operands, i
 end
 
+-- Output lost on the way (a full disk, a file size limit) is no success,
+-- but print() and io.write() never say that a write failed: stdout is
+-- flushed here and its error flag read. Returns why, or nil.
+local function stdout_error()
+  local ok, err = io.stdout:flush()
+  local ffi = require("ffi")
+  -- pcall: another module may have declared them already
+  pcall(ffi.cdef, "typedef struct FILE FILE;")
+  pcall(ffi.cdef, "int ferror(FILE *stream);")
+  if ok and ffi.C.ferror(io.stdout) == 0 then return nil end
+  return err or "some output was not written (a full disk?)"
+end
+
 function M.main(argv)
   local name = argv[1]
   if name == nil then return M.usage_error("missing command") end
@@ -87,7 +105,14 @@ function M.main(argv)
     io.stdout:write(cmd.usage)
     return 0
   end
-  return cmd.run(args)
+  local rc = cmd.run(args)
+  -- (a command that failed has said why; `scatter queue` names this too)
+  local werr = stdout_error()
+  if werr and rc == 0 then
+    io.stderr:write("scatter: cannot write to stdout: ", werr, "\n")
+    rc = 1
+  end
+  return rc
 end
 
 return M

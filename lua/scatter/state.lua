@@ -84,14 +84,16 @@ local function check_sources(sec, name)
 end
 
 -- Returns the decoded sections (name -> section), {} for a missing file,
--- or nil, why for a file that cannot be used.
+-- or nil, why for a file that cannot be used (and true when it is a FIFO,
+-- a socket or a device: a save's rename would replace it; one over a
+-- directory fails, and says so).
 local function read_sections(path)
   -- a FIFO or a device is refused, not read (open() hung on a FIFO, and
   -- /dev/zero was read until memory ran out); size capped like sources
   local data, err, code = core.read_file(path, M.MAX_BYTES)
   if not data then
     if code == 2 then return {} end -- ENOENT: a cold start, nothing to say
-    return nil, err
+    return nil, err, code == 0 and err ~= "is a directory"
   end
   local doc, derr = jsafe.decode(data)
   if doc == nil then return nil, "not JSON (" .. tostring(derr) .. "; truncated?)" end
@@ -229,6 +231,16 @@ local function open_file(path)
     path = path, pools = {}, frozen = {}, last = {}, loaded = {},
     busy = false, queue = {}, interval = math.huge,
   }, File)
+  local sections, err, special = read_sections(path)
+  if special then
+    -- a save renames its temp file over the path: that replaced a FIFO, or
+    -- /dev/null itself (state_file = "/dev/null" for no state), with a
+    -- file; nor is a lock file made beside it
+    F.unusable = err
+    log.emit("warn", nil, string.format("state file %s: %s; starting cold, and this process will not save it",
+      path, err))
+    return F
+  end
   -- one owner per state file: a second process overwrote the first's
   -- learning without a word; now it starts warm from the file but never
   -- writes it
@@ -243,7 +255,6 @@ local function open_file(path)
     log.emit("warn", nil, string.format("state file %s: %s; starting warm from it, read-only: this process will not save it",
       path, "in use by another process" .. (pid > 0 and (" (pid " .. pid .. ")") or "")))
   end
-  local sections, err = read_sections(path)
   if sections then
     F.loaded = sections
   else
@@ -283,6 +294,7 @@ end
 -- saves its own frozen section and leaves the others as last written).
 function File:write(fresh, can_yield)
   if self.readonly then return nil, "read-only (another process owns the state file)" end
+  if self.unusable then return nil, self.path .. ": " .. self.unusable end
   local pause = pauser(can_yield)
   local names, open = {}, 0
   for n in pairs(self.pools) do
@@ -352,6 +364,22 @@ end
 
 -- ---- pools ----
 
+-- Times past now (a snapshot saved while the clock ran far ahead, then set
+-- right) are brought back: a cooldown until the year 5000 locked a proxy
+-- out for good, and a proxy dead "since" the future was never probed
+-- again. A cooldown is at most cooldown_max from now, as a fresh one is.
+local function clamp_times(sec, now, cooldown_max)
+  for _, row in ipairs(sec.proxies) do
+    if row[4] > now then row[4] = now end
+  end
+  for _, rows in pairs(sec.hosts) do
+    for _, r in ipairs(rows) do
+      if r[5] > now then r[5] = now end
+      if r[6] > now + cooldown_max then r[6] = now + cooldown_max end
+    end
+  end
+end
+
 local Handle = {}
 Handle.__index = Handle
 
@@ -380,6 +408,7 @@ function M.attach(pool, where)
   F:arm()
   local h = setmetatable({ file = F, name = name, pool = pool }, Handle)
   if not sec then return h, nil end
+  clamp_times(sec, core.state_clock(), pool.cfg.cooldown_max)
   local ids = core.state_restore(pool.c, sec, wall_offset())
   if sec.recent then
     core.state_recent_restore(pool.c, sec.recent, sec.finished or #sec.recent)

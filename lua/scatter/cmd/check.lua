@@ -94,20 +94,32 @@ local function judge(res, expect)
   return true, "HTTP " .. s
 end
 
+local ffi = require("ffi")
+-- pcall: another module in the process may have declared them already
+pcall(ffi.cdef, "int chmod(const char *path, unsigned int mode);")
+pcall(ffi.cdef, "int getpid(void);")
+
 local function write_out(path, keys)
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "w")
+  -- a temp name of this process only, created afresh ("x": O_EXCL): a
+  -- shared PATH.tmp was truncated under a second check writing the same
+  -- --out, and a user's own PATH.tmp was renamed over PATH
+  local tmp = path .. "." .. ffi.C.getpid() .. ".tmp"
+  local f, err = io.open(tmp, "wx")
+  if not f and os.remove(tmp) then f, err = io.open(tmp, "wx") end -- a dead process's, same pid
   if not f then return nil, err end
-  local secret = false
+  local secret, wok, werr = false, true, nil
   for _, k in ipairs(keys) do
-    f:write(k, "\n")
+    if wok then wok, werr = f:write(k, "\n") end
     if k:find("@", 1, true) then secret = true end
   end
-  f:close()
+  -- a list cut short (a full disk) must not replace the last good one
+  local cok, cerr = f:close()
+  if not wok or not cok then
+    os.remove(tmp)
+    return nil, tmp .. ": " .. tostring(werr or cerr)
+  end
   if secret then
     -- the list holds credentials: owner-only, like a state file
-    local ffi = require("ffi")
-    pcall(ffi.cdef, "int chmod(const char *path, unsigned int mode);")
     ffi.C.chmod(tmp, 384) -- 0600
   end
   local ok, rerr = os.rename(tmp, path)

@@ -29,6 +29,8 @@ options:
                        with it and another one is tried (repeatable: all)
   --classifier FILE    a Lua file returning the classifier (a function of
                        the response, or an object with :classify(resp))
+  --max-body BYTES     the largest body taken (default 16777216, 16 MiB;
+                       a larger one is an error, too_large)
 ]],
 }
 
@@ -36,6 +38,7 @@ local SPEC = {
   ["--proxies"] = "list", ["-k"] = "value", ["-o"] = "value", ["--timeout"] = "value",
   ["-H"] = "list", ["--header"] = "list", ["-v"] = "flag", ["--ca-file"] = "value",
   ["--insecure"] = "flag", ["--expect"] = "list", ["--classifier"] = "value",
+  ["--max-body"] = "value",
 }
 
 -- The classifier of --classifier FILE and --expect TEXT (both: the file's
@@ -83,8 +86,18 @@ function C.run(args)
   end
   local k, kerr = getopt.number(opts, "k", 3, "an integer from 1 to 64", 1, true)
   if not k or k > 64 then return cli.usage_error("fetch: " .. (kerr or "-k must be an integer from 1 to 64"), C) end
-  local timeout, terr = getopt.number(opts, "timeout", 30, "a number of seconds > 0", 0.001)
+  -- the requests refuse a longer one, but only once the lists are loaded
+  local max = require("scatter.config").MAX_SECONDS
+  local twhat = "a number of seconds > 0, at most " .. max
+  local timeout, terr = getopt.number(opts, "timeout", 30, twhat, 0.001)
+  if timeout and timeout > max then timeout, terr = nil, "--timeout must be " .. twhat .. ", got " .. ("%q"):format(opts.timeout) end
   if not timeout then return cli.usage_error("fetch: " .. terr, C) end
+  -- without it a page past the pool's 16 MiB could not be fetched at all
+  local max_body, merr = getopt.number(opts, "max-body", nil,
+    ("a whole number of bytes from 0 to %.0f"):format(pool_mod.MAX_BODY), 0, true)
+  if merr or (max_body and max_body > pool_mod.MAX_BODY) then
+    return cli.usage_error("fetch: " .. (merr or ("--max-body must be at most %.0f"):format(pool_mod.MAX_BODY)), C)
+  end
   local headers = {}
   for _, list in ipairs({ opts.H or {}, opts.header or {} }) do
     for _, h in ipairs(list) do
@@ -92,6 +105,13 @@ function C.run(args)
       if not name then return cli.usage_error("fetch: bad header " .. ("%q"):format(h) .. " (want 'Name: value')", C) end
       headers[name:lower()] = value
     end
+  end
+  -- what every request would refuse is a bad command line, found now
+  -- rather than once the lists are loaded (a header holding a CR...)
+  local req = { timeout = timeout, headers = headers, insecure = opts.insecure, max_body = max_body }
+  for _, u in ipairs(pos) do
+    local okr, rerr = pool_mod.check_request(req, u)
+    if not okr then return cli.usage_error("fetch: " .. rerr:gsub("^invalid_request: ", ""), C) end
   end
   local classify, cerr = make_classifier(opts)
   if cerr then return cli.usage_error("fetch: " .. cerr, C) end
@@ -123,7 +143,7 @@ function C.run(args)
     local ths = {}
     for i, u in ipairs(pos) do
       ths[i] = scatter.spawn(function()
-        local resp, rerr = pool:get(u, { timeout = timeout, headers = headers, insecure = opts.insecure })
+        local resp, rerr = pool:get(u, req)
         results[i] = { resp = resp, err = rerr }
       end)
     end
@@ -156,13 +176,26 @@ function C.run(args)
         io.stderr:write(string.format("%s: %d via %s (%d attempt%s, %.2f s, %d bytes)\n", u, resp.status,
           resp.proxy, resp.attempts, resp.attempts == 1 and "" or "s", resp.elapsed, #resp.body))
       end
-      ;(out or io.stdout):write(resp.body)
+      local wok, werr = (out or io.stdout):write(resp.body)
+      -- a body that did not reach -o is not delivered (stdout: scatter.cli)
+      if not wok and out then
+        io.stderr:write("scatter fetch: -o: ", opts.o, ": ", tostring(werr), "\n")
+        out:close()
+        return 1
+      end
     else
       rc = 1
       io.stderr:write("scatter fetch: ", u, ": ", log.redact(tostring(r and r.err or "not fetched")), "\n")
     end
   end
-  if out then out:close() else io.stdout:flush() end
+  if out then
+    -- the last of the body is written by the close: it can fail too
+    local cok, clerr = out:close()
+    if not cok then
+      io.stderr:write("scatter fetch: -o: ", opts.o, ": ", tostring(clerr), "\n")
+      return 1
+    end
+  end
   return rc
 end
 

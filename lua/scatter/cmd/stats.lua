@@ -32,14 +32,19 @@ local RANK = { healthy = 1, failing = 2, cooldown = 3, dead = 4 }
 -- Rows by the file's own field names, so a reordered layout still reads.
 local function accessor(fields, want)
   local idx = {}
-  for i, f in ipairs(fields or {}) do idx[f] = i end
+  for i, f in ipairs(type(fields) == "table" and fields or {}) do idx[f] = i end
   for _, f in ipairs(want) do
     if not idx[f] then return nil, "the file's rows have no field " .. ("%q"):format(f) end
   end
   return function(row, f) return row[idx[f]] end
 end
 
-local function num(v) return type(v) == "number" and v or nil end
+-- NaN and the infinities are no field's value (the decoder below refuses
+-- them; a row could still hold 1e308): treated as missing.
+local function num(v) return type(v) == "number" and v == v and v > -math.huge and v < math.huge and v or nil end
+
+-- Unix seconds os.date can show (a year from 1970 to 5138).
+local function is_time(v) return type(v) == "number" and v >= 0 and v <= 1e11 end
 
 -- Returns { saved_at =, pools = { {name, hosts = { {host, proxies, counts} } } } }
 -- or nil, err.
@@ -47,8 +52,12 @@ local function analyse(doc, opts, redact)
   local state = require("scatter.state")
   if type(doc) ~= "table" or doc.format ~= state.FORMAT then return nil, "not a scatter state file" end
   if not state.READS[doc.version] then
-    return nil, "state file version " .. tostring(doc.version) .. ", this scatter reads versions 1 to " .. state.VERSION
+    local v = doc.version
+    return nil, "state file version " .. (type(v) == "string" and ("%q"):format(v) or tostring(v))
+      .. ", this scatter reads versions 1 to " .. state.VERSION
   end
+  -- every time shown is relative to it, and the header is its date
+  if doc.saved_at ~= nil and not is_time(doc.saved_at) then return nil, "saved_at is not a time" end
   local P, perr = accessor(doc.proxy_fields, { "key", "dead_since" })
   if not P then return nil, perr end
   local R, rerr = accessor(doc.pair_fields, {
@@ -75,6 +84,9 @@ local function analyse(doc, opts, redact)
       for _, h in ipairs(hosts) do
         if not opts.host or opts.host:lower() == h then
           local list, counts = {}, { healthy = 0, failing = 0, cooldown = 0, dead = 0 }
+          if type(sec.hosts[h]) ~= "table" then
+            return nil, "pools[" .. name .. "].hosts[" .. h .. "] is not a list of rows"
+          end
           for _, row in ipairs(sec.hosts[h]) do
             local prow = type(row) == "table" and sec.proxies[R(row, "proxy")]
             if type(prow) ~= "table" or type(P(prow, "key")) ~= "string" then
@@ -89,7 +101,7 @@ local function analyse(doc, opts, redact)
             counts[st] = counts[st] + 1
             local function ms(v)
               v = num(v)
-              return v and v >= 0 and math.floor(v * 10000 + 0.5) / 10 or nil
+              return v and v >= 0 and v < 1e6 and math.floor(v * 10000 + 0.5) / 10 or nil
             end
             local last = num(R(row, "last_success")) or -1
             list[#list + 1] = {
@@ -204,14 +216,17 @@ function C.run(args)
     opts.top = top
   end
   local path = pos[1]
-  local f, err = io.open(path, "rb")
-  if not f then
-    io.stderr:write("scatter stats: ", tostring(err), "\n")
+  -- not io.open: it hung on a FIFO and read /dev/zero until memory ran out
+  local state = require("scatter.state")
+  local data, err = require("scatter.core").read_file(path, state.MAX_BYTES)
+  if not data then
+    io.stderr:write("scatter stats: ", path, ": ", tostring(err), "\n")
     return 1
   end
-  local data = f:read("*a") or ""
-  f:close()
-  local doc, derr = require("cjson.safe").decode(data)
+  -- a snapshot never holds NaN or Infinity (cjson writes neither)
+  local jsafe = require("cjson.safe").new()
+  jsafe.decode_invalid_numbers(false)
+  local doc, derr = jsafe.decode(data)
   if doc == nil then
     io.stderr:write("scatter stats: ", path, ": not JSON (", tostring(derr), "; truncated?)\n")
     return 1
