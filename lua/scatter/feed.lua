@@ -140,12 +140,13 @@ function Feed:fetch(i, src, first, done)
       return done(false)
     end
     local list = core.list_new()
-    local from, bad, first_bad, socks4, started = 0, 0, nil, 0, false
+    local from, bad, first_bad, first_why, socks4, started = 0, 0, nil, nil, 0, false
     local function slice()
       self.loading = nil
       if self.stopped then return done(false) end
-      local nx, _, b, fb, s4 = core.list_load(list, self.c, body, from, M.SLICE, scheme)
-      bad, first_bad, socks4 = bad + b, first_bad or fb, socks4 + s4
+      local nx, _, b, fb, s4, why = core.list_load(list, self.c, body, from, M.SLICE, scheme)
+      if fb and not first_bad then first_bad, first_why = fb, why end
+      bad, socks4 = bad + b, socks4 + s4
       if not started then
         started = true
         first()
@@ -159,13 +160,13 @@ function Feed:fetch(i, src, first, done)
         -- an error page or a broken list: keeping the current list is
         -- better than retiring every proxy
         skip(bad == 0 and (shown .. ": no proxies in the list")
-          or string.format("%s: no proxies in %d line(s) (not a proxy list?), first: %q", shown, bad,
-            first_bad:sub(1, 200)))
+          or string.format("%s: no proxies in %d line(s) (not a proxy list?), first: %s", shown, bad,
+            sources.show_bad(first_bad, first_why)))
         return done(false)
       end
       if bad > 0 then
-        log.emit("warn", self.name, string.format("source %s: skipped %d bad line(s), first: %q",
-          shown, bad, first_bad:sub(1, 200)))
+        log.emit("warn", self.name, string.format("source %s: skipped %d bad line(s), first: %s",
+          shown, bad, sources.show_bad(first_bad, first_why)))
       end
       self.lists[id] = list
       self.socks4 = self.socks4 + socks4
@@ -249,6 +250,19 @@ function Feed:source_rows()
   local out = {}
   for url, list in pairs(self.lists) do out[url] = list:rows() end
   return out
+end
+
+-- Why no task can start yet, or nil: dispatch is held until the first
+-- slice of every initial list is in (M.start). A task that timed out
+-- meanwhile read "no_proxies (its lists were empty, missing or failed)",
+-- or "rate limits" when inline proxies waited for the lists too.
+function Feed:held()
+  if self.holding and not self.stopped then return "the pool's proxy lists are still loading" end
+end
+
+-- True when the feed retired proxy `id` (no source lists it any more).
+function Feed:is_retired(id)
+  return self.known:out(id)
 end
 
 -- Marks pool:proxies() entries that no source lists any more.

@@ -6,6 +6,7 @@ local config = require("scatter.config")
 local classifier = require("scatter.classifier")
 local log = require("scatter.log")
 local feed = require("scatter.feed")
+local sources = require("scatter.sources")
 local state = require("scatter.state")
 local metrics = require("scatter.metrics")
 
@@ -158,7 +159,8 @@ function M.new(cfg, where)
     end
     if key == nil then
       c:close()
-      error(where .. ": proxies[" .. i .. "]: " .. err .. ": " .. log.redact(("%q"):format(line)), 0)
+      error(where .. ": proxies[" .. i .. "]: " .. err .. ": "
+        .. log.redact(("%q"):format(sources.show_line(line))), 0)
     end
   end
   if cfg.metrics_listen then
@@ -328,6 +330,8 @@ local function timed_out(self, h)
   local last = h:cancel()
   if last then return "timeout: last error: " .. last end
   if self.closed then return "timeout" end
+  local held = attempts == 0 and self.feed and self.feed:held()
+  if held then return "timeout: no attempt started (" .. held .. ")" end
   local why = no_proxies(self)
   if why then return "timeout: " .. why end
   if attempts ~= 0 then return "timeout" end

@@ -93,6 +93,18 @@ local function await_direct(c, op, deadline)
   return res
 end
 
+-- The caller's deadline passed with the pinned request still unanswered.
+-- A proxy that accepts and then says nothing (common in free lists) never
+-- failed otherwise: every later request timed out on it and the session
+-- never moved. It is a failure in a row like any other.
+local function pinned_timeout(self)
+  self.errors = self.errors + 1
+  self.last_error = "proxy_timeout: no answer through the session's proxy before the deadline (proxy "
+    .. tostring(self.proxy) .. ")"
+  if self.errors >= self.max_errors then self:_move() end
+  return false, "timeout"
+end
+
 -- The session's proxy cannot carry this host at all (a socks4 proxy and a
 -- name or IPv6 target): another proxy, raced, must.
 local function unroutable(self, err)
@@ -108,7 +120,7 @@ function Session:_pinned(req, url, host, method, headers, flags, deadline)
   local op, rerr = c:direct(self.proxy_id, host, method, url, headers, req.body, req.max_body, flags, self.jar)
   if not op then return unroutable(self, rerr) end
   local res = await_direct(c, op, deadline)
-  if not res then return false, "timeout" end
+  if not res then return pinned_timeout(self) end
   if res.err == "closed" then return false, "closed" end
   if res.err then
     self.errors = self.errors + 1
@@ -139,15 +151,26 @@ end
 -- "retry", "timeout", "closed").
 function Session:_run(host, t0, deadline, race, pinned)
   local backoff = 0
+  self.last_error = nil -- this request's, not an earlier one's
   while true do
     if self.proxy_id then
+      -- a proxy its source dropped gets no new attempts, pinned ones too
+      local feed = self.pool.feed
       local expired = (self.max_uses and self.uses >= self.max_uses)
         or (self.max_age and core.now() - self.since >= self.max_age)
         or not self.pool.c:pair_usable(self.proxy_id, host)
+        or (feed and feed:is_retired(self.proxy_id))
       if expired then self:_move() end
     end
     if not self.proxy_id then
-      return race(deadline and math.max(0.001, deadline - core.now()))
+      local resp, err = race(deadline and math.max(0.001, deadline - core.now()))
+      -- moved by a pinned failure, the race found no proxy in time: the
+      -- pool saw no attempt, but the caller must learn what went wrong
+      if not resp and self.last_error and type(err) == "string"
+        and (err == "timeout" or err:match("^timeout: no attempt started")) then
+        err = "timeout: last error: " .. self.last_error
+      end
+      return resp, err
     end
     local resp, what = pinned()
     if resp then
@@ -199,7 +222,7 @@ function Session:_pinned_tunnel(url, host, deadline)
   local op, rerr = c:direct(self.proxy_id, host, "CONNECT", url, nil, nil, nil, 8, nil)
   if not op then return unroutable(self, rerr) end
   local res = await_direct(c, op, deadline)
-  if not res then return false, "timeout" end
+  if not res then return pinned_timeout(self) end
   if res.err == "closed" then return false, "closed" end
   local tun, latency
   if not res.err then tun, latency = c:direct_tunnel(op) end

@@ -22,6 +22,27 @@ function M.redact(url)
   return (url:gsub("^(%a[%w+.-]*://)[^/?#]*@", "%1***@"))
 end
 
+-- A bad list line as a warning or an error quotes it (at most 200 bytes),
+-- its credentials masked where the parser could not find them: the log's
+-- redaction masks "user:pass@" tokens, but a space in the password cut
+-- one in two, and the host:port:user:pass export of paid lists has no '@'.
+function M.show_line(line)
+  local scheme, rest = line:match("^(%s*%a[%w+.-]*://)(.*)$")
+  if not scheme then scheme, rest = "", line end
+  local at = rest:match("^[^\n]*()@")
+  if at then return (scheme .. "***" .. rest:sub(at)):sub(1, 200) end
+  local hostport, sep = rest:match("^(%s*%[[^%]]*%]:%d+)([:%s])")
+  if not hostport then hostport, sep = rest:match("^(%s*[^%s:/%[%]]+:%d+)([:%s])") end
+  if hostport then return (scheme .. hostport .. sep .. "***"):sub(1, 200) end
+  return line:sub(1, 200)
+end
+
+-- The first bad line of a list in a warning: quoted, and why it is no
+-- proxy (a list of 500 "http://h:3128/" lines said only which line).
+function M.show_bad(line, why)
+  return ("%q"):format(M.show_line(line)) .. (why and (" (" .. why .. ")") or "")
+end
+
 -- non-blocking and regular files only (a FIFO hung open() for good)
 local function read_file(path)
   local data, err = core.read_file(path, MAX_BYTES)
@@ -49,13 +70,13 @@ local function download(url, done)
 end
 
 -- Parses a list body (DESIGN.md sections 4 and 11). Returns keys
--- (canonical, duplicates merged, in list order), the number of bad lines
--- and the first bad line. scheme: the protocol of bare host:port lines
--- (default socks5); a line's own scheme wins.
+-- (canonical, duplicates merged, in list order), the number of bad lines,
+-- the first bad line and what is wrong with it. scheme: the protocol of
+-- bare host:port lines (default socks5); a line's own scheme wins.
 function M.parse(body, scheme)
-  local keys, seen, bad, first = {}, {}, 0, nil
+  local keys, seen, bad, first, first_why = {}, {}, 0, nil, nil
   for line in body:gmatch("[^\n]+") do
-    local key = core.parse_proxy(line, scheme)
+    local key, why = core.parse_proxy(line, scheme)
     if key then
       if not seen[key] then
         seen[key] = true
@@ -63,10 +84,10 @@ function M.parse(body, scheme)
       end
     elseif key == nil then
       bad = bad + 1
-      first = first or line
+      if not first then first, first_why = line, why end
     end
   end
-  return keys, bad, first
+  return keys, bad, first, first_why
 end
 
 -- The list in a body, or nil, why the body is no list.
@@ -100,17 +121,17 @@ end
 local function digest(url, name, body, err, scheme)
   local shown = M.redact(url)
   if not body then return nil, shown .. ": " .. err end
-  local keys, bad, first = M.parse(body, scheme)
+  local keys, bad, first, why = M.parse(body, scheme)
   if #keys == 0 then
     -- an error page or a broken list: keeping the current list is better
     -- than retiring every proxy
     if bad == 0 then return nil, shown .. ": no proxies in the list" end
-    return nil, string.format("%s: no proxies in %d line(s) (not a proxy list?), first: %q",
-      shown, bad, first:sub(1, 200))
+    return nil, string.format("%s: no proxies in %d line(s) (not a proxy list?), first: %s",
+      shown, bad, M.show_bad(first, why))
   end
   if bad > 0 then
-    log.emit("warn", name, string.format("source %s: skipped %d bad line(s), first: %q",
-      shown, bad, first:sub(1, 200)))
+    log.emit("warn", name, string.format("source %s: skipped %d bad line(s), first: %s",
+      shown, bad, M.show_bad(first, why)))
   end
   return { keys = keys, url = url }
 end

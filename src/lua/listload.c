@@ -124,13 +124,26 @@ static int l_retired(lua_State *L) {
   return 1;
 }
 
+/* list:out(id) -> true when this (feed's) set retired the proxy: a
+ * session pinned to it must move (its source no longer lists it) */
+static int l_out(lua_State *L) {
+  idlist *l = check_list(L, 1);
+  lua_Number v = luaL_checknumber(L, 2);
+  lua_pushboolean(L, v >= 0 && v < 4294967295.0 &&
+                         bit(l->out, l->words, (uint32_t)v));
+  return 1;
+}
+
 /* core.list_new() -> an empty idlist */
 int sc_lua_list_new(lua_State *L) {
   idlist *l = lua_newuserdata(L, sizeof(*l));
   memset(l, 0, sizeof(*l));
   if (luaL_newmetatable(L, IDLIST_MT)) {
-    static const luaL_Reg m[] = {{"rows", l_rows},       {"add", l_add},
-                                 {"retired", l_retired}, {NULL, NULL}};
+    static const luaL_Reg m[] = {{"rows", l_rows},
+                                 {"add", l_add},
+                                 {"retired", l_retired},
+                                 {"out", l_out},
+                                 {NULL, NULL}};
     lua_pushcfunction(L, l_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, l_len);
@@ -150,11 +163,13 @@ static double mono(void) {
 }
 
 /* core.list_load(list, pool, body, from, budget[, scheme]) -> next, new,
- * bad, first_bad, socks4: parses the lines of body from byte offset `from`
- * (0-based) for about `budget` seconds (at least one line), adding each
- * proxy to the pool and to the list. next: where the next slice starts,
- * or nil at the end; new: proxies new to the pool; bad: lines that are no
- * proxy (first_bad: the first of them, or nil); socks4: socks4:// keys. */
+ * bad, first_bad, socks4, first_why: parses the lines of body from byte
+ * offset `from` (0-based) for about `budget` seconds (at least one line),
+ * adding each proxy to the pool and to the list. next: where the next
+ * slice starts, or nil at the end; new: proxies new to the pool; bad:
+ * lines that are no proxy (first_bad: the first of them, or nil;
+ * first_why: what is wrong with it, for the warning); socks4: socks4://
+ * keys. */
 int sc_lua_list_load(lua_State *L) {
   idlist *l = check_list(L, 1);
   sc_sched_t *s = sc_lua_pool_sched(L, 2);
@@ -170,7 +185,7 @@ int sc_lua_list_load(lua_State *L) {
   size_t at = (size_t)from;
   double until = mono() + budget;
   uint32_t fresh = 0, bad = 0, socks4 = 0, lines = 0;
-  const char *first_bad = NULL;
+  const char *first_bad = NULL, *first_why = NULL;
   size_t first_len = 0;
   while (at < blen) {
     const char *line = body + at;
@@ -184,6 +199,7 @@ int sc_lua_list_load(lua_State *L) {
       if (!first_bad) { /* shown in a warning: without a CRLF's CR */
         first_bad = line;
         first_len = len && line[len - 1] == '\r' ? len - 1 : len;
+        first_why = why;
       }
       bad++;
     } else if (rc == 0) {
@@ -203,7 +219,9 @@ int sc_lua_list_load(lua_State *L) {
   if (first_bad) lua_pushlstring(L, first_bad, first_len);
   else lua_pushnil(L);
   lua_pushnumber(L, socks4);
-  return 5;
+  if (first_why) lua_pushstring(L, first_why);
+  else lua_pushnil(L);
+  return 6;
 }
 
 /* core.list_apply(pool, known, lists) -> retired, revived: the pool's
