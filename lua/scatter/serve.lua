@@ -141,6 +141,8 @@ function Server:_via(name)
   local s = self.sessions[name]
   if not s or s.closed then
     if not self.target.session then return nil, "invalid_request: sessions need a pool or router" end
+    -- made first: if it raises, nothing was counted or evicted for it
+    local new = self.target:session(self.session_opts)
     if not s and self.nsessions >= M.MAX_SESSIONS then
       local oldest, at
       for n, x in pairs(self.sessions) do
@@ -151,7 +153,7 @@ function Server:_via(name)
       self.nsessions = self.nsessions - 1
     end
     if not s then self.nsessions = self.nsessions + 1 end
-    s = self.target:session(self.session_opts)
+    s = new
     self.sessions[name] = s
     self:_sweep_later()
   end
@@ -194,8 +196,12 @@ function Server:_http(conn, method, url, hl, body, user)
   if not via then return fail(conn, verr) end
   local named = via ~= self.target
   if named then via.serve_busy = (via.serve_busy or 0) + 1 end
+  -- a HEAD has no body to bound, but curl refuses a Content-Length over
+  -- max_body all the same (too_large, blamed on every proxy, then a 504):
+  -- 0 is curl's "no limit"
   local resp, err = via:request{
     method = method, url = url, headers = headers, body = body, timeout = self.timeout,
+    max_body = method == "HEAD" and 0 or nil,
   }
   if named then
     via.serve_busy = via.serve_busy - 1
@@ -271,6 +277,13 @@ function M.start(target, host, port, opts)
     if v ~= nil and (type(v) ~= "number" or not (v > 0 and v < 1e9)) then
       return nil, "serve: " .. k .. " must be a number of seconds > 0, got " .. tostring(v)
     end
+  end
+  -- the session options are checked now: a bad one used to surface as a
+  -- 502 "internal" on every request that named a session
+  if opts.session ~= nil and target.session then
+    local ok, s = pcall(target.session, target, opts.session)
+    if not ok then return nil, "serve: session: " .. tostring(s):gsub("^[^:]*:%d+: ", "") end
+    s:close()
   end
   local ports = {}
   for _, p in ipairs(opts.connect_ports or M.DEFAULT_CONNECT_PORTS) do ports[p] = true end

@@ -29,11 +29,9 @@
 #include <lua.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -49,12 +47,14 @@
 #define HEAD_MAX (64 * 1024)
 #define BODY_MAX (16 * 1024 * 1024)
 #define IDLE_MS 60000
+/* how long the rest of a request refused midway is read and dropped */
+#define LINGER_MS 10000
 #define SLOT_BITS 20
 #define MAX_CONNS (1 << SLOT_BITS)
 
 typedef struct psrv psrv;
 
-enum { C_READ, C_LUA, C_WRITE, C_TUNNEL };
+enum { C_READ, C_LUA, C_WRITE, C_TUNNEL, C_LINGER };
 
 typedef struct pconn {
   uv_tcp_t tcp;
@@ -64,6 +64,7 @@ typedef struct pconn {
   sc_reqparse_t rq;
   psrv *srv;
   int id, slot, state, handles, closing, keep_alive;
+  int linger; /* our answer leaves the request unread: C_LINGER after it */
   char *rest; /* bytes read past the request: the next one, or a tunnel's */
   size_t rest_len;
 } pconn;
@@ -134,6 +135,7 @@ typedef struct wreq {
 } wreq;
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+static void on_idle(uv_timer_t *t);
 static void feed(pconn *c, const char *p, size_t n);
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -159,6 +161,29 @@ static void read_next(pconn *c) {
     conn_close(c);
 }
 
+static void on_shutdown(uv_shutdown_t *sh, int status) {
+  (void)status;
+  free(sh);
+}
+
+/* Closing a socket with unread bytes makes the kernel reset it, and the
+ * reset throws away what the peer has not read yet: our answer. A client
+ * that sends its whole body before it reads (Python's http.client,
+ * requests) got ECONNRESET instead of the 413. So: send a FIN after the
+ * answer and drop what still comes until the client closes (bounded). */
+static void linger_start(pconn *c) {
+  uv_shutdown_t *sh = malloc(sizeof(*sh));
+  if (!sh || uv_shutdown(sh, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+    free(sh);
+    conn_close(c);
+    return;
+  }
+  c->state = C_LINGER;
+  uv_timer_start(&c->idle, on_idle, LINGER_MS, 0);
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
+    conn_close(c);
+}
+
 static void on_written(uv_write_t *w, int status) {
   wreq *r = (wreq *)w;
   pconn *c = r->c;
@@ -169,7 +194,9 @@ static void on_written(uv_write_t *w, int status) {
     if (status < 0) conn_close(c);
     return;
   }
-  if (status < 0 || close || (c->srv && c->srv->draining))
+  if (status >= 0 && close && c->linger && !(c->srv && c->srv->draining))
+    linger_start(c);
+  else if (status < 0 || close || (c->srv && c->srv->draining))
     conn_close(c);
   else
     read_next(c);
@@ -178,6 +205,7 @@ static void on_written(uv_write_t *w, int status) {
 /* Writes head (+ Connection) and body; returns < 0 if it cannot. */
 static int conn_write(pconn *c, const char *head, size_t hl, const char *body,
                       size_t bl, int keep) {
+  if (c->srv && c->srv->draining) keep = 0; /* it closes after this: say so */
   const char *conn =
       keep ? (c->rq.hp.http_minor == 0 ? "Connection: keep-alive\r\n\r\n"
                                        : "\r\n")
@@ -213,6 +241,7 @@ static void reply_error(pconn *c, int status, const char *why) {
                     status, reason, why, bl + 1);
   char body[256];
   snprintf(body, sizeof(body), "%s\n", why);
+  c->linger = 1;
   if (conn_write(c, head, (size_t)hl, body, bl + 1, 0) < 0) conn_close(c);
 }
 
@@ -261,13 +290,14 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
+  if (c->state == C_LINGER) return; /* dropped: the client reads ours */
   uv_timer_again(&c->idle);
   feed(c, rbuf, (size_t)n);
 }
 
 static void on_idle(uv_timer_t *t) {
   pconn *c = t->data;
-  if (c->state == C_READ) conn_close(c);
+  if (c->state == C_READ || c->state == C_LINGER) conn_close(c);
 }
 
 static int slot_take(void) {
@@ -404,35 +434,6 @@ static int gone(lua_State *L) {
   return 2;
 }
 
-/* The user of a `Proxy-Authorization: Basic` header, or nil: serve asks
- * for no credentials, so a client sends them only to name its session
- * (clients that cannot set a header on a CONNECT can put a user in the
- * proxy URL). */
-static void push_proxy_user(lua_State *L, const sc_reqparse_t *r) {
-  for (size_t i = 0; i < r->nhdrs; i++) {
-    const sc_reqhdr_t *h = &r->hdrs[i];
-    if (h->name_len != 19 ||
-        strncasecmp(r->buf + h->name, "proxy-authorization", 19) != 0)
-      continue;
-    const char *v = r->buf + h->val;
-    size_t n = h->val_len;
-    if (n < 6 || strncasecmp(v, "basic ", 6) != 0) break;
-    for (v += 6, n -= 6; n && *v == ' '; v++, n--) {}
-    while (n && v[n - 1] == ' ') n--;
-    unsigned char out[768];
-    if (n == 0 || n > 1024 || n % 4) break;
-    int m = EVP_DecodeBlock(out, (const unsigned char *)v, (int)n);
-    /* its length counts the bytes the padding stands for */
-    for (size_t k = n; m > 0 && k > n - 2 && v[k - 1] == '='; k--) m--;
-    const unsigned char *colon = m > 0 ? memchr(out, ':', (size_t)m) : NULL;
-    size_t ul = colon ? (size_t)(colon - out) : (m > 0 ? (size_t)m : 0);
-    if (ul == 0) break;
-    lua_pushlstring(L, (const char *)out, ul);
-    return;
-  }
-  lua_pushnil(L);
-}
-
 int sc_lua_proxyd_request(lua_State *L) {
   pconn *c = check_waiting(L, 1);
   if (!c) return gone(L);
@@ -451,7 +452,12 @@ int sc_lua_proxyd_request(lua_State *L) {
     lua_pushlstring(L, r->body ? r->body : "", r->body_len);
   else
     lua_pushnil(L);
-  push_proxy_user(L, r);
+  char user[768]; /* the session proxy credentials name (reqparse.h) */
+  size_t ul = sc_reqparse_proxy_user(r, user, sizeof(user));
+  if (ul)
+    lua_pushlstring(L, user, ul);
+  else
+    lua_pushnil(L);
   return 5;
 }
 
@@ -569,7 +575,7 @@ int sc_lua_proxyd_close(lua_State *L) {
   for (int i = 0; i < nslots; i++) {
     pconn *c = slots[i];
     if (!c || c->srv != s) continue;
-    if (!drain || c->state == C_READ) conn_close(c);
+    if (!drain || c->state == C_READ || c->state == C_LINGER) conn_close(c);
   }
   if (!drain) {
     for (psrv **pp = &servers; *pp; pp = &(*pp)->next) {

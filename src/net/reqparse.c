@@ -1,5 +1,7 @@
 #include "reqparse.h"
 
+#include <limits.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +78,14 @@ static int on_headers(http_parser *hp) {
         strncasecmp(r->buf + h->val, "100-continue", 12) == 0)
       r->expect_continue = 1;
   }
+  /* a declared length over the limit is refused before any of the body
+   * comes: a client that asked for 100 Continue sends none, and others
+   * learn it before uploading up to the limit for nothing */
+  if (!(hp->flags & F_CHUNKED) && hp->content_length != ULLONG_MAX &&
+      hp->content_length > r->body_max) {
+    r->too_big = 413;
+    return -1;
+  }
   return 0;
 }
 
@@ -136,7 +146,10 @@ size_t sc_reqparse_feed(sc_reqparse_t *p, const char *data, size_t n) {
 }
 
 int sc_reqparse_error(const sc_reqparse_t *p, char *why, size_t n) {
-  if (p->too_big == 431) {
+  enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
+  /* http-parser's own bound (80 KiB of raw head) can come first: a value
+   * that spans reads reaches it before on_header_value counts it */
+  if (p->too_big == 431 || e == HPE_HEADER_OVERFLOW) {
     snprintf(why, n, "request header block over %zu KiB", p->head_max / 1024);
     return 431;
   }
@@ -144,8 +157,35 @@ int sc_reqparse_error(const sc_reqparse_t *p, char *why, size_t n) {
     snprintf(why, n, "request body over %zu MiB", p->body_max >> 20);
     return 413;
   }
-  enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
   if (e == HPE_OK || e == HPE_PAUSED) return 0;
   snprintf(why, n, "malformed request: %s", http_errno_description(e));
   return 400;
+}
+
+/* serve asks for no credentials, so a client sends them only to name its
+ * session (clients that cannot set a header on a CONNECT can put a user in
+ * the proxy URL). */
+size_t sc_reqparse_proxy_user(const sc_reqparse_t *r, char *user, size_t cap) {
+  for (size_t i = 0; i < r->nhdrs; i++) {
+    const sc_reqhdr_t *h = &r->hdrs[i];
+    if (h->name_len != 19 ||
+        strncasecmp(r->buf + h->name, "proxy-authorization", 19) != 0)
+      continue;
+    const char *v = r->buf + h->val;
+    size_t n = h->val_len;
+    if (n < 6 || strncasecmp(v, "basic ", 6) != 0) return 0;
+    for (v += 6, n -= 6; n && *v == ' '; v++, n--) {}
+    while (n && v[n - 1] == ' ') n--;
+    unsigned char out[768];
+    if (n == 0 || n > 1024 || n % 4) return 0;
+    int m = EVP_DecodeBlock(out, (const unsigned char *)v, (int)n);
+    /* its length counts the bytes the padding stands for */
+    for (size_t k = n; m > 0 && k > n - 2 && v[k - 1] == '='; k--) m--;
+    const unsigned char *colon = m > 0 ? memchr(out, ':', (size_t)m) : NULL;
+    size_t ul = colon ? (size_t)(colon - out) : (m > 0 ? (size_t)m : 0);
+    if (ul > cap) ul = cap;
+    memcpy(user, out, ul);
+    return ul;
+  }
+  return 0;
 }

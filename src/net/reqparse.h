@@ -36,5 +36,9 @@ size_t sc_reqparse_feed(sc_reqparse_t *p, const char *data, size_t n);
 /* 0, or the status that answers a bad request (400, 413, 431), with the
  * reason in why. */
 int sc_reqparse_error(const sc_reqparse_t *p, char *why, size_t n);
+/* The user of a `Proxy-Authorization: Basic` header into user (at most
+ * cap bytes, not terminated): a session's name. Returns its length, 0 if
+ * there is none. */
+size_t sc_reqparse_proxy_user(const sc_reqparse_t *r, char *user, size_t cap);
 
 #endif

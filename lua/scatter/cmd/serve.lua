@@ -138,16 +138,29 @@ function C.run(args)
   local core = require("scatter.core")
   local serve = require("scatter.serve")
   local metrics = require("scatter.metrics")
-  local code = 0
+  local code, fatal = 0, nil
   local ok, err = pcall(scatter.run, function()
-    local pool = scatter.pool(cfg)
+    -- the user's mistakes (a bad config, a port in use) end the run with
+    -- their message alone: scatter.run adds a traceback to what it raises
+    local pok, pool = pcall(scatter.pool, cfg)
+    if not pok then
+      fatal = tostring(pool)
+      return
+    end
     local srv, port = serve.start(pool, state.host, state.port, opts)
-    if not srv then error(port, 0) end
+    if not srv then
+      fatal = port:gsub("^serve: ", "") -- the command's prefix is ours
+      return
+    end
     local mtok
     if state.metrics then
       local merr
       mtok, merr = metrics.serve(state.metrics, open_pools)
-      if not mtok then error("--metrics: " .. merr, 0) end
+      if not mtok then
+        fatal = "--metrics: " .. merr
+        srv:close()
+        return
+      end
     end
     local display
     if not state.quiet and require("scatter.progress").isatty(2) then
@@ -175,6 +188,10 @@ function C.run(args)
     code = 128 + sig
   end)
   local cok, cerr = pcall(scatter.close_all)
+  if fatal then
+    io.stderr:write("scatter: serve: ", fatal, "\n")
+    return 1
+  end
   if not ok then
     io.stderr:write("scatter: serve: ", tostring(err), "\n")
     return 1
