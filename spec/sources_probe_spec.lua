@@ -256,6 +256,24 @@ describe("sessions and their proxies", function()
     assert(ok, err)
   end)
 
+  it("rests the pair for a pinned 429's Retry-After, as a race would, never a cooldown", function()
+    -- (recorded as a plain block, a cooldown of 300 s locked the pool out)
+    local a = env.microsocks()
+    local pool = scatter.pool({ proxies = { a.addr }, metrics_log_interval = 0, cooldown_consecutive_fails = 1,
+      cooldown_base = 300, cooldown_max = 300, rate_limit = { default_interval = 0 } })
+    local s = pool:session()
+    assert(s:get(ng.url("/small.txt"), { timeout = 10 }))
+    local resp = s:get(ng.url("/status/429"), { timeout = 0.5 })
+    assert.is_nil(resp)
+    assert.equal(0, pool:metrics().cooldown_proxies)
+    -- nginx's /status/429 asks for 1 s: the pair is usable again after it
+    local err
+    resp, err = pool:get(ng.url("/small.txt"), { timeout = 10 })
+    assert.is_nil(err)
+    assert.equal(ng.small_text, resp.body)
+    pool:close()
+  end)
+
   it("names the last error when a moved session times out", function()
     -- the pinned request's 403 moves the session; its only proxy then
     -- cools down, so the race finds none and the deadline passes

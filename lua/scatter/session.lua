@@ -130,7 +130,16 @@ function Session:_pinned(req, url, host, method, headers, flags, deadline)
   local resp, latency = c:direct_response(op)
   if not resp then return false, "again" end
   local v = verdict_of(self.pool, resp)
-  c:record(self.proxy_id, host, v, latency)
+  -- a 429 or 503 that says when to come back rests the pair that long, as
+  -- a race's does (DESIGN.md section 11); recorded as a plain block it
+  -- counted towards the pair's cooldown and eviction
+  local rest
+  if v ~= "success" and v ~= "final" and (resp.status == 429 or resp.status == 503) then
+    local ra = resp.headers and resp.headers["retry-after"]
+    rest = type(ra) == "string" and core.retry_after(ra) or nil
+    if rest then v = "proxy_blocked" end
+  end
+  c:record(self.proxy_id, host, v, latency, rest)
   if v == "success" or v == "final" then
     self.jar = resp.cookies or self.jar
     self.uses = self.uses + 1

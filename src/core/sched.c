@@ -49,10 +49,16 @@ int sc_sched_attempt_rest(sc_sched_t *s, sc_handle_t ah, sc_verdict_t v,
 
 int sc_sched_record(sc_sched_t *s, uint32_t proxy, uint32_t host,
                     sc_verdict_t v, double latency) {
+  return sc_sched_record_rest(s, proxy, host, v, latency, -1);
+}
+
+int sc_sched_record_rest(sc_sched_t *s, uint32_t proxy, uint32_t host,
+                         sc_verdict_t v, double latency, double rest) {
   if (proxy >= sc_sched_proxy_count(s) || host >= s->host_names.count ||
-      (unsigned)v >= SC_V__COUNT)
+      (unsigned)v >= SC_V__COUNT || rest != rest ||
+      (rest >= 0 && v != SC_V_PROXY_BLOCKED))
     return SC_EINVAL;
-  sc_health_record(s, proxy, host, v, latency, sc_core_now(s));
+  sc_health_record_rest(s, proxy, host, v, latency, sc_core_now(s), rest);
   s->need_run = 1;
   if (!s->in_run) run(s, 0);
   return 0;

@@ -198,6 +198,11 @@ int sc_sched_attempt_rest(sc_sched_t *s, sc_handle_t attempt, sc_verdict_t v,
  * pair as an attempt's would be (health, cooldown, eviction, latency). */
 int sc_sched_record(sc_sched_t *s, uint32_t proxy, uint32_t host,
                     sc_verdict_t v, double latency);
+/* The same with a rest, as sc_sched_attempt_rest (v PROXY_BLOCKED when
+ * rest >= 0; rest < 0: none): a session's pinned 429 with Retry-After
+ * rests the pair as the race's would, never evicting or cooling it. */
+int sc_sched_record_rest(sc_sched_t *s, uint32_t proxy, uint32_t host,
+                         sc_verdict_t v, double latency, double rest);
 /* The attempt's connect + proxy handshake took `secs` (a new connection;
  * a reused one has none). The transport reports it before the outcome;
  * it sets the learnt connect deadline. */

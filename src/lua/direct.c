@@ -195,7 +195,8 @@ static int l_record(lua_State *L) {
     return luaL_argerror(L, 4, "not a verdict");
   uint32_t hid;
   if (sc_sched_host_id(p->sched, host, hlen, &hid) < 0 ||
-      sc_sched_record(p->sched, proxy, hid, v, luaL_optnumber(L, 5, 0)) < 0)
+      sc_sched_record_rest(p->sched, proxy, hid, v, luaL_optnumber(L, 5, 0),
+                           luaL_optnumber(L, 6, -1)) < 0)
     return luaL_argerror(L, 2, "no such proxy");
   return 0;
 }
