@@ -80,7 +80,9 @@ static void on_xfer(sc_xfer_t *x, void *ud) {
   double latency = x->elapsed;
   sc_handle_t h = la->handle;
   ((sc_attempt_t *)a)->tdata = NULL;
-  int local = sc_xfer_local(x);
+  /* (a body over max_body is the target's size: blamed as a transport
+   * failure it cooled every proxy of the pool in turn) */
+  int local = sc_xfer_local(x) || sc_xfer_too_large(x);
   sc_lua_pool_latt_free(la);
   /* a local failure is retried like a target error, charging no pair */
   sc_sched_attempt_done(p->sched, h, local ? SC_V_TARGET_ERROR : SC_V_TRANSPORT,

@@ -357,6 +357,10 @@ static const char *px_kind(long px) {
   }
 }
 
+int sc_xfer_too_large(const sc_xfer_t *x) {
+  return x->too_large || x->result == CURLE_FILESIZE_EXCEEDED;
+}
+
 void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
   const char *kind = sc_xfer_local(x) ? "local_error" : "transport";
   char extra[96] = "";
@@ -404,7 +408,7 @@ void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
     break;
   case CURLE_FILESIZE_EXCEEDED:
   case CURLE_WRITE_ERROR:
-    if (x->too_large || x->result == CURLE_FILESIZE_EXCEEDED) {
+    if (sc_xfer_too_large(x)) {
       snprintf(buf, n, "too_large: body exceeds max_body (%zu bytes)",
                x->max_body);
       return;

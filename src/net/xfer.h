@@ -84,6 +84,8 @@ int sc_xfer_ok(const sc_xfer_t *x);
 /* 1 when the failure is this process's own (kind local_error: a URL curl
  * rejects, out of memory, a missing ca_file): no proxy is to blame. */
 int sc_xfer_local(const sc_xfer_t *x);
+/* 1 when the body passed max_body: the target's size, no proxy's fault. */
+int sc_xfer_too_large(const sc_xfer_t *x);
 /* A tunnel's socket, now the caller's (-1 when there is none); otherwise
  * sc_xfer_free closes it. */
 int sc_xfer_take_socket(sc_xfer_t *x);
