@@ -6,36 +6,8 @@ local env = require("support.env")
 local socket = require("socket")
 local ffi = require("ffi")
 
-local PY = "/usr/bin/python3"
-
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("*a")
-  p:close()
-  return out
-end
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Starts `scatter serve` with a config file made of cfg (Lua source of a
--- table); returns the process and its port.
-local function serve(cfg_src, args)
-  local cfgf = env.script("pool" .. math.random(1e9) .. ".lua", "return " .. cfg_src)
-  local argv = { env.build_dir() .. "/scatter", "serve", "--listen", "127.0.0.1:0",
-                 "--config", cfgf, "--quiet" }
-  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-  local p = env.spawn(argv, { name = "serve" })
-  local port = env.wait_until(function()
-    return tonumber((env.read_file(p.log) or ""):match("listening on http://127%.0%.0%.1:(%d+)"))
-  end, "serve to listen", p)
-  return p, port
-end
-
-local function proxies_lua(list)
-  local parts = {}
-  for _, a in ipairs(list) do parts[#parts + 1] = ("%q"):format(a) end
-  return "{" .. table.concat(parts, ",") .. "}"
-end
+local S = require("support.serve")
+local PY, sh, q, serve, proxies_lua = S.PY, S.sh, S.q, S.serve, S.proxies_lua
 
 describe("scatter serve, refused requests", function()
   local ng, p, port
