@@ -89,7 +89,9 @@ local FIELDS = {
   metrics_log_interval = { dur(false), 30 },
   metrics_listen = { function(v)
     if type(v) ~= "string" or not require("scatter.metrics").parse_addr(v) then
-      return 'an address "HOST:PORT" (e.g. "127.0.0.1:9464")'
+      -- "localhost:9464" is a HOST:PORT too: say the host must be an IP
+      return 'an address "IP:PORT" (a numeric IP, not a name: "127.0.0.1:9464", "[::1]:9464";'
+        .. ' a bare "9464" is loopback)'
     end
   end, nil },
   prefer_remote_dns = { typed("boolean"), true },

@@ -44,6 +44,12 @@ function M.run(fn, ...)
   -- inside a thread (a script under `scatter run`) the loop already runs:
   -- call fn in place, and the outer loop finishes what it spawns
   if runtime.current() then return fn(...) end
+  -- refused before fn is spawned: from inside a classifier the loop
+  -- below would run every other handler re-entrantly, and a refusal
+  -- after the spawn would leave fn to run later, outside it
+  if runtime.no_wait then
+    error("scatter.run: " .. runtime.no_wait .. " must not run the loop (it runs inside it)", 2)
+  end
   local main = runtime.spawn(fn, ...)
   main.on_error = false -- raised below instead of reported
   runtime.loop()

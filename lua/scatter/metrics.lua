@@ -141,7 +141,7 @@ function M.parse_addr(addr)
   return host, port
 end
 
-local servers = {} -- "host:port" as asked -> server
+local servers = {} -- "host:port" (parsed, IPv6 bracketed) -> server
 
 local CTYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -181,14 +181,18 @@ end
 -- nil, err.
 function M.serve(addr, list)
   if type(list) ~= "function" then error("metrics.serve: bad argument #2 (function expected)", 2) end
-  local srv = servers[addr]
+  local host, port = M.parse_addr(addr)
+  if not host then return nil, port end
+  -- keyed by the address, not its spelling: "9464", ":9464" and
+  -- "127.0.0.1:9464" are one socket, and the second bind of it failed
+  -- with "address already in use" instead of sharing the server
+  local key = (host:find(":", 1, true) and ("[" .. host .. "]") or host) .. ":" .. port
+  local srv = servers[key]
   if not srv then
-    local host, port = M.parse_addr(addr)
-    if not host then return nil, port end
     local id, bport = core.httpd_listen(host, port)
     if not id then return nil, "cannot listen on " .. addr .. ": " .. bport end
-    srv = { id = id, addr = addr, port = bport, providers = {} }
-    servers[addr] = srv
+    srv = { id = id, addr = key, port = bport, providers = {} }
+    servers[key] = srv
     runtime.on_op(id, function(res) answer(srv, res) end)
     log.emit("debug", nil, "metrics at http://" .. host .. ":" .. bport .. "/metrics")
   end

@@ -239,6 +239,9 @@ function Pool:_on_response(ah, th)
       log.emit("error", self.name, err .. " (treated as target_error)")
     end
   end
+  -- the classifier closed the pool (pool:close, scatter.close_all): the
+  -- task ended "closed" and the C pool is gone
+  if self.closed then return end
   local attempts = self.c:attempts(th)
   if self.c:verdict(ah, verdict) then deliver(self, th, resp, attempts) end
 end

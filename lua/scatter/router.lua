@@ -20,8 +20,13 @@ end
 -- Returns the normalised host of a configuration key, or nil, why.
 local function key_host(k)
   if k == "" then return nil, "an empty host name" end
-  if k:find("://", 1, true) or k:find("/", 1, true) then
+  -- "u@a.org", "a.org?x", "a.org#x" parse as URLs of a.org: a key with
+  -- URL parts would route that host under a name the user never wrote
+  if k:find("[/?#@]") then
     return nil, "a URL; give the host name only"
+  end
+  if k:find("*", 1, true) then
+    return nil, "a wildcard pattern; give each host name (routing matches whole names)"
   end
   if not k:match("^%[") and select(2, k:gsub(":", "")) > 1 then
     return nil, "an IPv6 address without brackets; write it as [addr]"
@@ -30,7 +35,7 @@ local function key_host(k)
     return nil, "a host with a port; give the host name only (routing ignores ports)"
   end
   local host, why = pool.parse_url("http://" .. k .. "/")
-  if not host then return nil, (why:gsub(" in URL: .*$", "")) end
+  if not host then return nil, "not a host name (" .. why:gsub(" in URL: .*$", "") .. ")" end
   return norm(host)
 end
 

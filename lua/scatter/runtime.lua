@@ -11,7 +11,7 @@ local R = {}
 local SUSPEND = {} -- the token our own yields carry
 local threads = setmetatable({}, { __mode = "k" }) -- coroutine -> thread
 local alive = {} -- thread -> true, until it ends
-local runq, runq_head = {}, 1 -- threads ready to run
+local runq, runq_head, runq_tail = {}, 1, 0 -- threads ready to run: runq[head..tail]
 local live = 0
 local timers, timer_seq = {}, 0 -- binary heap of {at, seq, fn}
 local pollbuf = {}
@@ -170,7 +170,8 @@ R.next_timer = next_timer
 -- ---- threads ----
 
 local function schedule(th)
-  runq[#runq + 1] = th
+  runq_tail = runq_tail + 1
+  runq[runq_tail] = th
 end
 
 function R.current()
@@ -265,12 +266,13 @@ function R.block(w)
       until w.woken
     else
       -- a nested loop inside an event handler would run other handlers
-      -- re-entrantly and could wait on itself
-      if R.no_wait then error("scatter: " .. R.no_wait .. " must not wait (it runs inside the event loop)", 2) end
+      -- re-entrantly and could wait on itself. (Level 0: the position
+      -- would be the scatter function that waits, not the user's call.)
+      if R.no_wait then error("scatter: " .. R.no_wait .. " must not wait (it runs inside the event loop)", 0) end
       w.thread = nil
       while not w.woken do
         if not R.step(true) and not w.woken then
-          error("scatter: deadlock: this wait can never end (nothing left to wake it)", 2)
+          error("scatter: deadlock: this wait can never end (nothing left to wake it)", 0)
         end
       end
     end
@@ -285,18 +287,39 @@ end
 -- nothing is runnable), dispatch pool events. Returns false when nothing
 -- could ever happen again (no runnable thread, timer or live I/O).
 function R.step(block)
-  local q = runq
-  local ran = #q >= runq_head
-  if ran then
-    runq, runq_head = {}, 1
-    for i = 1, #q do resume(q[i]) end
+  -- a loop driven from inside the loop (a classifier calling scatter.step
+  -- or scatter.run) would run every other handler re-entrantly
+  if R.no_wait then error("scatter: " .. R.no_wait .. " must not run the loop (it runs inside it)", 0) end
+  -- the threads queued so far, taken one at a time from the shared queue:
+  -- a wait in a coroutine of the user's own inside a thread drives a
+  -- nested loop (block), which must run the rest of this pass, not leave
+  -- it parked in a local batch until that wait ends (a sender queued
+  -- behind its receiver never ran)
+  local stop = runq_tail
+  local ran = runq_head <= stop
+  while runq_head <= stop and runq_head <= runq_tail do
+    local th = runq[runq_head]
+    runq[runq_head] = nil
+    runq_head = runq_head + 1
+    resume(th)
+  end
+  if runq_head > runq_tail then
+    runq_head, runq_tail = 1, 0 -- drained: every slot is nil again
+  elseif runq_head > 256 then
+    -- threads that yield on every pass never drain it: move them down
+    local q, n = {}, 0
+    for i = runq_head, runq_tail do
+      n = n + 1
+      q[n] = runq[i]
+    end
+    runq, runq_head, runq_tail = q, 1, n
   end
   -- what just ran may have ended the caller's wait (its last thread, its
   -- waiter): poll without waiting and let the caller look, or a pass could
   -- sleep until some other pool's far timer
   local fired = fire_timers()
   local timeout = 0
-  if block and #runq == 0 and not ran and fired == 0 then
+  if block and runq_head > runq_tail and not ran and fired == 0 then
     local nt = next_timer()
     timeout = nt and math.max(0, nt - core.now()) or -1
   end
@@ -318,18 +341,18 @@ function R.step(block)
     end
   end
   fire_timers()
-  return n > 0 or io_alive or #runq > 0 or next_timer() ~= nil
+  return n > 0 or io_alive or runq_head <= runq_tail or next_timer() ~= nil
 end
 
 function R.live() return live end
 
 -- True when a thread is ready to run, so the next step must not wait.
-function R.runnable() return #runq >= runq_head end
+function R.runnable() return runq_head <= runq_tail end
 
 -- Run until every thread has ended.
 function R.loop()
   while live > 0 do
-    if not R.step(true) and live > 0 and #runq == 0 then
+    if not R.step(true) and live > 0 and runq_head > runq_tail then
       -- they can never run again: end them so a later run starts clean
       local n = live
       for th in pairs(alive) do
@@ -405,6 +428,8 @@ function R.sleep(s)
   if type(s) ~= "number" or s ~= s or s < 0 then
     error("scatter.sleep: bad argument #1 (non-negative number of seconds expected)", 2)
   end
+  -- here, where level 2 is the caller's line (block's would be this one)
+  if R.no_wait then error("scatter: " .. R.no_wait .. " must not wait (scatter.sleep)", 2) end
   local w = R.waiter()
   R.after(s, R.wake, w)
   R.block(w)
