@@ -22,29 +22,13 @@ local scripts = require("scatter.redis_scripts")
 local items_codec = require("scatter.redis_items")
 local cjson = require("cjson.safe")
 
-local PRIO, decode, push_args = items_codec.PRIO, items_codec.decode, items_codec.push_args
+local PRIO, decode, push_chunks, step_argv = items_codec.PRIO, items_codec.decode, items_codec.push_chunks, items_codec.step_argv
 
 local M = {}
 local B = {}
 B.__index = B
 
-local MAX_NAME = 200
-
--- A name becomes part of every key: printable bytes only (braces would
--- break the cluster hash tag), so what export and redis-cli show is what
--- the user typed.
-function M.check_name(name)
-  if type(name) ~= "string" or name == "" then
-    return nil, "scatter.queue: a Redis queue needs name = a non-empty string, got " .. tostring(name)
-  end
-  if #name > MAX_NAME then return nil, ("scatter.queue: name is %d bytes, at most %d"):format(#name, MAX_NAME) end
-  local bad = name:find("[%z\1-\31\127{}]")
-  if bad then
-    return nil, ("scatter.queue: name %q has a byte Redis keys here cannot carry at %d (control bytes and braces)")
-      :format(name, bad)
-  end
-  return true
-end
+M.check_name = items_codec.check_name
 
 local ffi = require("ffi")
 pcall(ffi.cdef, "int getpid(void);")
@@ -62,6 +46,14 @@ function M.open(opts)
   local lease = opts.lease or 60
   if type(lease) ~= "number" or lease ~= lease or lease < 0.1 or lease > 86400 then
     return nil, "scatter.queue: lease must be a number of seconds in [0.1, 86400], got " .. tostring(opts.lease)
+  end
+  -- (the client takes them unchecked: a string raised, a timeout <= 0
+  -- dropped every connection at once, reconnecting for ever)
+  for k, lo in pairs({ redis_timeout = 0, retry_for = -1 }) do
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or not (v > lo and v <= 2592000)) then return nil,
+      ("scatter.queue: %s must be a number of seconds in %s, 2592000], got %s"):format(k, lo == 0 and "(0" or "[0",
+        type(v) == "string" and ("'" .. v .. "'") or tostring(v)) end
   end
   local copts = { timeout = opts.redis_timeout, retry_for = opts.retry_for }
   local c, cerr = redis.connect(opts.redis, copts)
@@ -102,14 +94,8 @@ function B:run(script, args)
 end
 
 function B:push(recs)
-  if #recs == 0 then return 0, {} end
-  local flags, err = self:run("push", push_args({}, recs))
-  if not flags then return nil, err end
-  local out, n = {}, 0
-  for i, f in ipairs(flags) do
-    out[i] = f == 1
-    if out[i] then n = n + 1 end
-  end
+  local n, out = push_chunks(self.c, self.s.push, self.prefix, recs)
+  if not n then return nil, self:fail_msg(out) end
   return n, out
 end
 
@@ -180,9 +166,8 @@ end
 
 -- One step: every queued completion, a lease of `want` items (0: none),
 -- the counts when `counts` or when the lease found nothing. Returns the
--- leased items | nil, err. A failed
--- completion's error also goes to its waiter, or, for one nobody waits
--- for, to every later call (self.broken).
+-- leased items | nil, err. A failed completion's error also goes to its
+-- waiter, or, for one nobody waits for, to every later call (self.broken).
 function B:step(want, counts)
   local jobs = self.cq
   self.cq = {}
@@ -190,23 +175,9 @@ function B:step(want, counts)
     self.later.cancelled = true
     self.later = nil
   end
-  local argv = { "EVALSHA", false, 0, self.prefix, self.me, want, self.lease_ms, self.period,
-    counts and "1" or "0", #jobs }
-  local n = #argv
-  for j = 1, #jobs do
-    local job = jobs[j]
-    local it, recs, line = job.item, job.recs, job.line
-    argv[n + 1], argv[n + 2], argv[n + 3], argv[n + 4], argv[n + 5] =
-      PRIO[it.priority], it.id, line or "", line and "1" or "0", #recs
-    n = n + 5
-    if #recs > 0 then
-      push_args(argv, recs)
-      n = #argv
-    end
-  end
   self.carrying = self.carrying + (#jobs > 0 and 1 or 0)
   -- (a raise must not leave sync waiting for this step forever)
-  local ok, r, err = pcall(self.c.evalv, self.c, self.s.step, argv)
+  local ok, r, err = pcall(self.send_step, self, jobs, want, counts)
   if not ok then r, err = nil, r end
   if #jobs > 0 then
     self.carrying = self.carrying - 1
@@ -222,7 +193,7 @@ function B:step(want, counts)
     local job = jobs[j]
     if done then
       self:forget(job.item)
-      job.n = math.max(0, done[j])
+      job.n = (job.pre or 0) + math.max(0, done[j])
       -- (-1: no longer pending, another worker finished it: not ours)
       if job.later then job.later(job.n, done[j] < 0) end
     else
@@ -250,6 +221,36 @@ function B:step(want, counts)
   if r[3] then self:set_snapshot(r[3]) end
   if #items > 0 then self:arm_renew() end
   return items
+end
+
+-- Sends jobs (with a lease and the counts) in as many step scripts as
+-- their arguments need, the lease with the last one. A page that alone
+-- pushes more than PUSH_CHUNK has its pushes sent first (deduplicated: if
+-- its completion is then lost, the item's next try finds them seen).
+-- -> the last script's answer with every job's count in r[1] | nil, err
+function B:send_step(jobs, want, counts)
+  for _, job in ipairs(jobs) do
+    if #job.recs > items_codec.PUSH_CHUNK then
+      local n, perr = push_chunks(self.c, self.s.push, self.prefix, job.recs)
+      if not n then return nil, perr end
+      job.pre, job.recs = n, {}
+    end
+  end
+  local done, j = {}, 1
+  while true do
+    local argv, nxt = step_argv({ "EVALSHA", false, 0, self.prefix, self.me, want, self.lease_ms, self.period,
+      counts and "1" or "0", 0 }, jobs, j)
+    local last = nxt > #jobs
+    if not last then argv[6], argv[9] = 0, "0" end -- completions only
+    local r, err = self.c:evalv(self.s.step, argv)
+    if r == nil then return nil, err end
+    for k = 1, #r[1] do done[#done + 1] = r[1][k] end
+    if last then
+      r[1] = done
+      return r
+    end
+    j = nxt
+  end
 end
 
 -- Sends the queued completions now (in a thread of its own), with a lease
@@ -286,17 +287,20 @@ end
 -- One lease step at a time: callers that find one under way (a crawl's
 -- idle workers all woken at once) wait for it and share what it brought,
 -- even if that is less than they asked for, instead of each sending one;
--- when it found nothing, they find nothing too (its counts say why).
+-- when it found nothing, they find nothing too (its counts say why). The
+-- items are dealt out in turns: each caller is a free crawl worker, and
+-- one that came back with nothing while the first took everything would
+-- wait idle beside work (a seeded crawl then ran one item at a time).
 function B:lease(n)
   if self.broken then return nil, self.broken end
   local out = pop_buf(self, {}, n)
   while #out == 0 and self.leasing do
-    local w = runtime.waiter()
-    self.leasing[#self.leasing + 1] = w
-    local err, empty = runtime.block(w)
+    local me = { w = runtime.waiter(), n = n, got = out }
+    self.leasing[#self.leasing + 1] = me
+    local err, empty = runtime.block(me.w)
     if err then return nil, err end
     pop_buf(self, out, n)
-    if empty then return out end
+    if empty or #out > 0 then return out end
   end
   if #out >= n or self.leasing then return out end
   self.leasing = {}
@@ -304,11 +308,21 @@ function B:lease(n)
   local ws = self.leasing
   self.leasing = nil
   if items then
-    for _, it in ipairs(items) do
-      if #out < n then out[#out + 1] = it else push_buf(self, it) end
+    local takers, i = { { n = n, got = out } }, 1
+    for _, t in ipairs(ws) do takers[#takers + 1] = t end
+    local gave = true
+    while gave and i <= #items do
+      gave = false
+      for _, t in ipairs(takers) do
+        if i <= #items and #t.got < t.n then
+          t.got[#t.got + 1] = items[i]
+          i, gave = i + 1, true
+        end
+      end
     end
+    for k = i, #items do push_buf(self, items[k]) end
   end
-  for _, w in ipairs(ws) do runtime.wake(w, err, items and #items == 0) end
+  for _, t in ipairs(ws) do runtime.wake(t.w, err, items and #items == 0) end
   if not items then
     for i = #out, 1, -1 do -- back in front, in order
       self.bufi = self.bufi - 1

@@ -1,8 +1,27 @@
--- How the Redis queue backend (queue_redis.lua) stores an item in its
--- stream entry (the entry format is described in redis_scripts.lua).
+-- How the Redis queue backend (queue_redis.lua) names its keys and stores
+-- an item in its stream entry and in script arguments (the formats are
+-- described in redis_scripts.lua).
 local cjson = require("cjson.safe")
 
 local M = {}
+
+local MAX_NAME = 200
+
+-- A name becomes part of every key: printable bytes only (braces would
+-- break the cluster hash tag), so what export and redis-cli show is what
+-- the user typed.
+function M.check_name(name)
+  if type(name) ~= "string" or name == "" then
+    return nil, "scatter.queue: a Redis queue needs name = a non-empty string, got " .. tostring(name)
+  end
+  if #name > MAX_NAME then return nil, ("scatter.queue: name is %d bytes, at most %d"):format(#name, MAX_NAME) end
+  local bad = name:find("[%z\1-\31\127{}]")
+  if bad then
+    return nil, ("scatter.queue: name %q has a byte Redis keys here cannot carry at %d (control bytes and braces)")
+      :format(name, bad)
+  end
+  return true
+end
 
 -- Priorities as Redis sees them ("%d"), made once per level.
 M.PRIO = setmetatable({}, { __index = function(t, p)
@@ -55,14 +74,62 @@ function M.decode(prio, data)
   return it, tonumber(tries)
 end
 
-function M.push_args(argv, recs)
+-- recs[from..to] (all of them by default) as (key, prio, item) triples
+function M.push_args(argv, recs, from, to)
   local n = #argv
-  for i = 1, #recs do
+  for i = from or 1, to or #recs do
     local r = recs[i]
     argv[n + 1], argv[n + 2], argv[n + 3] = r.key, M.PRIO[r.priority or 0], M.encode(r, 0)
     n = n + 3
   end
   return argv
+end
+
+-- The client sends at most 8,000 arguments a command (LuaJIT's C stack
+-- bound in src/lua/redis.c's send): a step carries at most ARGS_MAX, a
+-- push at most PUSH_CHUNK records (3 arguments each) a script, which also
+-- keeps each script short for the other workers.
+local ARGS_MAX = 7000
+M.PUSH_CHUNK = 2000
+
+-- recs pushed by the push script on connection c in chunks; -> new
+-- count, flags | nil, err
+function M.push_chunks(c, script, prefix, recs)
+  local out, n = {}, 0
+  for from = 1, #recs, M.PUSH_CHUNK do
+    -- (a failure after some chunks leaves those pushed: a retry finds
+    -- them seen, as a retried push after a lost reply does)
+    local argv = M.push_args({ "EVALSHA", false, 0, prefix }, recs, from, math.min(#recs, from + M.PUSH_CHUNK - 1))
+    local flags, err = c:evalv(script, argv)
+    if not flags then return nil, err end
+    for _, f in ipairs(flags) do
+      out[#out + 1] = f == 1
+      if f == 1 then n = n + 1 end
+    end
+  end
+  return n, out
+end
+
+-- The step script's completions (redis_scripts.lua) of jobs[from..] added
+-- to argv (its 10 head arguments, the count last), as many as ARGS_MAX
+-- allows, at least one; -> argv, the first job left out.
+function M.step_argv(argv, jobs, from)
+  local n, j = #argv, from
+  while j <= #jobs do
+    local job = jobs[j]
+    local it, recs, line = job.item, job.recs, job.line
+    if j > from and n + 5 + 3 * #recs > ARGS_MAX then break end
+    argv[n + 1], argv[n + 2], argv[n + 3], argv[n + 4], argv[n + 5] =
+      M.PRIO[it.priority], it.id, line or "", line and "1" or "0", #recs
+    n = n + 5
+    if #recs > 0 then
+      M.push_args(argv, recs)
+      n = #argv
+    end
+    j = j + 1
+  end
+  argv[10] = j - from
+  return argv, j
 end
 
 return M
