@@ -282,6 +282,24 @@ end
 function Queue:push_many(list)
   check(self, "push_many")
   if type(list) ~= "table" then error("queue:push_many: bad argument #1 (list expected, got " .. type(list) .. ")", 2) end
+  -- both paths stop at the first nil: a hole ({ a, nil, c }, a function
+  -- that returned nothing) or a map would drop the rest without a word
+  local n, count = #list, 0
+  for k in pairs(list) do
+    count = count + 1
+    local int = type(k) == "number" and k >= 1 and k == math.floor(k)
+    if int and k > n then
+      error("queue:push_many: item " .. (n + 1) .. " is nil but item " .. k .. " follows (a hole in the list)", 2)
+    elseif not int then
+      error("queue:push_many: not a list: it has the key " .. (type(k) == "string" and ("'" .. k .. "'") or tostring(k)) ..
+        (n > 0 and (" beside items 1 to " .. n) or "") .. " (give a list of URLs or records)", 2)
+    end
+  end
+  if count ~= n then
+    for i = 1, n do
+      if list[i] == nil then error("queue:push_many: item " .. i .. " is nil (a hole in the list of " .. n .. ")", 2) end
+    end
+  end
   -- a list of plain URL strings: checked and keyed in one C call; any
   -- other element, or a bad URL, takes the path below, which says what
   local keys = self.b.push_urls and core.url_keys(list, "GET ")
