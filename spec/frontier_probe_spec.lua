@@ -6,10 +6,26 @@ local env = require("support.env")
 local scatter = require("scatter")
 
 describe("frontier, probed as a user", function()
-  local dir
+  local dir, ng, ms
 
+  setup(function()
+    local files = {}
+    for i = 1, 8 do files["p" .. i .. ".html"] = "page " .. i end
+    ng = env.nginx({ files = files })
+    ms = env.microsocks()
+  end)
   before_each(function() dir = env.tmpdir() end)
   teardown(function() env.cleanup() end)
+
+  local function new_pool()
+    return scatter.pool({ proxies = { ms.url }, metrics_log_interval = 0, rate_limit = { default_interval = 0 } })
+  end
+
+  local function lines(path)
+    local out = {}
+    for l in io.lines(path) do out[#out + 1] = l end
+    return out
+  end
 
   it("push_many refuses a list with a hole or a map instead of dropping what follows", function()
     local q = assert(scatter.queue({ path = dir .. "/q.db" }))
@@ -32,5 +48,37 @@ describe("frontier, probed as a user", function()
     assert.equal(0, q:push_many({}))
     assert.equal(2, q:stats().seen)
     q:close()
+  end)
+
+  it("cuts a killed run's tail from the output however its name is spelt on resume", function()
+    scatter.run(function()
+      local pool = new_pool()
+      local handle = function(_, item) return { url = item.url } end
+      local q = assert(scatter.queue({ path = dir .. "/q.db" }))
+      q:push(ng.url("/p1.html"))
+      q:push(ng.url("/p2.html"))
+      assert.equal(2, scatter.crawl({ queue = q, pool = pool, output = dir .. "/out.jsonl", handle = handle }).done)
+      q:close()
+      -- what a run killed before its commit leaves: a line past the
+      -- committed length, for an item the queue will do again
+      local f = assert(io.open(dir .. "/out.jsonl", "ab"))
+      f:write('{"ghost":1}\n')
+      f:close()
+      -- the next runs name the same file otherwise: ./, a symlink
+      assert(os.execute("ln -s out.jsonl " .. dir .. "/link.jsonl") == 0)
+      for i, name in ipairs({ dir .. "/./out.jsonl", dir .. "/link.jsonl" }) do
+        q = assert(scatter.queue({ path = dir .. "/q.db" }))
+        q:push(ng.url("/p" .. (2 + i) .. ".html"))
+        assert.equal(1, scatter.crawl({ queue = q, pool = pool, output = name, handle = handle }).done)
+        q:close()
+        local got = lines(dir .. "/out.jsonl")
+        assert.equal(2 + i, #got)
+        for _, l in ipairs(got) do assert.not_matches("ghost", l) end
+        f = assert(io.open(dir .. "/out.jsonl", "ab"))
+        f:write('{"ghost":2}\n')
+        f:close()
+      end
+      pool:close()
+    end)
   end)
 end)

@@ -11,6 +11,7 @@
 local core = require("scatter.core")
 local fileio = require("scatter.fileio")
 local commit = require("scatter.queue_commit")
+local output = require("scatter.queue_output")
 
 local M = {}
 
@@ -500,47 +501,7 @@ function B:output(path)
   if ok then ok, err = self:flush() end -- (lines listed go to the old file)
   if ok then ok, err = writable(self) end
   if not ok then return nil, err end
-  if self.path ~= ":memory:" then
-    -- lines written over the database (or its WAL) would destroy the queue
-    local own = fileio.database_file(self.path, path)
-    if own then
-      self:flush()
-      return nil, "output " .. path .. ": that is the queue's own file " .. own
-    end
-  end
-  if self.out then self.out:close() end
-  local f, ferr = fileio.open_write(path)
-  if not f then
-    self:flush()
-    return nil, "output " .. ferr
-  end
-  local size, serr = f:size()
-  if not size then
-    f:close()
-    return nil, "output " .. serr
-  end
-  local _, prev = self.st.meta_get:one("output")
-  local _, len = self.st.meta_get:one("output_len")
-  if prev == path and type(len) == "number" then
-    if size > len then
-      local tok, terr = f:truncate(len)
-      if not tok then
-        f:close()
-        return nil, "output " .. terr
-      end
-      require("scatter.log").info("queue: cut the output's uncommitted tail", { path = path, bytes = size - len })
-    elseif size < len then
-      -- shortened behind our back: keep what is there, append after it
-      require("scatter.log").warn("queue: the output is shorter than committed", { path = path, bytes = len - size })
-      len = size
-    end
-  else
-    len = size -- a file new to this queue: append after what it holds
-  end
-  self.out, self.out_len = f, len
-  self.st.meta_set:exec("output", path)
-  self.st.meta_set:exec("output_len", len)
-  return self:flush()
+  return output.attach(self, path)
 end
 
 function B:export(fh)
