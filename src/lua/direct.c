@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/health.h"
 #include "../core/proxyurl.h"
 #include "headers.h"
 #include "ops.h"
@@ -121,8 +122,12 @@ static int l_direct(lua_State *L) {
   d->req.cookie_engine = !d->req.tunnel;
   if (lua_istable(L, 10)) sc_lua_slist_from(L, 10, &d->req.cookies);
   d->op = sc_ops_new();
+  /* the race's connect deadline (DESIGN.md 10): without it a pinned
+   * request through a proxy gone silent waited the whole proxy_timeout */
+  sc_xfer_opts_t xo = p->xo;
+  xo.connect_timeout = sc_health_connect_timeout(p->sched);
   int rc =
-      sc_xfer_start(&d->x, sc_loop_default(), &d->req, key, &p->xo, on_done, d);
+      sc_xfer_start(&d->x, sc_loop_default(), &d->req, key, &xo, on_done, d);
   if (rc < 0) {
     d->x = NULL;
     direct_free(d);

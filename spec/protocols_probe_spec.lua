@@ -1,0 +1,42 @@
+-- Proxies and sessions driven as a demanding user would (DESIGN.md
+-- sections 10-12), through the project's farm to the spec nginx: each
+-- case is a bug found by probing, and fails on the code before its fix.
+local env = require("support.env")
+local scatter = require("scatter")
+
+describe("proxies and sessions (probe)", function()
+  local ng
+  setup(function() ng = env.nginx() end)
+  teardown(function()
+    scatter.close_all()
+    env.cleanup()
+  end)
+
+  local function index_of(farm, proxy)
+    for i, p in ipairs(farm.proxies) do if p == proxy then return i end end
+  end
+
+  it("a session's pinned request keeps the connect deadline: a proxy gone silent is left, not waited out", function()
+    -- proxy_timeout is long, connect_timeout short: a race's attempt
+    -- through a blackhole is cut at connect_timeout, a pinned one waited
+    -- for proxy_timeout, so the request ran out of time on a dead proxy
+    local farm = env.farm({ "good count=2" })
+    local pool = scatter.pool{ proxies = farm.proxies, metrics_log_interval = 0,
+      rate_limit = { default_interval = 0 }, max_concurrent_per_request = 1,
+      proxy_timeout = 30, connect_timeout = 0.3 }
+    scatter.run(function()
+      local s = pool:session{ max_errors = 2 }
+      local first = assert(s:get(ng.url("/small.txt"), { timeout = 10 }))
+      local i = index_of(farm, first.proxy)
+      assert.truthy(i, first.proxy)
+      assert.matches("^OK", farm.control("profile " .. (i - 1) .. " blackhole"))
+      -- a name target: a new connection (the pinned one to 127.0.0.1 may be reused)
+      local resp, err = s:get(ng.host_url("localhost", "/small.txt"), { timeout = 8 })
+      assert.is_nil(err)
+      assert.equals(ng.small_text, resp.body)
+      assert.are_not.equal(first.proxy, resp.proxy)
+      assert.equals(1, s.moves)
+    end)
+    pool:close()
+  end)
+end)
