@@ -81,4 +81,19 @@ describe("frontier, probed as a user", function()
       pool:close()
     end)
   end)
+
+  it("reads a backslash before the query as a slash, as a browser does", function()
+    local join = scatter.url.join
+    assert.equal("http://a.org/b/x/y.html", join("http://a.org/b/c", "x\\y.html"))
+    assert.equal("http://a.org/x", join("http://a.org/b/c", "..\\x"))
+    assert.equal("http://evil.org/x", join("http://a.org/b/c", "\\\\evil.org\\x"))
+    assert.equal("http://evil.org/", join("http://a.org/b/c", "/\\evil.org"))
+    assert.equal("https://e.org/a", join("http://a.org/", "https:\\\\e.org\\a"))
+    -- the query and the fragment keep theirs
+    assert.equal("http://a.org/p/q?x\\y#z\\w", join("http://a.org/", "p\\q?x\\y#z\\w"))
+    -- another host's link is not the page's own
+    local page = { url = "http://a.org/b/c", body = '<a href="\\\\evil.org\\x">1</a><a href="img\\1.png">2</a>' }
+    assert.same({ "http://a.org/b/img/1.png" }, scatter.links(page, { same_host = true }))
+    assert.same({ "http://evil.org/x", "http://a.org/b/img/1.png" }, scatter.links(page))
+  end)
 end)

@@ -10,6 +10,16 @@ local M = {}
 local function trim(ref)
   ref = ref:match("^[%z\1- ]*(.-)[%z\1- ]*$")
   if ref:find("[\t\n\r]") then ref = ref:gsub("[\t\n\r]", "") end
+  -- in an http(s) URL a browser reads a backslash before the query as a
+  -- slash: "\\x.org/a" is //x.org/a and "..\b" is ../b (curl kept
+  -- them in the path: another page, or another host's link kept as ours)
+  if ref:find("\\", 1, true) then
+    local scheme = ref:match("^(%a[%w+.-]*):")
+    if not scheme or scheme:lower() == "http" or scheme:lower() == "https" then
+      local head, tail = ref:match("^([^?#]*)(.*)$")
+      ref = head:gsub("\\", "/") .. tail
+    end
+  end
   return ref
 end
 
