@@ -296,7 +296,7 @@ describe("scatter.queue", function()
       "queue:push: meta cannot be encoded as JSON: a string that is not UTF-8 (who.name, byte 4): "
       .. "JSON holds text; encode binary data first (as base64 or hex)")
     assert.has_error(function() q:push("http://a.test/", { priority = 1.5 }) end,
-      "queue:push: priority must be an integer, got 1.5")
+      "queue:push: priority must be an integer from -2^52 to 2^52, got 1.5")
     assert.has_error(function() q:push_many({ "http://a.test/ok", 42 }) end,
       "queue:push_many: item 2: URL string expected, got number")
     assert.equal(0, q:stats().seen) -- push_many checks all before it writes

@@ -213,7 +213,11 @@ function M.record(url, o, where)
   if o.body ~= nil and type(o.body) ~= "string" then return nil, where .. ": body must be a string" end
   local prio = o.priority or 0
   if type(prio) ~= "number" or prio ~= math.floor(prio) or math.abs(prio) > 2 ^ 52 then
-    return nil, where .. ": priority must be an integer, got " .. tostring(o.priority)
+    -- (the range said, the integer shown whole: 2^62 is an integer too,
+    -- and tostring showed it as 4.6116860184274e+18)
+    return nil, where .. ": priority must be an integer from -2^52 to 2^52, got " ..
+      (type(prio) ~= "number" and (type(prio) .. " " .. tostring(prio))
+        or (prio == math.floor(prio) and math.abs(prio) < 2 ^ 63) and ("%d"):format(prio) or tostring(prio))
   end
   local meta = "{}"
   if o.meta ~= nil then
