@@ -112,4 +112,28 @@ describe("frontier, probed as a user", function()
     assert.is_true(q:push("http://b.org/", { priority = -2 ^ 52 }))
     q:close()
   end)
+
+  it("takes a header given as a list of values, as a request does", function()
+    scatter.run(function()
+      local pool = new_pool()
+      local q = assert(scatter.queue({ path = dir .. "/q.db" }))
+      assert.is_true(q:push(ng.url("/echo"), { headers = { ["x-test"] = { "a", "b" }, ["x-n"] = 5 } }))
+      for _, bad in ipairs({ { ["x-test"] = { "a", {} } }, { ["x-test"] = { "a", nil, "c" } }, { ["x-test"] = { k = "v" } } }) do
+        local ok, err = pcall(q.push, q, ng.url("/other"), { headers = bad })
+        assert.is_false(ok)
+        assert.matches("headers must map names to strings %(or lists of strings%)", err)
+      end
+      local seen, body
+      local s = scatter.crawl({ queue = q, pool = pool, handle = function(resp, item)
+        seen, body = item.headers, resp.body
+        return resp.body
+      end })
+      assert.equal(1, s.done)
+      assert.same({ "a", "b" }, seen["x-test"])
+      assert.matches("x%-test=a", body) -- (nginx's $http_x_test: the first, or both joined)
+      assert.equal(0, q:stats().failed)
+      q:close()
+      pool:close()
+    end)
+  end)
 end)

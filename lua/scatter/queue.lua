@@ -198,9 +198,15 @@ function M.record(url, o, where)
   if o.headers ~= nil then
     if type(o.headers) ~= "table" then return nil, where .. ": headers must be a table" end
     for k, v in pairs(o.headers) do
-      if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
-        return nil, where .. ": headers must map names to strings"
+      -- a list of values is a repeated header, as a request takes it
+      local ok = type(k) == "string" and (type(v) == "string" or type(v) == "number")
+      if type(k) == "string" and type(v) == "table" then
+        ok = true
+        for i, x in pairs(v) do
+          if type(i) ~= "number" or i < 1 or i > #v or (type(x) ~= "string" and type(x) ~= "number") then ok = false end
+        end
       end
+      if not ok then return nil, where .. ": headers must map names to strings (or lists of strings)" end
     end
     -- what a request would refuse is refused now, not once a try
     -- (a URL too long, a header name or value that cannot be sent)
