@@ -39,4 +39,26 @@ describe("proxies and sessions (probe)", function()
     end)
     pool:close()
   end)
+  it("a session's pinned 5xx backs off and ends in a timeout naming it; a pinned 404 is the answer", function()
+    -- the backoff read two pool fields that do not exist: the first
+    -- pinned target_error raised "bad argument #2 to 'min'"; and a 404,
+    -- retried on the only proxy a session asks, took the whole timeout
+    local farm = env.farm({ "good count=2" })
+    local pool = scatter.pool{ proxies = farm.proxies, metrics_log_interval = 0,
+      rate_limit = { default_interval = 0 } }
+    scatter.run(function()
+      local s = pool:session{}
+      local first = assert(s:get(ng.url("/small.txt"), { timeout = 10 }))
+      local resp, err = s:get(ng.url("/status/500"), { timeout = 2 })
+      assert.is_nil(resp)
+      assert.matches("^timeout: last error: target_error: HTTP 500", err)
+      assert.equals(first.proxy, s.proxy)
+      resp, err = s:get(ng.url("/status/404"), { timeout = 10 })
+      assert.is_nil(err)
+      assert.equals(404, resp.status)
+      assert.equals(first.proxy, resp.proxy)
+      assert.equals(0, s.moves)
+    end)
+    pool:close()
+  end)
 end)

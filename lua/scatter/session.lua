@@ -69,8 +69,20 @@ function Session:_race(req, url)
   return strip(resp)
 end
 
+-- The race's target_error backoff (sc_config_init's retry_backoff_base
+-- and _max: no pool option sets them)
+local BACKOFF_BASE, BACKOFF_MAX = 0.5, 30
+
 local function verdict_of(pool, resp)
-  if pool.classify == classifier.default then return classifier.default(resp) end
+  if pool.classify == classifier.default then
+    -- the race's consensus on a 404/410 (DESIGN.md 13) asks another proxy;
+    -- a session asks only its own, whose answer is then the best there
+    -- will be (retried on it, the page missing took the caller's timeout)
+    if (resp.status == 404 or resp.status == 410) and pool.cfg.consensus_404 ~= false then
+      return "final"
+    end
+    return classifier.default(resp)
+  end
   local v = classifier.call(pool.classify, resp)
   return v
 end
@@ -195,8 +207,7 @@ function Session:_run(host, t0, deadline, race, pinned)
       self:_move()
     elseif what == "retry" then
       -- the target's fault: back off as the pool would
-      local cfg = self.pool.cfg
-      backoff = backoff == 0 and cfg.retry_backoff_base or math.min(backoff * 2, cfg.retry_backoff_max)
+      backoff = backoff == 0 and BACKOFF_BASE or math.min(backoff * 2, BACKOFF_MAX)
       if deadline and core.now() + backoff >= deadline then
         return nil, "timeout: last error: " .. self.last_error
       end
