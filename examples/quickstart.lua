@@ -7,7 +7,9 @@ local scatter = require("scatter")
 local source, base, n = ...
 n = tonumber(n) or 200
 if not source or not base then
-  error("usage: scatter run examples/quickstart.lua SOURCE BASE_URL [N]", 0)
+  -- a usage line, not a traceback: nothing went wrong inside the script
+  io.stderr:write("usage: scatter run examples/quickstart.lua SOURCE BASE_URL [N]\n")
+  os.exit(2)
 end
 
 -- A page is good only if it is complete and untouched: block pages and
@@ -29,6 +31,14 @@ local pool = scatter.pool({
   classifier = classify,
   metrics_log_interval = 1,
 })
+
+-- a local list is read before scatter.pool{} returns: none in it means
+-- every page would only wait out its timeout (the warning says why)
+local still_loading = source:match("^%a[%w+.-]*://") and not source:match("^file://")
+if not still_loading and pool:metrics().total_proxies == 0 then
+  io.stderr:write("quickstart: no proxies in ", source, "\n")
+  os.exit(1)
+end
 
 local t0 = scatter.now()
 local threads = {}

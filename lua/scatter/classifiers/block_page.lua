@@ -29,6 +29,11 @@ local SCAN_BYTES = 16384
 local function new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("block_page: options table expected", 2) end
+  -- `classifier = block_page` (no call) gets here with each response: say
+  -- so, rather than hand back an object that is no verdict
+  if type(opts.status) == "number" and type(opts.body) == "string" then
+    error("block_page is a constructor: the classifier is block_page{ ... } (or block_page()), not block_page", 2)
+  end
   local self = setmetatable({ markers = {}, complete = opts.complete }, BlockPage)
   for _, m in ipairs(MARKERS) do self.markers[#self.markers + 1] = m end
   for _, m in ipairs(opts.markers or {}) do self.markers[#self.markers + 1] = m:lower() end

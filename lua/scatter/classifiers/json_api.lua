@@ -18,6 +18,10 @@ local JsonApi = {}
 JsonApi.__index = JsonApi
 
 local function new(opts)
+  -- `classifier = json_api` (no call) gets here with each response
+  if type(opts) == "table" and type(opts.status) == "number" and type(opts.body) == "string" then
+    error("json_api is a constructor: the classifier is json_api{ field = \"a.b.c\" }, not json_api", 2)
+  end
   if type(opts) ~= "table" or type(opts.field) ~= "string" or opts.field == "" then
     error("json_api: options { field = \"a.b.c\" } expected", 2)
   end

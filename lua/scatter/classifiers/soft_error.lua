@@ -30,6 +30,10 @@ end
 local function new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("soft_error: options table expected", 2) end
+  -- `classifier = soft_error` (no call) gets here with each response
+  if type(opts.status) == "number" and type(opts.body) == "string" then
+    error("soft_error is a constructor: the classifier is soft_error{ ... } (or soft_error()), not soft_error", 2)
+  end
   return setmetatable({
     retry = lower_all(opts.retry, "retry"),
     final = lower_all(opts.final, "final"),

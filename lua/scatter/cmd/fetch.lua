@@ -50,6 +50,15 @@ local function make_classifier(opts)
     if not chunk then return nil, "--classifier: " .. err end
     local ok, c = pcall(chunk)
     if not ok then return nil, "--classifier " .. opts.classifier .. ": " .. tostring(c) end
+    -- examples/classifiers/*.lua return these constructors: taken as the
+    -- classifier, every answer would be "no verdict" until the timeout
+    for name, ctor in pairs(require("scatter.classifiers")) do
+      if c == ctor then
+        return nil, ("--classifier %s: the file returns the constructor scatter.classifiers.%s, not a classifier;"
+          .. " a file ending in `return require(\"scatter.classifiers\").%s{ ... }` is one"):format(
+          opts.classifier, name, name)
+      end
+    end
     local okc, checked = pcall(require("scatter.classifier").check, c, "--classifier " .. opts.classifier)
     if not okc or c == nil then
       return nil, "--classifier " .. opts.classifier
