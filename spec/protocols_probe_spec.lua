@@ -61,4 +61,35 @@ describe("proxies and sessions (probe)", function()
     end)
     pool:close()
   end)
+  it("a router's session has the documented s:cookies() and s.moves", function()
+    -- both were missing on router:session: cookies() raised "attempt to
+    -- call method 'cookies'" and moves was nil
+    local farm = env.farm({ "good count=2" })
+    local router = scatter.router{
+      ["127.0.0.1"] = { proxies = farm.proxies, rate_limit = { default_interval = 0 },
+                        metrics_log_interval = 0, max_concurrent_per_request = 1 },
+    }
+    scatter.run(function()
+      local s = router:session{}
+      assert.equals(0, s.moves)
+      assert.same({}, s:cookies())
+      assert(s:get(ng.url("/cookie/set?v=rt"), { timeout = 10 }))
+      local jar = s:cookies()
+      assert.equals(1, #jar)
+      assert.matches("\tsid\trt$", jar[1])
+      local first = s.proxy
+      -- the session's proxy starts blocking: the session moves
+      assert.matches("^OK", farm.control("profile " .. (first == farm.proxies[1] and 0 or 1) .. " block"))
+      -- (nginx closes a /cookie connection after three requests: the
+      -- next one is new, and blocked)
+      for _ = 1, 6 do
+        local resp = assert(s:get(ng.url("/cookie/echo"), { timeout = 10 }))
+        assert.equals("cookie=sid=rt\n", resp.body)
+        if s.moves > 0 then break end
+      end
+      assert.are_not.equal(first, s.proxy)
+      assert.equals(1, s.moves)
+    end)
+    router:close()
+  end)
 end)

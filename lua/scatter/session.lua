@@ -327,7 +327,16 @@ RouterSession.__index = RouterSession
 
 function M.for_router(router, opts)
   check_opts(opts, "router:session")
-  return setmetatable({ router = router, opts = opts, by_pool = {} }, RouterSession)
+  return setmetatable({ router = router, opts = opts, by_pool = {}, moves = 0 }, RouterSession)
+end
+
+-- s.proxy and s.moves, as a pool's session has them (the proxy of the
+-- host last asked; the moves of every host's session)
+local function sync(self, s)
+  self.proxy = s.proxy
+  local moves = 0
+  for _, hs in pairs(self.by_pool) do moves = moves + hs.moves end
+  self.moves = moves
 end
 
 function RouterSession:_for(url)
@@ -341,7 +350,7 @@ function RouterSession:_for(url)
     s = M.new(pool, self.opts, "router:session")
     self.by_pool[pool] = s
   end
-  self.proxy = s.proxy
+  sync(self, s)
   return s
 end
 
@@ -349,7 +358,7 @@ function RouterSession:_tunnel(host, port, timeout)
   local s, err = self:_for("http://" .. (host:find(":", 1, true) and ("[" .. host .. "]") or host) .. ":" .. port)
   if not s then return nil, err end
   local resp, rerr = s:_tunnel(host, port, timeout)
-  self.proxy = s.proxy
+  sync(self, s)
   return resp, rerr
 end
 
@@ -358,7 +367,7 @@ function RouterSession:request(req)
   local s, err = self:_for(req.url)
   if not s then return nil, err end
   local resp, rerr = s:request(req)
-  self.proxy = s.proxy
+  sync(self, s)
   return resp, rerr
 end
 
@@ -367,13 +376,25 @@ function RouterSession:get(url, opts)
   local s, err = self:_for(url)
   if not s then return nil, err end
   local resp, rerr = s:get(url, opts)
-  self.proxy = s.proxy
+  sync(self, s)
   return resp, rerr
+end
+
+-- Every host's jar (the hosts' sessions keep one each), in host order.
+function RouterSession:cookies()
+  local hosts, out = {}, {}
+  for _, s in pairs(self.by_pool) do hosts[#hosts + 1] = s end
+  table.sort(hosts, function(a, b) return (a.pool.name or "") < (b.pool.name or "") end)
+  for _, s in ipairs(hosts) do
+    for _, l in ipairs(s:cookies()) do out[#out + 1] = l end
+  end
+  return out
 end
 
 function RouterSession:close()
   self.closed = true
   for _, s in pairs(self.by_pool) do s:close() end
+  self.proxy = nil
 end
 
 return M
