@@ -27,6 +27,33 @@ local pool = scatter.pool({
   end,
 })
 
+-- A page's text as UTF-8 (an output line must be): kept when it is UTF-8
+-- (RFC 3629), else read as Latin-1, as older sites write. Without this a
+-- Latin-1 title failed the page every try, and its links were lost.
+local function utf8_text(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len, lo, hi = 1, 0x80, 0xBF
+    if c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then len, lo, hi = 3, c == 0xE0 and 0xA0 or 0x80, c == 0xED and 0x9F or 0xBF
+    elseif c >= 0xF0 and c <= 0xF4 then len, lo, hi = 4, c == 0xF0 and 0x90 or 0x80, c == 0xF4 and 0x8F or 0xBF
+    elseif c >= 0x80 then len = nil end
+    for j = 1, (len or 1) - 1 do
+      local d = s:byte(i + j)
+      if not d or d < (j == 1 and lo or 0x80) or d > (j == 1 and hi or 0xBF) then len = nil break end
+    end
+    if not len then
+      return (s:gsub("[\128-\255]", function(b)
+        b = b:byte()
+        return string.char(0xC0 + math.floor(b / 64), 0x80 + b % 64)
+      end))
+    end
+    i = i + len
+  end
+  return s
+end
+
 local q = assert(scatter.queue({ path = "crawl.db" }))
 q:push(start, { meta = { depth = 0 } }) -- false when resuming: seen already
 
@@ -38,8 +65,9 @@ local summary = scatter.crawl({
         item:push(url, { meta = { depth = item.meta.depth + 1 } })
       end
     end
+    local title = resp.body:match("<title[^>]*>%s*(.-)%s*</title>")
     return { url = item.url, status = resp.status, depth = item.meta.depth, bytes = #resp.body,
-      title = resp.body:match("<title[^>]*>%s*(.-)%s*</title>") }
+      title = title and utf8_text(title) }
   end,
   on_failed = function(item, err) io.stderr:write("failed ", item.url, ": ", err, "\n") end,
 })

@@ -11,6 +11,10 @@ describe("frontier, probed as a user", function()
   setup(function()
     local files = {}
     for i = 1, 8 do files["p" .. i .. ".html"] = "page " .. i end
+    -- an older site's pages: Latin-1 titles, one linking on
+    files["latin1.html"] = "<html><head><title>Caf\233 cr\232me</title></head>"
+      .. "<body><a href='next.html'>next</a></body></html>"
+    files["next.html"] = "<html><head><title>Suite \226\128\148 fin</title></head><body></body></html>"
     ng = env.nginx({ files = files })
     ms = env.microsocks()
   end)
@@ -135,5 +139,24 @@ describe("frontier, probed as a user", function()
       q:close()
       pool:close()
     end)
+  end)
+
+  it("examples/crawl.lua keeps a page whose title is not UTF-8, and follows its links", function()
+    local function abs(path) return path:match("^/") and path or (os.getenv("PWD") .. "/" .. path) end
+    local example = abs(debug.getinfo(1, "S").source:match("^@(.*/)") .. "../examples/crawl.lua")
+    env.write_file(dir .. "/proxies.txt", ms.url .. "\n")
+    local cmd = "cd " .. env.shell_quote(dir) .. " && " .. env.shell_quote(abs(env.build_dir()) .. "/scatter")
+      .. " run " .. env.shell_quote(example) .. " proxies.txt " .. ng.url("/latin1.html") .. " 2 4 2>&1"
+    local p = io.popen(cmd)
+    local said = p:read("*a")
+    p:close()
+    assert.matches("crawled 2 pages %(0 failed, 1 new links%)", said)
+    local titles = {}
+    for _, l in ipairs(lines(dir .. "/crawl.jsonl")) do
+      local r = require("cjson").decode(l)
+      titles[r.url:match("[^/]*$")] = r.title
+    end
+    -- Latin-1 read as Latin-1; UTF-8 kept as it is
+    assert.same({ ["latin1.html"] = "Caf\195\169 cr\195\168me", ["next.html"] = "Suite \226\128\148 fin" }, titles)
   end)
 end)
