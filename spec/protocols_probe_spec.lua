@@ -92,4 +92,40 @@ describe("proxies and sessions (probe)", function()
     end)
     router:close()
   end)
+  it("a session leaves a proxy whose pair rests after another request's Retry-After", function()
+    -- the pair rests (DESIGN.md 11) but a session's pinned request asked
+    -- only about cooldowns: it went on through the proxy inside the window
+    -- the site had asked for
+    local farm = env.farm({ "ratelimit wait=60 n=2", "good" })
+    local R, G = farm.proxies[1], farm.proxies[2]
+    local pool = scatter.pool{ proxies = farm.proxies, metrics_log_interval = 0,
+      rate_limit = { default_interval = 0 }, max_concurrent_per_request = 1 }
+    local function accepted(i)
+      local st = require("cjson").decode(assert(farm.control("stats")):sub(4))
+      return st.per_proxy[i].accepted
+    end
+    scatter.run(function()
+      local s = pool:session{}
+      for _ = 1, 20 do -- pinned to R by its first (200) answer
+        assert(s:get(ng.url("/small.txt"), { timeout = 10 }))
+        if s.proxy == R then break end
+        s:_move()
+      end
+      assert.equals(R, s.proxy)
+      assert.equals(1, accepted(1))
+      -- other requests of the pool, until one met R's 429 (Retry-After: 60)
+      for i = 1, 40 do
+        if accepted(1) >= 2 then break end
+        assert(pool:get(ng.url("/small.txt?other" .. i), { timeout = 10, race = false }))
+      end
+      assert.equals(2, accepted(1))
+      local moves = s.moves
+      local resp = assert(s:get(ng.url("/small.txt?after"), { timeout = 10 }))
+      assert.equals(G, resp.proxy)
+      assert.equals(ng.small_text, resp.body)
+      assert.equals(moves + 1, s.moves)
+      assert.equals(2, accepted(1))
+    end)
+    pool:close()
+  end)
 end)

@@ -206,8 +206,8 @@ static int l_record(lua_State *L) {
   return 0;
 }
 
-/* pool:pair_usable(proxy_id, host) -> false when the proxy is dead or the
- * pair cools down: a session then moves. */
+/* pool:pair_usable(proxy_id, host) -> false when the proxy is dead, the
+ * pair cools down or rests after a Retry-After: a session then moves. */
 static int l_pair_usable(lua_State *L) {
   lpool *p = sc_lua_pool_check(L, 1);
   uint32_t proxy = (uint32_t)luaL_checknumber(L, 2);
@@ -218,8 +218,14 @@ static int l_pair_usable(lua_State *L) {
   int ok = proxy < sc_sched_proxy_count(p->sched) &&
            !sc_sched_proxy_is_dead(p->sched, proxy) &&
            sc_sched_host_id(p->sched, host, hlen, &hid) == 0;
-  if (ok && sc_sched_pair_info(p->sched, proxy, hid, &pi) == 0)
-    ok = pi.cooldown_until <= sc_loop_now();
+  if (ok && sc_sched_pair_info(p->sched, proxy, hid, &pi) == 0) {
+    /* an attempt's start moves the gate one rate interval on; a gate past
+     * that is a rest the site asked for (DESIGN.md 11), which a pinned
+     * request ignoring the rate limit still must not go through */
+    double now = sc_loop_now();
+    ok = pi.cooldown_until <= now &&
+         pi.rate_next <= now + p->sched->hosts[hid].interval + 1e-9;
+  }
   lua_pushboolean(L, ok);
   return 1;
 }
