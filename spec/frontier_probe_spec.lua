@@ -159,4 +159,53 @@ describe("frontier, probed as a user", function()
     -- Latin-1 read as Latin-1; UTF-8 kept as it is
     assert.same({ ["latin1.html"] = "Caf\195\169 cr\195\168me", ["next.html"] = "Suite \226\128\148 fin" }, titles)
   end)
+
+  it("exports and lists items whose body, URL or error is not UTF-8 (FIELD_base64, \\xNN in errors)", function()
+    local function unbase64(s)
+      local B = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+      local bits = s:gsub("=", ""):gsub(".", function(c)
+        local n, r = B:find(c, 1, true) - 1, ""
+        for i = 5, 0, -1 do r = r .. (math.floor(n / 2 ^ i) % 2) end
+        return r
+      end)
+      bits = bits:sub(1, #bits - #bits % 8) -- (the padding's bits)
+      return (bits:gsub("%d%d%d%d%d%d%d%d", function(b) return string.char(tonumber(b, 2)) end))
+    end
+    local path = dir .. "/q.db"
+    scatter.run(function()
+      local pool = new_pool()
+      local q = assert(scatter.queue({ path = path }))
+      q:push(ng.url("/echo"), { method = "POST", body = "a\0b\255c" })
+      q:push(ng.url("/p1.html?x=\255"))
+      q:push(ng.url("/p2.html"))
+      scatter.crawl({ queue = q, pool = pool, max_tries = 1, handle = function(resp, item)
+        if item.url:find("p2") then error("the page said \255\254") end
+        return resp.status
+      end })
+      pool:close()
+      local f = assert(io.open(dir .. "/in.jsonl", "w"))
+      assert.equal(3, q:export(f))
+      f:close()
+      q:close()
+    end)
+    local cjson = require("cjson")
+    local rc, _, err = env.cli("queue export " .. path .. " " .. dir .. "/cli.jsonl")
+    assert.equal(0, rc, err)
+    for _, file in ipairs({ dir .. "/in.jsonl", dir .. "/cli.jsonl" }) do
+      local got = {}
+      for _, l in ipairs(lines(file)) do got[#got + 1] = cjson.decode(l) end
+      assert.equal(3, #got)
+      assert.is_nil(got[1].body)
+      assert.equal("a\0b\255c", unbase64(got[1].body_base64))
+      assert.is_nil(got[2].url)
+      assert.equal(ng.url("/p1.html?x=\255"), unbase64(got[2].url_base64))
+      assert.equal("done", got[2].state)
+      assert.equal("failed", got[3].state)
+      assert.matches("the page said \\xFF\\xFE$", got[3].err)
+    end
+    local out
+    rc, out, err = env.cli("queue failed " .. path .. " --json")
+    assert.equal(0, rc, err)
+    assert.matches("the page said \\xFF\\xFE$", cjson.decode(out).err)
+  end)
 end)

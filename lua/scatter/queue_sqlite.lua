@@ -519,12 +519,14 @@ function B:export(fh)
       local meta, merr = cjson.decode(it.meta)
       if meta == nil then error(("item %d (%s): meta is not JSON (%s)"):format(id, tostring(it.url), merr), 0) end
       it.meta = meta
+      local raw_headers = it.headers
       if it.headers then
         local h, herr = cjson.decode(it.headers)
         if h == nil then error(("item %d (%s): headers are not JSON (%s)"):format(id, tostring(it.url), herr), 0) end
         it.headers = h
       end
-      local line, eerr = require("scatter.json").encode(it)
+      -- (bytes that are not UTF-8 as FIELD_base64: one binary body failed the export)
+      local line, eerr = require("scatter.json").encode(require("scatter.queue_text").exportable(it, raw_headers))
       if not line then error(("item %d (%s): %s"):format(id, tostring(it.url), eerr), 0) end
       local wok, werr = fh:write(line, "\n")
       if not wok then error("write: " .. tostring(werr), 0) end

@@ -97,8 +97,9 @@ local function run_action(q, action, opts, pos)
   elseif action == "failed" then
     for it in q:failed() do
       if opts.json then
-        out(assert(require("scatter.json").encode({ url = it.url, method = it.method, tries = it.tries,
-          err = it.err, key = it.key, meta = it.meta })), "\n")
+        local rec = require("scatter.queue_text").exportable({ url = it.url, method = it.method, tries = it.tries,
+          err = it.err, key = it.key, meta = it.meta })
+        out(assert(require("scatter.json").encode(rec)), "\n")
       else
         out(string.format("%d\t%s\t%s\n", it.tries, it.url, tostring(it.err)))
       end
