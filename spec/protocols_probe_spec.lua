@@ -128,4 +128,45 @@ describe("proxies and sessions (probe)", function()
     end)
     pool:close()
   end)
+  it("a session's pinned 503 carrying Retry-After twice rests the pair, not a Lua error", function()
+    -- two Retry-After fields reach Lua as a list: the default classifier
+    -- passed it to core.retry_after, which raised "string expected, got
+    -- table" out of s:get (C reads the first field, as RFC 9110 allows)
+    local dir = env.tmpdir()
+    local port = env.free_port()
+    local script = env.script("ra_twice.py", table.concat({
+      "import http.server, sys",
+      "class H(http.server.BaseHTTPRequestHandler):",
+      "    def do_GET(self):",
+      "        busy = self.path.startswith('/busy')",
+      "        self.send_response(503 if busy else 200)",
+      "        if busy:",
+      "            self.send_header('Retry-After', '30')",
+      "            self.send_header('Retry-After', '30')",
+      "        body = b'busy' if busy else b'ok'",
+      "        self.send_header('Content-Length', str(len(body)))",
+      "        self.end_headers()",
+      "        self.wfile.write(body)",
+      "    def log_message(self, *a): pass",
+      "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()",
+    }, "\n") .. "\n")
+    local py = env.spawn({ "python3", script, tostring(port) }, { name = "ra-target", log = dir .. "/py.log" })
+    env.wait_port(port, py)
+    local farm = env.farm({ "good count=2" })
+    local pool = scatter.pool{ proxies = farm.proxies, metrics_log_interval = 0,
+      rate_limit = { default_interval = 0 }, max_concurrent_per_request = 1 }
+    local base = "http://127.0.0.1:" .. port
+    scatter.run(function()
+      local s = pool:session{}
+      local first = assert(s:get(base .. "/ok", { timeout = 10 }))
+      assert.equals("ok", first.body)
+      local ok, resp, err = pcall(s.get, s, base .. "/busy", { timeout = 3 })
+      assert.is_true(ok, resp)
+      assert.is_nil(resp)
+      assert.matches("^timeout: last error: proxy_blocked: HTTP 503, Retry%-After 30s", err)
+      assert.equals(1, s.moves)
+    end)
+    pool:close()
+    py:stop()
+  end)
 end)

@@ -10,6 +10,14 @@ M.VERDICTS = { success = true, proxy_blocked = true, target_error = true, final 
 
 -- src/lua/response.c default_verdict is the same table in C, used when a pool
 -- keeps this classifier; spec/classifier_spec.lua holds the two together.
+-- A field the answer carries twice is a list: the first one counts, as
+-- in C (src/net/retryafter.c)
+local function first(v)
+  if type(v) == "table" then v = v[1] end
+  return type(v) == "string" and v or nil
+end
+M.first_field = first
+
 function M.default(resp)
   local s = resp.status
   if s >= 200 and s < 300 then
@@ -19,7 +27,7 @@ function M.default(resp)
     return "proxy_blocked"
   elseif s == 403 or s == 429 then
     return "proxy_blocked"
-  elseif s == 503 and resp.headers["retry-after"] and core.retry_after(resp.headers["retry-after"]) then
+  elseif s == 503 and first(resp.headers["retry-after"]) and core.retry_after(first(resp.headers["retry-after"])) then
     -- "come back later" to this client: the pair rests (DESIGN.md 11)
     return "proxy_blocked"
   elseif s == 404 or s == 410 then

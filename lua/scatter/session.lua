@@ -147,8 +147,8 @@ function Session:_pinned(req, url, host, method, headers, flags, deadline)
   -- counted towards the pair's cooldown and eviction
   local rest
   if v ~= "success" and v ~= "final" and (resp.status == 429 or resp.status == 503) then
-    local ra = resp.headers and resp.headers["retry-after"]
-    rest = type(ra) == "string" and core.retry_after(ra) or nil
+    local ra = resp.headers and classifier.first_field(resp.headers["retry-after"])
+    rest = ra and core.retry_after(ra) or nil
     if rest then v = "proxy_blocked" end
   end
   c:record(self.proxy_id, host, v, latency, rest)
