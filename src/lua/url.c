@@ -24,6 +24,8 @@
 
 #include "funcs.h"
 
+#define MAX_URL 65536 /* pool.lua's M.MAX_URL */
+
 /* The same words as the submit path's check (core.c's url_host). */
 static int check_http(lua_State *L, const char *u, size_t n) {
   size_t sl = 0;
@@ -121,7 +123,10 @@ int sc_lua_url_keys(lua_State *L) {
     const char *u = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n)
                                                    : NULL;
     char *out = NULL;
-    if (!u || check_http(L, u, n) || canonical(h, u, n, &out) != CURLUE_OK) {
+    /* (over pool.lua's MAX_URL no request could send it: the slow path
+     * refuses it, as push does, instead of queueing max_tries failures) */
+    if (!u || n > MAX_URL || check_http(L, u, n) ||
+        canonical(h, u, n, &out) != CURLUE_OK) {
       curl_url_cleanup(h);
       lua_pushnil(L);
       return 1;
