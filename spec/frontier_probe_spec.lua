@@ -220,4 +220,42 @@ describe("frontier, probed as a user", function()
     assert.equal(1, q:push_many({ long:sub(1, 65536) }))
     q:close()
   end)
+
+  it("gives back what a crawl ended by an error held, so the next crawl on the queue ends", function()
+    scatter.run(function()
+      local q = assert(scatter.queue({ path = dir .. "/q.db" }))
+      for i = 1, 8 do q:push(ng.url("/p" .. i .. ".html"), { meta = { i = i } }) end
+      local pool = new_pool()
+      local ok, err = pcall(scatter.crawl, { queue = q, pool = pool, concurrency = 4, handle = function(_, item)
+        if item.meta.i == 2 then pool:close() end
+        return item.meta.i
+      end })
+      assert.is_false(ok)
+      assert.matches("the pool was closed during the crawl", err)
+      local s = q:stats()
+      assert.equal(0, s.leased)
+      assert.equal(8, s.queued + s.done)
+      local pool2 = new_pool()
+      local second
+      local th = scatter.spawn(function()
+        second = scatter.crawl({ queue = q, pool = pool2, concurrency = 4, handle = function(_, item) return item.meta.i end })
+      end)
+      -- (a guard, not a timing: before, it waited for those leases for ever)
+      for _ = 1, 200 do
+        if th.status == "dead" then break end
+        scatter.sleep(0.05)
+      end
+      assert.equal("dead", th.status)
+      assert.equal(8 - s.done, second.done)
+      s = q:stats()
+      assert.same({ 8, 0, 0 }, { s.done, s.leased, s.queued })
+      -- the leases given back were no try
+      local f = assert(io.open(dir .. "/all.jsonl", "w"))
+      q:export(f)
+      f:close()
+      for _, l in ipairs(lines(dir .. "/all.jsonl")) do assert.equal(1, require("cjson").decode(l).tries) end
+      q:close()
+      pool2:close()
+    end)
+  end)
 end)

@@ -128,7 +128,7 @@ function M.crawl(cfg)
   end
   local st = {
     queue = q, t0 = core.now(), done = 0, failed = 0, pushed = 0, tries = 0,
-    held = 0, buf = {}, idle = {}, fatal = nil, finished = false,
+    held = 0, buf = {}, idle = {}, fatal = nil, finished = false, untried = {},
   }
   local unsettled = b.unsettled -- (a backend that commits in groups)
   local commit = b.commit_soon or b.flush -- (in the background, if it can)
@@ -362,7 +362,10 @@ function M.crawl(cfg)
       if stopping() then return end
       -- the pool closed under the crawl: no item's failure either (its
       -- lease goes back untried); the crawl ends with that error
-      if pool.closed then return fatal("the pool was closed during the crawl") end
+      if pool.closed then
+        st.untried[#st.untried + 1] = it
+        return fatal("the pool was closed during the crawl")
+      end
       return failed_try(it, rerr, slot)
     end
     slot.since = core.now()
@@ -378,7 +381,10 @@ function M.crawl(cfg)
       end
     end
     it._over = true
-    if st.fatal then return end
+    if st.fatal then
+      st.untried[#st.untried + 1] = it
+      return
+    end
     local n, cerr = b:complete(it, it._pushes or NO_PUSHES, line, pushed_later)
     st.held = st.held - 1
     settled()
@@ -463,6 +469,13 @@ function M.crawl(cfg)
   M.running[st] = nil
   q.crawl_running = nil
   if b.on_commit then b:on_commit(on_commit, false) end
+  -- what a crawl that ends on an error still holds goes back untried now,
+  -- not at close (a crawl after it would wait for those leases for ever)
+  for _, it in ipairs(st.buf) do st.untried[#st.untried + 1] = it end
+  if #st.untried > 0 and b.release and not stopping() then
+    local rok, rerr = b:release(st.untried)
+    if not rok then fatal(rerr) end
+  end
   local fok, ferr = b:flush()
   if not fok and not stopping() then fatal(ferr) end
   if st.fatal and stopping() then -- what went wrong after the stop began: said, not raised

@@ -49,6 +49,9 @@
 --                       -> true    retry_at (seconds, core.now() clock):
 --                          queued again, due then; nil: failed for good,
 --                          keeping err as its last error
+-- b:release(items)      -> n       optional: items leased by this process
+--                          queued again untried (their try not counted):
+--                          what a crawl that ended on an error still held
 -- b:renew()             -> true    every lease this process holds is still
 --                          held (Redis extends them; the embedded queue
 --                          needs nothing). scatter.crawl calls it every

@@ -444,6 +444,30 @@ function B:fail(item, err, retry_at)
   return wrote(self, 1)
 end
 
+-- Leases handed back untried (a crawl that ended on an error with items
+-- in hand): queued again as they were, the try not counted. Without it
+-- they stayed leased until close, and a second crawl on the queue waited
+-- for them for ever. -> how many went back.
+function B:release(items)
+  local ok, err = writable(self)
+  if not ok then return nil, err end
+  local ids = {}
+  for _, it in ipairs(items) do
+    if self.held[it.id] then ids[#ids + 1] = it.id end
+  end
+  if #ids == 0 then return 0 end
+  local st = prep(self, "UPDATE items SET state = 0, tries = max(tries - 1, 0) WHERE id = ? AND state = 1")
+  local c, uerr = st:exec_many(#ids, ids)
+  st:finalize()
+  if not c then return rollback(self, uerr) end
+  for _, id in ipairs(ids) do self.held[id] = nil end
+  self.counts[LEASED] = self.counts[LEASED] - c
+  self.counts[QUEUED] = self.counts[QUEUED] + c
+  ok, err = wrote(self, c)
+  if not ok then return nil, err end
+  return c
+end
+
 function B.renew() return true end
 
 function B:next_due(now)
