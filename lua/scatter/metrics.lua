@@ -82,44 +82,136 @@ local function num(v)
   return string.format("%.17g", v)
 end
 
-local function label_value(s)
-  return (s:gsub("[\\\n\"]", { ["\\"] = "\\\\", ["\n"] = "\\n", ['"'] = '\\"' }))
+-- Prometheus reads label values as UTF-8: a pool named with a latin-1 or
+-- binary byte made the whole exposition invalid ("invalid label value").
+-- Every byte that is not part of a well-formed UTF-8 sequence becomes
+-- U+FFFD.
+local function utf8_clean(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2 or (c >= 0xE0 and c <= 0xEF) and 3
+      or (c >= 0xF0 and c <= 0xF4) and 4 or 0
+    local ok = len > 0 and i + len - 1 <= n
+    for j = i + 1, ok and i + len - 1 or 0 do
+      local b = s:byte(j)
+      if b < 0x80 or b > 0xBF then ok = false break end
+    end
+    if ok and len >= 3 then
+      -- no overlong forms, surrogates or code points past U+10FFFF
+      local b = s:byte(i + 1)
+      if (c == 0xE0 and b < 0xA0) or (c == 0xED and b > 0x9F) or (c == 0xF0 and b < 0x90)
+        or (c == 0xF4 and b > 0x8F) then ok = false end
+    end
+    if ok then
+      out[#out + 1] = s:sub(i, i + len - 1)
+      i = i + len
+    else
+      out[#out + 1] = "\239\191\189"
+      i = i + 1
+    end
+  end
+  return table.concat(out)
 end
 
--- Unique labels: the pool's name, else "pool<id>"; a repeated name gets
--- "#2", "#3" (two series with one label set would be invalid).
-local function labels_for(pools)
-  local seen, out = {}, {}
-  for i, p in ipairs(pools) do
-    local base = p.name or ("pool" .. (p.c and not p.closed and p.c:id() or i))
-    local name, n = base, 1
-    while seen[name] do
-      n = n + 1
-      name = base .. "#" .. n
+local function label_value(s)
+  return (utf8_clean(s):gsub("[\\\n\"]", { ["\\"] = "\\\\", ["\n"] = "\\n", ['"'] = '\\"' }))
+end
+
+-- A pool's label: its name, else "pool<id>"; a name another shown pool
+-- has already gets "#2", "#3" (two series with one label set would be
+-- invalid).
+local function label_of(p, i, taken)
+  local base = p.name
+  if base == nil or base == "" then base = "pool" .. (p.c and not p.closed and p.c:id() or i) end
+  base = utf8_clean(base)
+  local name, n = base, 1
+  while taken[name] do
+    n = n + 1
+    name = base .. "#" .. n
+  end
+  taken[name] = true
+  return name
+end
+
+-- memo (one per server) keeps each pool's label for as long as it is
+-- shown, and what the pools that have left (closed) had counted under
+-- each label: a pool opened again under a closed one's name goes on from
+-- its counts. Without it the label's counters fell back to 0 (a reset
+-- in the middle of a run, and the closed pool's last counts were lost).
+local function new_memo() return { live = {}, order = {}, carried = {} } end
+
+local function carry(memo, p)
+  local label = memo.live[p]
+  memo.live[p] = nil
+  local ok, m = pcall(p.metrics, p)
+  if not ok or type(m) ~= "table" then return end
+  local acc = memo.carried[label] or {}
+  memo.carried[label] = acc
+  for _, f in ipairs(FAMILIES) do
+    if f[2] == "counter" then
+      local v = f[4](m)
+      if type(v) == "table" then
+        for _, s in ipairs(v) do acc[f[1] .. s[1]] = (acc[f[1] .. s[1]] or 0) + (s[2] or 0) end
+      else
+        acc[f[1]] = (acc[f[1]] or 0) + (v or 0)
+      end
     end
-    seen[name] = true
-    out[i] = 'pool="' .. label_value(name) .. '"'
+  end
+end
+
+-- The labels for this scrape's pools, in order; with a memo, stable.
+local function labels_for(pools, memo)
+  local out = {}
+  if not memo then
+    local taken = {}
+    for i, p in ipairs(pools) do out[i] = label_of(p, i, taken) end
+    return out
+  end
+  local listed = {}
+  for _, p in ipairs(pools) do listed[p] = true end
+  local keep = {}
+  for _, p in ipairs(memo.order) do
+    if listed[p] and not p.closed then keep[#keep + 1] = p else carry(memo, p) end
+  end
+  memo.order = keep
+  local taken = {}
+  for _, p in ipairs(keep) do taken[memo.live[p]] = true end
+  for i, p in ipairs(pools) do
+    if not memo.live[p] and not p.closed then
+      memo.live[p] = label_of(p, i, taken)
+      memo.order[#memo.order + 1] = p
+    end
+    out[i] = memo.live[p] or label_of(p, i, taken)
   end
   return out
 end
 
--- The text format (version 0.0.4) for a list of pools.
-function M.render(pools)
-  local ms, labels = {}, labels_for(pools)
-  for i, p in ipairs(pools) do ms[i] = p:metrics() or {} end
+-- The text format (version 0.0.4) for a list of pools; memo: see above.
+function M.render(pools, memo)
+  local ms, names = {}, labels_for(pools, memo)
+  local labels, carried = {}, {}
+  for i, p in ipairs(pools) do
+    ms[i] = p:metrics() or {}
+    labels[i] = 'pool="' .. label_value(names[i]) .. '"'
+    carried[i] = memo and memo.live[p] and memo.carried[names[i]] or {}
+  end
   local out = {}
   for _, f in ipairs(FAMILIES) do
     local name, typ, help, get = f[1], f[2], f[3], f[4]
     out[#out + 1] = "# HELP " .. name .. " " .. help
     out[#out + 1] = "# TYPE " .. name .. " " .. typ
+    local counter = typ == "counter"
     for i = 1, #pools do
-      local v = get(ms[i])
+      local v, c = get(ms[i]), carried[i]
       if type(v) == "table" then
         for _, s in ipairs(v) do
-          out[#out + 1] = name .. "{" .. labels[i] .. "," .. s[1] .. "} " .. num(s[2] or 0)
+          local x = (s[2] or 0) + (counter and c[name .. s[1]] or 0)
+          out[#out + 1] = name .. "{" .. labels[i] .. "," .. s[1] .. "} " .. num(x)
         end
       else
-        out[#out + 1] = name .. "{" .. labels[i] .. "} " .. num(v or 0)
+        out[#out + 1] = name .. "{" .. labels[i] .. "} " .. num((v or 0) + (counter and c[name] or 0))
       end
     end
   end
@@ -164,7 +256,7 @@ local function answer(srv, res)
         end
       end
     end
-    local ok, text = pcall(M.render, pools)
+    local ok, text = pcall(M.render, pools, srv.memo)
     if ok then
       body = text
     else
@@ -191,7 +283,7 @@ function M.serve(addr, list)
   if not srv then
     local id, bport = core.httpd_listen(host, port)
     if not id then return nil, "cannot listen on " .. addr .. ": " .. bport end
-    srv = { id = id, addr = key, port = bport, providers = {} }
+    srv = { id = id, addr = key, port = bport, providers = {}, memo = new_memo() }
     servers[key] = srv
     runtime.on_op(id, function(res) answer(srv, res) end)
     log.emit("debug", nil, "metrics at http://" .. host .. ":" .. bport .. "/metrics")
