@@ -172,6 +172,11 @@ local function load_backend(opts)
   if opts.path ~= nil and type(opts.path) ~= "string" then
     return nil, "scatter.queue: path must be a file name string, got " .. type(opts.path)
   end
+  -- (there is nothing to read in a new in-memory queue: a path left out,
+  -- which gave an empty queue that said 0 of everything)
+  if opts.readonly and opts.path == nil then
+    return nil, "scatter.queue: readonly = true needs path = (the queue file to read)"
+  end
   return require("scatter.queue_sqlite")
 end
 
