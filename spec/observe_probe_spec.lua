@@ -115,4 +115,44 @@ describe("observability probe", function()
       metrics.unserve(tok)
     end)
   end)
+
+  describe("the progress line of scatter run", function()
+    it("shows the rate tasks are done at, also in a pool's first 10 seconds", function()
+      local core = require("scatter.core")
+      local progress = require("scatter.progress")
+      local pool = scatter.pool({ name = "rate", proxies = { ms.addr }, metrics_log_interval = 0,
+        rate_limit = { default_interval = 0 } })
+      local render = progress.pools_renderer(require("scatter.pool"), core.now)
+      local t0, t1, line = core.now(), nil, nil
+      local count = 80
+      scatter.run(function()
+        local stop = false
+        -- redrawn as the display does, a few times a second
+        scatter.spawn(function()
+          while not stop do
+            render()
+            scatter.sleep(0.25)
+          end
+        end)
+        local ths = {}
+        for i = 1, count do
+          ths[i] = scatter.spawn(function()
+            return assert(pool:get(ng.url("/small.txt?r=" .. i), { timeout = 30 }))
+          end)
+        end
+        scatter.wait_all(unpack(ths))
+        line, t1 = render(), core.now()
+        stop = true
+      end)
+      local real = count / (t1 - t0)
+      pool:close()
+      local shown = tonumber(line:match(" | ([%d.]+)/s | "))
+      assert.truthy(shown, line)
+      assert.truthy(line:find("tasks " .. count .. " done", 1, true), line)
+      -- the run took well under 10 s here: the old figure was a tenth of
+      -- what it had done, whatever the rate
+      assert.truthy(shown >= real / 2 and shown <= real * 2,
+        ("shown %s/s, done at %.1f/s: %s"):format(shown, real, line))
+    end)
+  end)
 end)

@@ -124,6 +124,10 @@ function M.pools_renderer(pool_mod, now)
   local seen, order = {}, {}
   local t0 = now()
   local window = {} -- { t, {pool -> attempts_finished} }, the last minute
+  -- { t, tasks done } over the last 10 s: the rate shown. The pools'
+  -- throughput_10s divides by 10 s however young the pool is, so a crawl
+  -- doing 50/s read "9.7/s" for its first 10 s (a short run throughout).
+  local dones = {}
   return function()
     for p in pairs(pool_mod.open) do
       if not seen[p] then
@@ -133,7 +137,7 @@ function M.pools_renderer(pool_mod, now)
     end
     if #order == 0 then return nil end
     local t = now()
-    local done, failed, pending, tput = 0, 0, 0, 0
+    local done, failed, pending = 0, 0, 0
     local healthy, untested, failing, cool, dead = 0, 0, 0, 0, 0
     local kmin, kmax
     local fin = {}
@@ -147,7 +151,6 @@ function M.pools_renderer(pool_mod, now)
         failed = failed + (m.failed_tasks or 0)
         if not p.closed then
           pending = pending + m.pending_tasks
-          tput = tput + m.throughput_10s
           healthy, cool, dead = healthy + m.healthy_proxies, cool + m.cooldown_proxies, dead + m.dead_proxies
           untested = untested + (m.untested_proxies or 0)
           failing = failing + (m.failing_proxies or 0)
@@ -162,6 +165,11 @@ function M.pools_renderer(pool_mod, now)
       end
     end
     window[#window + 1] = { t, fin }
+    dones[#dones + 1] = { t, done }
+    while dones[2] and dones[2][1] <= t - 10 do table.remove(dones, 1) end
+    local from = dones[1]
+    if from[1] >= t then from = { t0, 0 } end -- the first sample
+    local tput = t > from[1] and math.max(0, done - from[2]) / (t - from[1]) or 0
     local rate = srate_den > 0 and srate_num / srate_den or (nplain > 0 and plain / nplain or 0)
     local parts = {
       string.format("[%s] tasks %d done%s / %d pending", clock(t - t0), done,
