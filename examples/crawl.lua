@@ -12,6 +12,14 @@ concurrency = tonumber(concurrency) or 20
 if not list or not start then
   error("usage: scatter run examples/crawl.lua PROXY_LIST START_URL [MAX_DEPTH] [CONCURRENCY]", 0)
 end
+-- said now, not as requests that time out for minutes with no proxy
+if not list:match("^%a+://") then
+  local f, ferr = io.open(list, "r")
+  if not f then error("PROXY_LIST: " .. ferr, 0) end
+  f:close()
+end
+local _, why = scatter.url.canonical(start)
+if why then error(("START_URL %q: %s"):format(start, why), 0) end
 
 local pool = scatter.pool({
   sources = { list:match("^%a+://") and list or ("file://" .. list) },

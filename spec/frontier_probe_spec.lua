@@ -267,4 +267,26 @@ describe("frontier, probed as a user", function()
     assert.is_true(q:push("http://a.org/"))
     q:close()
   end)
+
+  it("examples/crawl.lua says at once that the proxy list or the start URL is wrong", function()
+    local function abs(path) return path:match("^/") and path or (os.getenv("PWD") .. "/" .. path) end
+    local example = abs(debug.getinfo(1, "S").source:match("^@(.*/)") .. "../examples/crawl.lua")
+    env.write_file(dir .. "/proxies.txt", ms.url .. "\n")
+    local function run(args)
+      -- (timeout: a guard; before, a missing list meant minutes of requests that could only time out)
+      local p = io.popen("cd " .. env.shell_quote(dir) .. " && timeout 20 " .. env.shell_quote(abs(env.build_dir()) .. "/scatter")
+        .. " run " .. env.shell_quote(example) .. " " .. args .. " 2>&1; echo rc=$?")
+      local said = p:read("*a")
+      p:close()
+      return said
+    end
+    local said = run("missing.txt " .. ng.url("/p1.html"))
+    assert.matches("PROXY_LIST: missing.txt: No such file or directory", said)
+    assert.matches("rc=1\n$", said)
+    said = run("proxies.txt 'not a url'")
+    assert.matches('START_URL "not a url": url contains spaces', said)
+    assert.matches("rc=1\n$", said)
+    -- nothing was made for a run that never started
+    assert.is_nil(io.open(dir .. "/crawl.db"))
+  end)
 end)
