@@ -169,4 +169,55 @@ describe("proxies and sessions (probe)", function()
     pool:close()
     py:stop()
   end)
+  it("a redirect to a name is not followed through a socks4 proxy that resolves none (the socks4 rule)", function()
+    -- curl followed it through the same proxy and resolved the name here:
+    -- a local DNS query (or a silent local resolution) under
+    -- prefer_remote_dns, which the socks4 rule forbids for a first request
+    local dir = env.tmpdir()
+    local port = env.free_port()
+    local script = env.script("redir.py", table.concat({
+      "import http.server, sys, urllib.parse",
+      "class H(http.server.BaseHTTPRequestHandler):",
+      "    def do_GET(self):",
+      "        q = urllib.parse.urlparse(self.path)",
+      "        if q.path == '/redir':",
+      "            self.send_response(302)",
+      "            self.send_header('Location', urllib.parse.parse_qs(q.query)['to'][0])",
+      "            self.send_header('Content-Length', '0')",
+      "            self.end_headers()",
+      "            return",
+      "        self.send_response(200)",
+      "        self.send_header('Content-Length', '2')",
+      "        self.end_headers()",
+      "        self.wfile.write(b'ok')",
+      "    def log_message(self, *a): pass",
+      "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()",
+    }, "\n") .. "\n")
+    local py = env.spawn({ "python3", script, tostring(port) }, { name = "redir-target", log = dir .. "/py.log" })
+    env.wait_port(port, py)
+    local farm = env.farm({ "good proto=socks4", "good" })
+    local s4, s5 = farm.proxies[1], farm.proxies[2]
+    local function get(proxies, to)
+      local pool = scatter.pool{ proxies = proxies, metrics_log_interval = 0,
+        rate_limit = { default_interval = 0 } }
+      local url = "http://127.0.0.1:" .. port .. "/redir?to=" .. to
+      local resp, err = pool:get(url, { timeout = 3, follow_redirects = true })
+      pool:close()
+      return resp, err
+    end
+    for _, host in ipairs({ "foo.test", "localhost" }) do
+      local resp, err = get({ s4 }, "http://" .. host .. ":" .. port .. "/ok")
+      assert.is_nil(resp, host)
+      assert.matches("^timeout: last error: proxy_protocol: a socks4 proxy resolves no names.*redirect to "
+        .. host, err)
+    end
+    -- an IP-literal redirect still follows through it
+    local resp = assert(get({ s4 }, "http://127.0.0.1:" .. port .. "/ok"))
+    assert.equals("ok", resp.body)
+    -- a pool with a proxy that resolves names takes the request there
+    resp = assert(get({ s4, s5 }, "http://foo.test:" .. port .. "/ok"))
+    assert.equals("ok", resp.body)
+    assert.equals(s5, resp.proxy)
+    py:stop()
+  end)
 end)

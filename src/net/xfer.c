@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "../core/proxyurl.h"
@@ -46,6 +47,57 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   if (bytes >= 5 && memcmp(p, "HTTP/", 5) == 0) x->head_len = 0;
   if (x->head_len + bytes > 1024 * 1024) return 0; /* endless headers */
   return append(&x->head, &x->head_len, &x->head_cap, p, bytes) ? 0 : bytes;
+}
+
+static int is_ipv4(const char *h) {
+  struct in_addr a;
+  return inet_pton(AF_INET, h, &a) == 1;
+}
+
+/* A redirect the SOCKS4 proxy cannot carry: curl would follow it through
+ * the same proxy, resolving a name here (the DNS query the socks4 rule
+ * keeps local resolution from making) or failing on an IPv6 host. */
+static int redirect_refused(sc_xfer_t *x, const char *v, size_t n) {
+  long code = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+  if (code < 300 || code > 399 || code == 304) return 0;
+  while (n && (*v == ' ' || *v == '\t')) v++, n--;
+  while (n && (v[n - 1] == '\r' || v[n - 1] == '\n' || v[n - 1] == ' ')) n--;
+  char loc[2048];
+  char *base = NULL, *host = NULL;
+  if (n == 0 || n >= sizeof(loc)) return 0;
+  memcpy(loc, v, n);
+  loc[n] = '\0';
+  CURLU *u = curl_url();
+  curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &base);
+  int refused = 0;
+  if (u && base && curl_url_set(u, CURLUPART_URL, base, 0) == CURLUE_OK &&
+      curl_url_set(u, CURLUPART_URL, loc, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+    if (host[0] == '[') {
+      snprintf(x->route_why, sizeof(x->route_why),
+               "proxy_protocol: socks4 cannot reach an IPv6 target (a "
+               "redirect to %.100s, not followed)", host);
+      refused = 1;
+    } else if (x->socks4_limit == 2 && !is_ipv4(host)) {
+      snprintf(x->route_why, sizeof(x->route_why),
+               "proxy_protocol: a socks4 proxy resolves no names and "
+               "prefer_remote_dns is on (a redirect to %.100s, not followed)",
+               host);
+      refused = 1;
+    }
+  }
+  curl_free(host);
+  curl_url_cleanup(u);
+  return refused;
+}
+
+static size_t on_header_socks4(char *p, size_t size, size_t n, void *ud) {
+  size_t bytes = size * n;
+  if (bytes > 9 && strncasecmp(p, "location:", 9) == 0 &&
+      redirect_refused(ud, p + 9, bytes - 9))
+    return 0; /* curl ends the transfer: CURLE_WRITE_ERROR */
+  return on_header(p, size, n, ud);
 }
 
 /* libcurl (7.88) files a SOCKS connection's idle connections under the
@@ -135,6 +187,8 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
     sc_proxy_scheme_t sch = sc_proxy_scheme(proxy_key, NULL);
     x->http_proxy = sch == SC_PX_HTTP || sch == SC_PX_HTTPS;
     x->tls_proxy = sch == SC_PX_HTTPS;
+    if (sch == SC_PX_SOCKS4 || sch == SC_PX_SOCKS4A)
+      x->socks4_limit = sch == SC_PX_SOCKS4 && o->remote_dns ? 2 : 1;
     if (sc_proxy_curl_url(proxy_key, o->remote_dns, proxy, sizeof(proxy))) {
       sc_loop_easy_done(l, x->easy);
       free(x);
@@ -158,7 +212,6 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
   if (!kept) {
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     /* every encoding libcurl can decode; bodies arrive decoded. No
      * User-Agent of our own (libcurl's and the crate's reqwest default):
      * the caller's headers say who it is, and it costs ~4% of a request */
@@ -188,6 +241,8 @@ int sc_xfer_start(sc_xfer_t **out, sc_loop_t *l, const sc_req_t *r,
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
   curl_easy_setopt(e, CURLOPT_NOBODY, head ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, r->follow ? 1L : 0L);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION,
+                   r->follow && x->socks4_limit ? on_header_socks4 : on_header);
   curl_easy_setopt(e, CURLOPT_MAXREDIRS, r->follow ? 5L : -1L);
   if (!head && (strcmp(r->method, "GET") != 0 || r->body))
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
@@ -291,11 +346,6 @@ int sc_xfer_ok(const sc_xfer_t *x) {
          !(x->status == 407 && !x->direct);
 }
 
-static int is_ipv4(const char *h) {
-  struct in_addr a;
-  return inet_pton(AF_INET, h, &a) == 1;
-}
-
 int sc_xfer_route_check(const char *proxy_key, const char *host,
                         int remote_dns, char *why, size_t n) {
   sc_proxy_scheme_t s = sc_proxy_scheme(proxy_key, NULL);
@@ -362,6 +412,10 @@ int sc_xfer_too_large(const sc_xfer_t *x) {
 }
 
 void sc_xfer_error(const sc_xfer_t *x, char *buf, size_t n) {
+  if (x->route_why[0]) {
+    snprintf(buf, n, "%s", x->route_why);
+    return;
+  }
   const char *kind = sc_xfer_local(x) ? "local_error" : "transport";
   char extra[96] = "";
   long cc = 0;

@@ -57,6 +57,10 @@ struct sc_xfer {
   int cookie_engine;
   int http_proxy; /* an http:// or https:// proxy */
   int tls_proxy;  /* an https:// proxy */
+  /* a SOCKS4 proxy's limits on a redirect's host (the socks4 rule,
+   * sc_xfer_route_check): 0 none, 1 no IPv6, 2 no IPv6 and no name */
+  int socks4_limit;
+  char route_why[256]; /* why a redirect was not followed, or "" */
   long status;
   CURLcode result;
   double started, elapsed;
