@@ -220,4 +220,22 @@ describe("proxies and sessions (probe)", function()
     assert.equals(s5, resp.proxy)
     py:stop()
   end)
+  it("a session's pinned answer over max_body is not its proxy's failure", function()
+    -- the race charges no pair for it; a pinned one was a transport
+    -- failure: three of them moved the session off a good proxy
+    local farm = env.farm({ "good count=2" })
+    local pool = scatter.pool{ proxies = farm.proxies, metrics_log_interval = 0,
+      rate_limit = { default_interval = 0 }, max_concurrent_per_request = 1 }
+    scatter.run(function()
+      local s = pool:session{}
+      local first = assert(s:get(ng.url("/small.txt"), { timeout = 10 }))
+      local resp, err = s:get(ng.url("/big.bin"), { timeout = 2, max_body = 1000 })
+      assert.is_nil(resp)
+      assert.matches("^timeout: last error: too_large: body exceeds max_body", err)
+      assert.equals(0, s.moves)
+      assert.equals(first.proxy, s.proxy)
+      assert.equals(0, pool:metrics().verdicts.transport)
+    end)
+    pool:close()
+  end)
 end)

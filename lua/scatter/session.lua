@@ -135,8 +135,11 @@ function Session:_pinned(req, url, host, method, headers, flags, deadline)
   if not res then return pinned_timeout(self) end
   if res.err == "closed" then return false, "closed" end
   if res.err then
-    self.errors = self.errors + 1
     self.last_error = res.err
+    -- not the proxy's: the body's size, or this process (the race calls
+    -- them target errors too)
+    if res.err:match("^too_large:") or res.err:match("^local_error:") then return false, "retry" end
+    self.errors = self.errors + 1
     return false, self.errors >= self.max_errors and "move" or "again"
   end
   local resp, latency = c:direct_response(op)

@@ -68,8 +68,12 @@ static void on_done(sc_xfer_t *x, void *ud) {
   sc_proxy_redact(sc_sched_proxy_key(d->pool->sched, d->proxy), who,
                   sizeof(who));
   snprintf(msg, sizeof(msg), "%s (proxy %s)", err, who);
-  sc_sched_record(d->pool->sched, d->proxy, d->host, SC_V_TRANSPORT,
-                  x->elapsed);
+  /* as in the race (pool.c): a failure of this process or a body over
+   * max_body charges no pair; as transport failures they moved the
+   * session and cooled its good proxy */
+  int local = sc_xfer_local(x) || sc_xfer_too_large(x);
+  sc_sched_record(d->pool->sched, d->proxy, d->host,
+                  local ? SC_V_TARGET_ERROR : SC_V_TRANSPORT, x->elapsed);
   sc_ops_done(d->op, 0, NULL, 0, msg);
   direct_free(d);
 }
