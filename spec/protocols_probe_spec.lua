@@ -238,4 +238,25 @@ describe("proxies and sessions (probe)", function()
     end)
     pool:close()
   end)
+  it("a session backing off after a 5xx ends 'closed' when its pool closes meanwhile", function()
+    -- after the backoff it asked the closed pool about its proxy, which
+    -- raised "scatter: the pool is closed" out of s:get
+    local farm = env.farm({ "good count=2" })
+    local pool = scatter.pool{ proxies = farm.proxies, metrics_log_interval = 0,
+      rate_limit = { default_interval = 0 } }
+    local ok, resp, err
+    scatter.run(function()
+      local s = pool:session{}
+      assert(s:get(ng.url("/small.txt"), { timeout = 10 }))
+      local t = scatter.spawn(function()
+        ok, resp, err = pcall(s.get, s, ng.url("/status/500"), { timeout = 10 })
+      end)
+      scatter.sleep(0.2) -- inside the first backoff (0.5 s)
+      pool:close()
+      scatter.wait_all(t)
+    end)
+    assert.is_true(ok, resp)
+    assert.is_nil(resp)
+    assert.equals("closed", err)
+  end)
 end)

@@ -177,6 +177,8 @@ function Session:_run(host, t0, deadline, race, pinned)
   local backoff = 0
   self.last_error = nil -- this request's, not an earlier one's
   while true do
+    -- (again after a backoff: the pool may have closed while it slept)
+    if self.pool.closed or self.closed then return nil, "closed" end
     if self.proxy_id then
       -- a proxy its source dropped gets no new attempts, pinned ones too
       local feed = self.pool.feed
