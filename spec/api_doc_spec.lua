@@ -1,6 +1,8 @@
 -- docs/API.md against the code: every exported function, option, error
 -- string and metric must be documented there, and every call the doc names
--- must exist. Adding an export without documenting it fails here.
+-- must exist. Adding an export without documenting it fails here. And
+-- README.md, a new user's first page: its Lua compiles, and the calls,
+-- pool and request fields, commands and options it names exist.
 local scatter = require("scatter")
 local config = require("scatter.config")
 local classifier = require("scatter.classifier")
@@ -171,6 +173,151 @@ describe("docs/API.md", function()
         if not last or not last:find("`", 1, true) then bad[#bad + 1] = line end
       end
     end
+    assert.same({}, bad)
+  end)
+end)
+
+local README = read("README.md")
+
+-- README's fenced blocks: { lang = "lua" | "sh" | "", body = text }.
+local function fences(doc)
+  local out = {}
+  for lang, body in doc:gmatch("```(%w*)\n(.-)```") do out[#out + 1] = { lang = lang, body = body } end
+  return out
+end
+
+-- Command lines README shows: lines of non-Lua blocks, indented lines and
+-- inline code spans, each from `scatter CMD` on (a pipe ends it).
+local function command_lines(doc)
+  local texts = {}
+  for _, f in ipairs(fences(doc)) do
+    if f.lang ~= "lua" then
+      for line in f.body:gmatch("[^\n]+") do texts[#texts + 1] = line end
+    end
+  end
+  local prose = doc:gsub("```.-```", "")
+  for line in prose:gmatch("[^\n]+") do
+    if line:match("^    %S") then texts[#texts + 1] = line end
+  end
+  for span in prose:gmatch("`([^`\n]+)`") do texts[#texts + 1] = span end
+  local out = {}
+  for _, t in ipairs(texts) do
+    local cmd, rest = t:match("%f[%w]scatter (%l+)(.*)$")
+    if cmd then out[#out + 1] = { cmd = cmd, rest = (rest:gsub("%s|%s.*$", "")), text = t } end
+  end
+  return out
+end
+
+-- The keys written at the top level of the table constructor whose brace
+-- is at `from` (nested tables and call arguments skipped).
+local function table_keys(src, from)
+  local keys, depth = {}, 0
+  for i = from, #src do
+    local c = src:sub(i, i)
+    if c == "{" or c == "(" then
+      depth = depth + 1
+    elseif c == "}" or c == ")" then
+      depth = depth - 1
+      if depth == 0 then break end
+    end
+    if depth == 1 and (c == "{" or c == "," or c == "\n") then
+      local key = src:match("^%s*([%a_][%w_]*)%s*=[^=]", i + 1)
+      if key then keys[#keys + 1] = key end
+    end
+  end
+  return keys
+end
+
+describe("README.md", function()
+  local cli = require("scatter.cli")
+
+  it("has Lua blocks that all compile", function()
+    local bad, n = {}, 0
+    for i, f in ipairs(fences(README)) do
+      if f.lang == "lua" then
+        n = n + 1
+        local fn, err = loadstring(f.body, "README block " .. i)
+        if not fn then bad[#bad + 1] = err end
+      end
+    end
+    assert.is_true(n >= 5, "the README scan found " .. n .. " Lua blocks")
+    assert.same({}, bad)
+  end)
+
+  it("names only pool fields and request fields that exist", function()
+    local bad, seen = {}, 0
+    for _, f in ipairs(fences(README)) do
+      if f.lang == "lua" then
+        for at in f.body:gmatch("scatter%.pool%s*%(?()%{") do
+          for _, k in ipairs(table_keys(f.body, at)) do
+            seen = seen + 1
+            if not config.FIELDS[k] then bad[#bad + 1] = "scatter.pool field " .. k end
+          end
+        end
+      end
+    end
+    -- the API table's pool:request{method=, url=, ...}
+    local req = README:match("pool:request{([^}]*)}")
+    assert.truthy(req, "README no longer shows pool:request{...}")
+    for k in req:gmatch("([%a_]+)=") do
+      seen = seen + 1
+      if not pool_mod.REQ_FIELDS[k] then bad[#bad + 1] = "pool:request field " .. k end
+    end
+    assert.is_true(seen >= 15, "the README scan found " .. seen .. " fields")
+    assert.same({}, bad)
+  end)
+
+  it("names no call that does not exist", function()
+    local p = scatter.pool({ proxies = { "127.0.0.1:9" }, metrics_log_interval = 0 })
+    local s = p:session{ max_uses = 1 }
+    local qpath = os.tmpname()
+    os.remove(qpath)
+    local q = assert(scatter.queue({ path = qpath }))
+    local tables = { pool = POOL_METHODS, h = HANDLE_METHODS, router = ROUTER_METHODS,
+                     s = getmetatable(s).__index, q = getmetatable(q).__index }
+    local texts = {}
+    for _, f in ipairs(fences(README)) do
+      if f.lang == "lua" then texts[#texts + 1] = f.body end
+    end
+    for span in README:gsub("```.-```", ""):gmatch("`([^`\n]+)`") do texts[#texts + 1] = span end
+    local stale = {}
+    for _, t in ipairs(texts) do
+      for name in t:gmatch("%f[%w_]scatter%.([%a_]+)%s*[%({]") do
+        if type(scatter[name]) ~= "function" then stale[#stale + 1] = "scatter." .. name end
+      end
+      for name in t:gmatch("%f[%w_]scatter%.log%.([%a_]+)%s*%(") do
+        if type(scatter.log[name]) ~= "function" then stale[#stale + 1] = "scatter.log." .. name end
+      end
+      for obj, name in t:gmatch("%f[%w_](%a+):([%a_]+)%s*[%({]") do
+        local m = tables[obj]
+        if m and type(m[name]) ~= "function" then stale[#stale + 1] = obj .. ":" .. name end
+      end
+    end
+    q:close()
+    p:close()
+    for _, f in ipairs({ "", "-wal", "-shm", "-lock" }) do os.remove(qpath .. f) end
+    assert.same({}, stale)
+  end)
+
+  it("shows only commands and options the CLI has", function()
+    local usage = {}
+    for _, n in ipairs(cli.COMMANDS) do usage[n] = require("scatter.cmd." .. n).usage end
+    local bad, checked = {}, 0
+    for _, l in ipairs(command_lines(README)) do
+      if not usage[l.cmd] then
+        bad[#bad + 1] = "no command '" .. l.cmd .. "': " .. l.text
+      else
+        -- what follows `run`'s script is the script's
+        local rest = l.cmd == "run" and l.rest:gsub("%S+%.lua.*$", "") or l.rest
+        for opt in (" " .. rest):gmatch("[%s%[%(](%-%-?%a[%w-]*)") do
+          checked = checked + 1
+          if opt ~= "--help" and not usage[l.cmd]:find("%f[%w-]" .. escape(opt) .. "%f[^%w-]") then
+            bad[#bad + 1] = "scatter " .. l.cmd .. " has no " .. opt .. ": " .. l.text
+          end
+        end
+      end
+    end
+    assert.is_true(checked >= 20, "the README scan found " .. checked .. " options")
     assert.same({}, bad)
   end)
 end)
