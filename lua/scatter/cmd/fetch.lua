@@ -13,7 +13,8 @@ racing K proxies per URL, and writes the bodies to stdout (or FILE) in the
 order of the URLs. The default classifier decides: a 2xx with a body is
 delivered, a 403/429/empty answer is the proxy's fault and is retried
 through others, a 5xx is retried after a pause.
-Exit code 0 when every URL was delivered, 1 when one was not (timeout), 2
+Exit code 0 when every URL was delivered, 1 when one was not (a timeout,
+the target's own 4xx/5xx, no proxy in any SOURCE, a body not written), 2
 on a bad command line.
 
 options:
