@@ -155,4 +155,17 @@ describe("observability probe", function()
         ("shown %s/s, done at %.1f/s: %s"):format(shown, real, line))
     end)
   end)
+
+  describe("configuration", function()
+    it("refuses a state_file that is empty, holds a NUL or names a directory, at scatter.pool{}", function()
+      for _, bad in ipairs({ "", dir .. "/a\0b.json", dir .. "/" }) do
+        local ok, err = pcall(scatter.pool, { proxies = { ms.addr }, metrics_log_interval = 0, state_file = bad })
+        if ok then err:close() end
+        assert.is_false(ok, ("%q accepted"):format(bad))
+        assert.truthy(tostring(err):find("field 'state_file' must be a file path", 1, true), err)
+      end
+      -- nothing was written under the path cut at the NUL
+      assert.is_nil(io.open(dir .. "/a", "r"))
+    end)
+  end)
 end)

@@ -82,7 +82,14 @@ local FIELDS = {
   cooldown_max = { dur(false), 300 },
   cooldown_consecutive_fails = { int(1), 3 },
   eviction_min_samples = { int(1), 30 },
-  state_file = { typed("string"), nil },
+  -- refused here, not at the first save: "" only warned "cannot save"
+  -- 10 s in, and a NUL cut the path short (state went to another file)
+  state_file = { function(v)
+    if type(v) ~= "string" then return "a string" end
+    if v == "" then return "a file path (it is empty)" end
+    if v:find("\0", 1, true) then return "a file path without NUL bytes" end
+    if v:sub(-1) == "/" then return "a file path, not a directory" end
+  end, nil },
   state_save_interval = { dur(true), 300 },
   share = { typed("string"), nil }, -- a Redis URL (scatter.share)
   share_interval = { dur(true), 2 },
