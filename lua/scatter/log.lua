@@ -6,9 +6,25 @@ local M = {}
 local LEVELS = { error = 1, warn = 2, info = 3, debug = 4, trace = 5 }
 M.LEVELS = LEVELS
 
-local level = LEVELS[(os.getenv("SCATTER_LOG") or "info"):lower()] or LEVELS.info
-local json = (os.getenv("SCATTER_LOG_FORMAT") or ""):lower() == "json"
 M.sink = function(line) io.stderr:write(line, "\n") end
+
+-- A misspelt variable was ignored without a word (SCATTER_LOG=verbose
+-- logged at info, SCATTER_LOG_FORMAT=jsn wrote text): it is said once, on
+-- stderr, as --log-level and --log-format refuse the same words.
+local function from_env(var, known, default)
+  local v = os.getenv(var)
+  if v == nil or v == "" then return default end
+  if known[v:lower()] then return v:lower() end
+  local names = {}
+  for k in pairs(known) do names[#names + 1] = k end
+  table.sort(names)
+  io.stderr:write("scatter: ", var, "=", ("%q"):format(v):gsub("\\\n", "\\n"), " is not one of ",
+    table.concat(names, ", "), "; using ", default, "\n")
+  return default
+end
+
+local level = LEVELS[from_env("SCATTER_LOG", LEVELS, "info")]
+local json = from_env("SCATTER_LOG_FORMAT", { text = true, json = true }, "text") == "json"
 
 function M.set_level(name)
   local l = LEVELS[name]
