@@ -10,8 +10,9 @@ usage: scatter run [options] FILE [ARGS...]
 Runs FILE as the main thread with ARGS in `...` and arg[], then the loop
 until every thread has ended; open pools are closed at the end.
 Exit code 0, 1 on an uncaught error, 2 on a bad command line.
-The first SIGINT or SIGTERM stops dispatching, cancels what is in flight,
-saves state and exits 130 or 143; a second one exits at once.
+The first SIGINT, SIGTERM, SIGHUP or SIGPIPE (`| head -1`) stops
+dispatching, cancels what is in flight, saves state and exits 130, 143,
+129 or 141; a second one exits at once.
 
 options:
   --log-level LEVEL    error, warn, info, debug or trace (SCATTER_LOG)

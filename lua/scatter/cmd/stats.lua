@@ -10,8 +10,8 @@ usage: scatter stats STATE.json [options]
 
 Reads a state file (a pool's state_file) and shows, for each pool and
 target host, its proxies by health: healthy (best success rate first, then
-fastest), cooling down, dead (proxies never tried on a host are only
-counted). Columns: success rate and samples over the
+fastest), failing (tried there, never a success yet), cooling down, dead
+(proxies never tried on a host are only counted). Columns: success rate and samples over the
 health window, p50/p95 latency of successful attempts, consecutive
 failures, cooldown left and last success, both as of the snapshot.
 Credentials are masked. Exit code 0, 1 when the file cannot be read, 2 on
