@@ -75,6 +75,18 @@ describe("scatter.simulate", function()
       assert.matches("bad argument #1", select(2, pcall(simulate, 5)))
     end)
 
+    it("reads a young pool's throughput over its own life, not a full window", function()
+      -- (every window divided by its full length: a pool a few seconds old
+      -- showed a fraction of its rate in the summary line and the gauge)
+      local r = simulate{ seed = 3, tasks = 300, proxies = { { count = 50, latency = 0.2, jitter = 0.05 } } }
+      assert.are.equal(300, r.delivered)
+      assert.is_true(r.virtual_seconds > 1 and r.virtual_seconds < 9, tostring(r.virtual_seconds))
+      local rate = 300 / r.virtual_seconds
+      assert.is_true(math.abs(r.metrics.throughput_10s - rate) < 0.02 * rate,
+        ("throughput_10s %.1f, delivered %.1f/s"):format(r.metrics.throughput_10s, rate))
+      assert.are.equal(r.metrics.throughput_10s, r.metrics.throughput_60s)
+    end)
+
     it("accepts a pool config with fields that only matter to real traffic", function()
       local r = simulate{ tasks = 3, proxies = good,
         config = { sources = { "file:///x" }, proxies = { "1.2.3.4:1080" }, name = "x", metrics_log_interval = 0 } }

@@ -124,9 +124,9 @@ function M.pools_renderer(pool_mod, now)
   local seen, order = {}, {}
   local t0 = now()
   local window = {} -- { t, {pool -> attempts_finished} }, the last minute
-  -- { t, tasks done } over the last 10 s: the rate shown. The pools'
-  -- throughput_10s divides by 10 s however young the pool is, so a crawl
-  -- doing 50/s read "9.7/s" for its first 10 s (a short run throughout).
+  -- { t, tasks done } over the last 10 s: the rate shown, the line's own
+  -- (pools come and go; summing their throughput_10s once read "9.7/s"
+  -- for a crawl doing 50/s, when a window ignored a pool's age).
   local dones = {}
   return function()
     for p in pairs(pool_mod.open) do

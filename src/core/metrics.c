@@ -72,9 +72,14 @@ void sc_sched_metrics(sc_sched_t *s, sc_metrics_t *m) {
   m->failed_tasks = s->m.cancelled_tasks;
   int64_t sec = s->ring_sec;
   double frac = tn - floor(tn);
-  m->throughput_1s = ring_sum(s->done_ring, sec, 1) / (1.0 + frac);
-  m->throughput_10s = ring_sum(s->done_ring, sec, 10) / (10.0 + frac);
-  m->throughput_60s = ring_sum(s->done_ring, sec, 60) / (60.0 + frac);
+  /* a window reaches back no further than the pool's birth: a pool 3 s
+   * old that did 150 tasks did 50/s, not the 15/s of dividing by 10 s
+   * (which the summary line and the gauge showed for a minute) */
+  double age = tn - s->born;
+  if (age < 1.0) age = 1.0;
+  m->throughput_1s = ring_sum(s->done_ring, sec, 1) / fmin(1.0 + frac, age);
+  m->throughput_10s = ring_sum(s->done_ring, sec, 10) / fmin(10.0 + frac, age);
+  m->throughput_60s = ring_sum(s->done_ring, sec, 60) / fmin(60.0 + frac, age);
   uint32_t att = ring_sum(s->att_ring, sec, 60);
   m->success_rate_1m = att ? (double)ring_sum(s->ok_ring, sec, 60) / att : 0;
   m->avg_latency_ms = s->lat_ewma < 0 ? 0 : s->lat_ewma * 1000.0;

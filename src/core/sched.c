@@ -198,7 +198,8 @@ int sc_sched_new(sc_sched_t **out, const sc_config_t *cfg,
   s->lat_ewma = -1;
   s->hs_p95 = -1;
   s->k_current = 2 * cfg->k_base;
-  s->ring_sec = (int64_t)floor(env->now(env->ud));
+  s->born = env->now(env->ud);
+  s->ring_sec = (int64_t)floor(s->born);
   *out = s;
   return 0;
 }

@@ -135,6 +135,7 @@ struct sc_sched {
   uint32_t hs_n;
   uint32_t done_ring[RING], att_ring[RING], ok_ring[RING];
   int64_t ring_sec;
+  double born; /* when the pool was made: a young pool's windows are shorter */
   sc_metrics_t m; /* counters; the derived fields are filled on demand */
 };
 
