@@ -184,9 +184,10 @@ function Feed:warn_socks4()
   local n = self.socks4
   if n == 0 then return end
   self.warned_socks4 = true
-  log.emit("warn", self.name, string.format("%d socks4 prox%s resolve no names and prefer_remote_dns is on: "
-    .. "they serve IP-literal targets only (socks4a:// or prefer_remote_dns = false resolve names)",
-    n, n == 1 and "y" or "ies"))
+  local one = n == 1
+  log.emit("warn", self.name, string.format("%d socks4 prox%s no names and prefer_remote_dns is on: "
+    .. "%s IP-literal targets only (socks4a:// or prefer_remote_dns = false resolve names)",
+    n, one and "y resolves" or "ies resolve", one and "it serves" or "they serve"))
 end
 
 -- Fetches the sources in parallel; first() after each one's first slice
