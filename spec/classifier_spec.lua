@@ -158,6 +158,19 @@ describe("classifiers", function()
     assert.truthy(select(2, classifier.call(kinds[5], resp_of(200))):find("classifier returned nil", 1, true))
   end)
 
+  it("a request that ends on a failing classifier says so in its error", function()
+    -- (it read "timeout: last error: target_error: HTTP 200 (proxy ...)",
+    -- naming nothing the user could fix; only the log said why)
+    local pool
+    logged(function()
+      pool = pool_of({ farm.by_profile.good[1] }, function() error("no title in page") end, { name = "why" })
+      local resp, err = pool:get(ng.url("/small.txt"), { timeout = 1.5 })
+      assert.is_nil(resp)
+      assert.truthy(err:find("^timeout: last error: target_error: HTTP 200, classifier error: .*no title in page"), err)
+    end)
+    pool:close()
+  end)
+
   it("logs per pool: another pool's errors do not silence this one's", function()
     local function bad() error("nope") end
     local lines = logged(function()

@@ -243,7 +243,7 @@ function Pool:_on_response(ah, th)
   -- task ended "closed" and the C pool is gone
   if self.closed then return end
   local attempts = self.c:attempts(th)
-  if self.c:verdict(ah, verdict) then deliver(self, th, resp, attempts) end
+  if self.c:verdict(ah, verdict, err) then deliver(self, th, resp, attempts) end
 end
 
 local function check_open(self, fname)

@@ -74,7 +74,8 @@ static int settled(lpool *p, sc_handle_t ah, sc_attempt_t *a, sc_verdict_t v,
   return won;
 }
 
-static int settle(lpool *p, sc_handle_t ah, sc_attempt_t *a, sc_verdict_t v) {
+static int settle(lpool *p, sc_handle_t ah, sc_attempt_t *a, sc_verdict_t v,
+                  const char *why) {
   lreq *r = a->task_ud;
   double latency = 0, rest = -1;
   if (a->tdata) {
@@ -93,6 +94,9 @@ static int settle(lpool *p, sc_handle_t ah, sc_attempt_t *a, sc_verdict_t v) {
       if (eb && rest >= 0)
         snprintf(eb, LAST_ERROR_SIZE, "%s: HTTP %ld, Retry-After %gs (proxy %s)",
                  sc_verdict_name(v), x->status, rest, who);
+      else if (eb && why) /* the classifier failed: say so, not just the status */
+        snprintf(eb, LAST_ERROR_SIZE, "%s: HTTP %ld, %.200s (proxy %s)",
+                 sc_verdict_name(v), x->status, why, who);
       else if (eb)
         snprintf(eb, LAST_ERROR_SIZE, "%s: HTTP %ld (proxy %s)",
                  sc_verdict_name(v), x->status, who);
@@ -114,15 +118,17 @@ static int l_pool_response(lua_State *L) {
   return 2;
 }
 
-/* pool:verdict(attempt, name) -> won (the task is over) */
+/* pool:verdict(attempt, name [, why]) -> won (the task is over); why: the
+ * classifier's failure, for the request's last error */
 static int l_pool_verdict(lua_State *L) {
   lpool *p = sc_lua_pool_check(L, 1);
   sc_handle_t ah = check_handle(L, 2);
   sc_verdict_t v;
   if (sc_verdict_parse(luaL_checkstring(L, 3), &v) < 0)
     return luaL_argerror(L, 3, "not a verdict");
+  const char *why = luaL_optstring(L, 4, NULL);
   sc_attempt_t *a = (sc_attempt_t *)sc_sched_attempt(p->sched, ah);
-  lua_pushboolean(L, a && settle(p, ah, a, v));
+  lua_pushboolean(L, a && settle(p, ah, a, v, why));
   return 1;
 }
 
@@ -166,13 +172,13 @@ static int l_pool_settle_default(lua_State *L) {
   if (!a || !a->tdata) return 0;
   sc_verdict_t v = default_verdict(((latt *)a->tdata)->x, a->task_ud, p, a->proxy);
   if (v != SC_V_SUCCESS && v != SC_V_FINAL) {
-    settle(p, ah, a, v);
+    settle(p, ah, a, v, NULL);
     lua_pushboolean(L, 0);
     return 1;
   }
   push_response(L, p, a);
   int attempts = sc_sched_task_attempts(p->sched, a->task);
-  if (!settle(p, ah, a, v)) { /* a success that did not end its task */
+  if (!settle(p, ah, a, v, NULL)) { /* a success that did not end its task */
     lua_pop(L, 1);
     lua_pushboolean(L, 0);
     return 1;
