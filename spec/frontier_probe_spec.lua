@@ -289,4 +289,19 @@ describe("frontier, probed as a user", function()
     -- nothing was made for a run that never started
     assert.is_nil(io.open(dir .. "/crawl.db"))
   end)
+
+  it("takes a path beginning with file: as a file name, so its lock guards that file", function()
+    local path = dir .. "/file:q.db"
+    -- (relative: "file:q.db" is the form SQLite read as a URI)
+    local p = io.popen("cd " .. env.shell_quote(dir) .. " && luajit -e " .. env.shell_quote(
+      "package.path = " .. ("%q"):format(package.path) .. " package.cpath = " .. ("%q"):format(package.cpath)
+      .. " local q = assert(require('scatter').queue({ path = 'file:q.db' })) q:push('http://a.org/') q:close()"
+      .. " print(io.open('file:q.db') ~= nil, io.open('q.db') ~= nil)") .. " 2>&1")
+    local said = p:read("*a")
+    p:close()
+    assert.equal("true\tfalse\n", said)
+    local q = assert(scatter.queue({ path = path, readonly = true }))
+    assert.equal(1, q:stats().seen)
+    q:close()
+  end)
 end)

@@ -94,6 +94,10 @@ int sc_lua_sqlite_open(lua_State *L) {
   if (!configured) {
     configured = 1;
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    /* a path is a file name: Debian's SQLite reads "file:x.db" as a URI
+     * (the database x.db) while the lock beside it was "file:x.db-lock",
+     * so a writer opening "x.db" took another lock on the same file */
+    sqlite3_config(SQLITE_CONFIG_URI, 0);
   }
   int flags = ro ? SQLITE_OPEN_READONLY
                  : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
