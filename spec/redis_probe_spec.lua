@@ -87,6 +87,57 @@ describe("the Redis queue, probed", function()
     b:close()
   end)
 
+  it("keeps a crawl's records without an output name (they are Redis's to keep)", function()
+    local q = assert(scatter.queue({ redis = srv.url, name = "noout" }))
+    q:push_many({ "http://site.test/a", "http://site.test/b" })
+    local pool = { request = function() return { status = 200 } end }
+    local s = scatter.crawl({ queue = q, pool = pool, handle = function(_, item) return { u = item.url } end })
+    assert.equal(2, s.done)
+    local path = os.tmpname()
+    local fh = io.open(path, "w")
+    assert.equal(2, q:export(fh))
+    fh:close()
+    local got = {}
+    for l in io.lines(path) do got[#got + 1] = l end
+    os.remove(path)
+    q:close()
+    assert.equal(2, #got)
+    local urls = {}
+    for i, l in ipairs(got) do urls[i] = require("cjson").decode(l).u end
+    table.sort(urls)
+    assert.same({ "http://site.test/a", "http://site.test/b" }, urls)
+  end)
+
+  it("gives back what a crawl ending on an error held, so the next crawl here finishes", function()
+    local q = assert(scatter.queue({ redis = srv.url, name = "errend", lease = 5 }))
+    local list = {}
+    for i = 1, 8 do list[i] = "http://site.test/e/" .. i end
+    q:push_many(list)
+    local closed = false
+    local pool = { request = function()
+      if closed then return nil, "closed" end
+      return { status = 200 }
+    end }
+    pool.closed = false
+    local n = 0
+    local ok, err = pcall(scatter.crawl, { queue = q, pool = pool, concurrency = 4,
+      handle = function(_, item)
+        n = n + 1
+        if n == 2 then closed, pool.closed = true, true end
+        return { u = item.url }
+      end })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("the pool was closed during the crawl", 1, true), tostring(err))
+    closed, pool.closed = false, false
+    -- a crawl after it takes every item left at once (they waited for the
+    -- first crawl's leases for ever: held and renewed by this process)
+    local done = q:stats().done
+    local s = scatter.crawl({ queue = q, pool = pool, concurrency = 4, handle = function(_, item) return { u = item.url } end })
+    assert.equal(8, done + s.done)
+    assert.same({ queued = 0, leased = 0, done = 8, failed = 0, seen = 8 }, q:stats())
+    q:close()
+  end)
+
   it("says which connection option is wrong instead of raising or reconnecting forever", function()
     for _, o in ipairs({ { redis_timeout = "x" }, { redis_timeout = -1 }, { redis_timeout = 0 },
       { redis_timeout = 0 / 0 }, { retry_for = "abc" }, { retry_for = -5 } }) do

@@ -210,6 +210,7 @@ function M.crawl(cfg)
         free = o.concurrency - st.held - u
       end
       if free < group and not (st.gate_open and free > 0) then
+        if st.fatal then return nil end -- (the commit above may have waited)
         local w = runtime.waiter()
         gate[#gate + 1] = w
         if u > 0 and free <= 0 then gate_commit = true end
@@ -264,7 +265,11 @@ function M.crawl(cfg)
           wake_idle()
           return nil
         end
-        -- otherwise items in flight here may push more: wait for them
+        -- otherwise items in flight here may push more: wait for them;
+        -- unless the crawl ended while the lease or the stats waited on
+        -- Redis (fatal's wake_idle came before this wait: a Redis crawl
+        -- that failed while a worker leased hung for ever)
+        if st.fatal or st.finished or stopping() then return nil end
         local w = runtime.waiter()
         if #st.idle >= 2 * o.concurrency then -- drop those their timers woke
           local keep = {}
@@ -373,7 +378,9 @@ function M.crawl(cfg)
     slot.since = nil
     if not ok then return failed_try(it, "handle raised: " .. text(v), slot) end
     local line
-    if cfg.output and v ~= nil then
+    -- (a Redis queue keeps the lines itself: with no output named they
+    -- were dropped, and `scatter queue export` gave nothing)
+    if (cfg.output or b.keeps_output) and v ~= nil then
       local lerr
       line, lerr = json.encode(v)
       if not line then

@@ -27,34 +27,16 @@ local PRIO, decode, push_chunks, step_argv = items_codec.PRIO, items_codec.decod
 local M = {}
 local B = {}
 B.__index = B
+-- the output lines live in Redis whether or not the crawl names a file
+B.keeps_output = true
 
 M.check_name = items_codec.check_name
-
-local ffi = require("ffi")
-pcall(ffi.cdef, "int getpid(void);")
-pcall(ffi.cdef, "int gethostname(char *name, size_t len);")
-
-local function consumer_name()
-  local buf = ffi.new("char[256]")
-  local host = ffi.C.gethostname(buf, 255) == 0 and ffi.string(buf) or "host"
-  return ("%s:%d:%x"):format(host, ffi.C.getpid(), math.floor((core.now() % 1) * 2 ^ 24))
-end
 
 function M.open(opts)
   local ok, err = M.check_name(opts.name)
   if not ok then return nil, err end
-  local lease = opts.lease or 60
-  if type(lease) ~= "number" or lease ~= lease or lease < 0.1 or lease > 86400 then
-    return nil, "scatter.queue: lease must be a number of seconds in [0.1, 86400], got " .. tostring(opts.lease)
-  end
-  -- (the client takes them unchecked: a string raised, a timeout <= 0
-  -- dropped every connection at once, reconnecting for ever)
-  for k, lo in pairs({ redis_timeout = 0, retry_for = -1 }) do
-    local v = opts[k]
-    if v ~= nil and (type(v) ~= "number" or not (v > lo and v <= 2592000)) then return nil,
-      ("scatter.queue: %s must be a number of seconds in %s, 2592000], got %s"):format(k, lo == 0 and "(0" or "[0",
-        type(v) == "string" and ("'" .. v .. "'") or tostring(v)) end
-  end
+  local lease, lerr = items_codec.check_opts(opts)
+  if not lease then return nil, lerr end
   local copts = { timeout = opts.redis_timeout, retry_for = opts.retry_for }
   local c, cerr = redis.connect(opts.redis, copts)
   if not c then return nil, "scatter.queue: " .. cerr end
@@ -68,7 +50,7 @@ function M.open(opts)
   local lease_ms = math.floor(lease * 1000)
   local self = setmetatable({
     c = c, url = opts.redis, copts = copts, name = opts.name, prefix = "scatter:{" .. opts.name .. "}:",
-    lease_ms = lease_ms, lease_secs = lease, me = consumer_name(),
+    lease_ms = lease_ms, lease_secs = lease, me = items_codec.consumer_name(core.now()),
     period = tostring(math.max(50, math.min(2000, math.floor(lease_ms / 4)))),
     leased = {}, nleased = 0, s = {}, buf = {}, bufi = 1, bufn = 0, cq = {}, watchers = {},
     carrying = 0, synced = {},
@@ -390,6 +372,20 @@ function B:fail(item, err, retry_at)
   if not ok then return nil, rerr end
   self:forget(item)
   return true
+end
+
+-- Items a crawl took and never began (it ended on an error) go back to
+-- the front of this process's buffer, untried: still leased here and
+-- renewed, so the next lease takes them at once and close gives them back
+-- (a later crawl in this process waited for them for ever).
+function B:release(items)
+  for i = #items, 1, -1 do
+    local it = {}
+    for k, v in pairs(items[i]) do if type(k) ~= "string" or k:sub(1, 1) ~= "_" then it[k] = v end end
+    self.bufi = self.bufi - 1
+    self.buf[self.bufi] = it
+  end
+  return #items
 end
 
 -- items nil (scatter.crawl's timer): this backend renews its own leases

@@ -5,6 +5,18 @@ local cjson = require("cjson.safe")
 
 local M = {}
 
+local ffi = require("ffi")
+pcall(ffi.cdef, "int getpid(void);")
+pcall(ffi.cdef, "int gethostname(char *name, size_t len);")
+
+-- host:pid:random, this process's consumer in every group (now: the
+-- clock, whose fraction tells two processes of one pid apart)
+function M.consumer_name(now)
+  local buf = ffi.new("char[256]")
+  local host = ffi.C.gethostname(buf, 255) == 0 and ffi.string(buf) or "host"
+  return ("%s:%d:%x"):format(host, ffi.C.getpid(), math.floor((now % 1) * 2 ^ 24))
+end
+
 local MAX_NAME = 200
 
 -- A name becomes part of every key: printable bytes only (braces would
@@ -21,6 +33,23 @@ function M.check_name(name)
       :format(name, bad)
   end
   return true
+end
+
+-- opts.lease, redis_timeout and retry_for checked; -> lease (seconds) |
+-- nil, err. (The client takes the last two unchecked: a string raised, a
+-- timeout <= 0 dropped every connection at once, reconnecting for ever.)
+function M.check_opts(opts)
+  local lease = opts.lease or 60
+  if type(lease) ~= "number" or lease ~= lease or lease < 0.1 or lease > 86400 then
+    return nil, "scatter.queue: lease must be a number of seconds in [0.1, 86400], got " .. tostring(opts.lease)
+  end
+  for k, lo in pairs({ redis_timeout = 0, retry_for = -1 }) do
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or not (v > lo and v <= 2592000)) then return nil,
+      ("scatter.queue: %s must be a number of seconds in %s, 2592000], got %s"):format(k, lo == 0 and "(0" or "[0",
+        type(v) == "string" and ("'" .. v .. "'") or tostring(v)) end
+  end
+  return lease
 end
 
 -- Priorities as Redis sees them ("%d"), made once per level.
