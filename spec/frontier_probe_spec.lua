@@ -293,7 +293,9 @@ describe("frontier, probed as a user", function()
   it("takes a path beginning with file: as a file name, so its lock guards that file", function()
     local path = dir .. "/file:q.db"
     -- (relative: "file:q.db" is the form SQLite read as a URI)
-    local p = io.popen("cd " .. env.shell_quote(dir) .. " && luajit -e " .. env.shell_quote(
+    -- the ASan build's module needs its runtime preloaded into luajit
+    local pre = env.asan_preload and ("LD_PRELOAD=" .. env.shell_quote(env.asan_preload) .. " ") or ""
+    local p = io.popen("cd " .. env.shell_quote(dir) .. " && " .. pre .. "luajit -e " .. env.shell_quote(
       "package.path = " .. ("%q"):format(package.path) .. " package.cpath = " .. ("%q"):format(package.cpath)
       .. " local q = assert(require('scatter').queue({ path = 'file:q.db' })) q:push('http://a.org/') q:close()"
       .. " print(io.open('file:q.db') ~= nil, io.open('q.db') ~= nil)") .. " 2>&1")
