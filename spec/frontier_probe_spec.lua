@@ -226,8 +226,18 @@ describe("frontier, probed as a user", function()
       local q = assert(scatter.queue({ path = dir .. "/q.db" }))
       for i = 1, 8 do q:push(ng.url("/p" .. i .. ".html"), { meta = { i = i } }) end
       local pool = new_pool()
+      -- the first handlers wait for item 2's to close the pool, so items remain that need it
+      -- (before, a slow item 2 could close it after every other item was done)
+      local closed = false
       local ok, err = pcall(scatter.crawl, { queue = q, pool = pool, concurrency = 4, handle = function(_, item)
-        if item.meta.i == 2 then pool:close() end
+        if item.meta.i == 2 then
+          pool:close()
+          closed = true
+        end
+        for _ = 1, 400 do
+          if closed then break end
+          scatter.sleep(0.025)
+        end
         return item.meta.i
       end })
       assert.is_false(ok)
